@@ -1,0 +1,3 @@
+"""The `vq4all` console script (filled in below)."""
+def main(argv=None):
+    return 0
