@@ -1,3 +1,154 @@
-"""The `vq4all` console script (filled in below)."""
-def main(argv=None):
+"""The `vq4all` console script: one plain function per subcommand, callable from tests.
+
+Every flag defaults to None and falls back to the config dataclasses' defaults. A `VQ4AllError`
+(bad input the user can fix) prints one line and exits with status 2; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import VQ4AllError
+
+
+def _emit(args, obj: dict, text: str) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True) if args.json else text)
+
+
+# ----------------------------------------------------------------------------- zoo
+def cmd_zoo_list(args) -> int:
+    from . import zoo
+
+    rows = zoo.list_networks()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<20}{'parameters':>14}{'compressible':>14}  metric")
+    for r in rows:
+        print(f"{r['name']:<20}{r['parameters']:>14,}{r['compressible_parameters']:>14,}  {r['metric']}")
     return 0
+
+
+# ----------------------------------------------------------------------------- codebook
+def cmd_codebook_build(args) -> int:
+    from . import zoo
+    from .artifact import save_codebook
+    from .codebook import build
+    from .config import CodebookConfig
+
+    names = tuple(n.strip() for n in args.networks.split(",") if n.strip()) if args.networks else ()
+    for name in names:
+        if name not in zoo.NAMES:
+            raise VQ4AllError(f"unknown network '{name}' in --networks: choose from {', '.join(zoo.NAMES)}")
+    given = {"k": args.k, "d": args.d, "per_network": args.per_network, "bandwidth": args.bandwidth,
+             "dtype": args.dtype, "lloyd_iters": args.lloyd_iters, "seed": args.seed,
+             "scale_granularity": args.scale_granularity}
+    config = CodebookConfig(networks=names, **{k: v for k, v in given.items() if v is not None})
+    start = time.perf_counter()
+    cb = build(config, progress=not args.json)
+    seconds = time.perf_counter() - start
+    save_codebook(args.out, cb)
+    info = {"file": args.out, "k": cb.k, "d": cb.d, "dtype": cb.dtype, "sha256": cb.sha256,
+            "bandwidth_h": cb.manifest["bandwidth_h"], "pooled_subvectors": cb.manifest["pooled_subvectors"],
+            "networks": list(names), "seconds": round(seconds, 3)}
+    _emit(args, info, f"wrote {args.out}: k={cb.k} d={cb.d} {cb.dtype} from {len(names)} networks "
+                      f"(h={info['bandwidth_h']:.4f}, {seconds:.1f} s)  sha256={cb.sha256}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- assign
+def cmd_assign(args) -> int:
+    from . import zoo
+    from .artifact import load_codebook, network_sizes, save_network
+    from .hard import hard_assign
+
+    net = zoo.load(args.network)
+    cb = load_codebook(args.codebook)
+    state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
+    art = hard_assign(net.name, state, list(net.compressible()), cb, args.scale_granularity or "channel",
+                      progress=not args.json)
+    save_network(args.out, art)
+    info = {"file": args.out, "network": net.name, "layers": len(art.layers), **network_sizes(art)}
+    _emit(args, info, f"wrote {args.out}: {net.name}, {len(art.layers)} layers, "
+                      f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x")
+    return 0
+
+
+# ----------------------------------------------------------------------------- inspect
+def cmd_inspect(args) -> int:
+    from .artifact import summarize
+
+    info = summarize(args.file)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+    elif info["kind"] == "codebook":
+        print(f"{info['file']}: valid codebook, k={info['k']} d={info['d']} {info['dtype']} "
+              f"({info['bits'] / 8 / 1024:.0f} KiB), sha256={info['sha256']}")
+    else:
+        print(f"{info['file']}: valid network artifact of {info['network']}: {info['layers']} layers, "
+              f"k={info['k']}, {info['bits_per_weight']:.3f} bits/weight, "
+              f"compression {info['compression_ratio']:.2f}x, codebook {info['codebook_sha256']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vq4all", description="Universal-codebook neural network compression.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_json(q):
+        q.add_argument("--json", action="store_true", help="print one JSON object")
+        return q
+
+    zoo_p = sub.add_parser("zoo", help="the bundled real networks").add_subparsers(dest="zoo_command", required=True)
+    with_json(zoo_p.add_parser("list", help="name, parameters, compressible parameters, metric")).set_defaults(func=cmd_zoo_list)
+
+    cb_p = sub.add_parser("codebook", help="the universal codebook").add_subparsers(dest="codebook_command", required=True)
+    b = with_json(cb_p.add_parser("build", help="build a universal codebook by KDE from zoo networks"))
+    b.add_argument("--networks", required=True, help="comma-separated zoo names (see `vq4all zoo list`)")
+    b.add_argument("--k", type=int, help="codewords (power of two, default 65536)")
+    b.add_argument("--d", type=int, help="sub-vector dimension (default 8)")
+    b.add_argument("--per-network", type=int, help="sub-vectors pooled per network (default 262144)")
+    b.add_argument("--bandwidth", help="scott (default), silverman or a fixed h")
+    b.add_argument("--dtype", choices=["int8", "float16"], help="stored codeword precision (default int8)")
+    b.add_argument("--scale-granularity", choices=["none", "tensor", "channel"], help="default channel")
+    b.add_argument("--lloyd-iters", type=int, help="Lloyd refinement steps after sampling (default 0)")
+    b.add_argument("--seed", type=int, help="default 0")
+    b.add_argument("--out", required=True, help="codebook file to write (.safetensors)")
+    b.set_defaults(func=cmd_codebook_build)
+
+    a = with_json(sub.add_parser("assign", help="hard-assign a zoo network to a codebook (no training)"))
+    a.add_argument("--network", required=True)
+    a.add_argument("--codebook", required=True)
+    a.add_argument("--scale-granularity", choices=["none", "tensor", "channel"])
+    a.add_argument("--out", required=True)
+    a.set_defaults(func=cmd_assign)
+
+    i = with_json(sub.add_parser("inspect", help="validate and summarise a codebook or network file"))
+    i.add_argument("file")
+    i.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except VQ4AllError as e:
+        if args.debug:
+            raise
+        print(f"vq4all: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vq4all: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,481 @@
+"""The artifact format: the only reader and writer of vq4all files.
+
+Both kinds are safetensors files (no pickle; readable from numpy without torch) whose metadata
+key `vq4all` holds a JSON manifest with `format` = "vq4all", `format_version` = 1 and `kind`.
+
+Codebook file (kind "codebook"):
+  codebook        [k, d] int8 (value = codebook * codebook_scale) or float16 (value = codebook)
+  codebook_scale  [1] float32, > 0, only with int8
+  manifest: k, d, dtype, sha256 (hex SHA-256 of codebook's raw C-order little-endian bytes, then
+  codebook_scale's when present), config (the CodebookConfig), anything else the builder adds.
+
+Network file (kind "network"):
+  <layer>.codes   [out_features, m] U8 when k <= 256 else U16, m = ceil(row / d), every code < k
+  <layer>.scales  [out_features] float16, finite and > 0
+  FP leftovers    every other tensor, under its state-dict name (biases, norms, ...), finite
+  manifest: network, codebook_sha256, k, layers = [{name, param, shape, d, pad, scale_granularity}]
+  (`param` is the state-dict key of the weight; `name` is that key without a final ".weight";
+  pad = m*d - row), config.
+
+Reading parses and checks the safetensors header itself before touching any data (sizes and
+offsets against the file's real length, a bounded header), so a malformed or hostile file ends
+in one `ArtifactError` naming the file, the tensor and the rule, and never allocates more than
+the file's own size. Writes are atomic: a temporary file in the same folder, fsync, rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactError, VQ4AllError
+
+FORMAT = "vq4all"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 16 << 20  # a manifest with thousands of layers is ~1 MiB
+
+_DTYPES = {  # safetensors dtype -> numpy little-endian dtype
+    "BOOL": np.dtype("bool"), "U8": np.dtype("u1"), "I8": np.dtype("i1"), "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"), "U32": np.dtype("<u4"), "I32": np.dtype("<i4"), "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"), "F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
+}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+_GRANULARITIES = ("none", "tensor", "channel")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# ----------------------------------------------------------------------------- in-memory forms
+@dataclass
+class Codebook:
+    """The universal codebook. codebook: [k, d] int8 or float16; codebook_scale: [1] float32 or None."""
+
+    codebook: np.ndarray
+    codebook_scale: np.ndarray | None = None
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(self.codebook.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.codebook.shape[1])
+
+    @property
+    def dtype(self) -> str:
+        return "int8" if self.codebook.dtype == np.int8 else "float16"
+
+    @property
+    def sha256(self) -> str:
+        return codebook_sha256(self.codebook, self.codebook_scale)
+
+    def values(self) -> np.ndarray:
+        """The codewords' real values: [k, d] float32 (the reference's definition)."""
+        from .reference import codebook_values
+
+        return codebook_values(self.codebook, self.codebook_scale)
+
+
+@dataclass
+class LayerCodes:
+    """One compressed weight. codes: [out_features, m] uint8/uint16; scales: [out_features] float16."""
+
+    param: str
+    shape: tuple[int, ...]
+    d: int
+    pad: int
+    scale_granularity: str
+    codes: np.ndarray
+    scales: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return layer_name(self.param)
+
+    @property
+    def row(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+
+
+@dataclass
+class NetworkArtifact:
+    """A network rebuilt on a codebook: per-layer codes and scales plus the FP leftovers."""
+
+    network: str
+    codebook_sha256: str
+    k: int
+    layers: list[LayerCodes]
+    leftovers: dict[str, np.ndarray] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+
+def layer_name(param: str) -> str:
+    """The artifact's layer name of a state-dict weight key: the key without a final '.weight'."""
+    return param[: -len(".weight")] if param.endswith(".weight") else param
+
+
+def codebook_sha256(codebook: np.ndarray, codebook_scale: np.ndarray | None = None) -> str:
+    """Hex SHA-256 of the codebook's raw C-order little-endian bytes, then codebook_scale's."""
+    h = hashlib.sha256(np.ascontiguousarray(codebook, dtype=codebook.dtype.newbyteorder("<")).tobytes())
+    if codebook_scale is not None:
+        h.update(np.ascontiguousarray(codebook_scale, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+def code_dtype(k: int) -> np.dtype:
+    """uint8 when k <= 256, else uint16."""
+    return np.dtype(np.uint8) if k <= 256 else np.dtype("<u2")
+
+
+# ----------------------------------------------------------------------------- writing
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never
+    a mix: temp file in the same folder, flush + fsync, rename over, fsync the folder."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise VQ4AllError(f"{path}: folder {folder} does not exist: create it first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise VQ4AllError(f"{path}: cannot write in {folder} ({e.strerror}): choose a writable path") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on folders; the rename itself is still atomic
+
+
+def _save(path, tensors: dict[str, np.ndarray], manifest: dict) -> None:
+    from safetensors.numpy import save
+
+    for name, t in tensors.items():
+        if np.dtype(t.dtype).newbyteorder("<") not in _NAMES:
+            raise VQ4AllError(f"{path}: tensor '{name}': dtype {t.dtype} cannot be stored")
+    data = save({n: np.ascontiguousarray(t) for n, t in tensors.items()},
+                metadata={"vq4all": json.dumps(manifest, sort_keys=True)})
+    atomic_write_bytes(path, data)
+
+
+def save_codebook(path, cb: Codebook) -> None:
+    """Write a codebook file (atomic). The manifest's k, d, dtype and sha256 are recomputed here."""
+    manifest = dict(cb.manifest)
+    manifest.update(format=FORMAT, format_version=FORMAT_VERSION, kind="codebook",
+                    k=cb.k, d=cb.d, dtype=cb.dtype, sha256=cb.sha256)
+    tensors = {"codebook": cb.codebook}
+    if cb.codebook_scale is not None:
+        tensors["codebook_scale"] = np.asarray(cb.codebook_scale, dtype=np.float32).reshape(1)
+    _check_codebook(path, manifest, tensors)
+    _save(path, tensors, manifest)
+
+
+def save_network(path, art: NetworkArtifact) -> None:
+    """Write a network file (atomic), after checking it by the same rules a reader applies."""
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "network",
+        "network": art.network, "codebook_sha256": art.codebook_sha256, "k": int(art.k),
+        "layers": [{"name": layer.name, "param": layer.param, "shape": [int(s) for s in layer.shape],
+                    "d": int(layer.d), "pad": int(layer.pad), "scale_granularity": layer.scale_granularity}
+                   for layer in art.layers],
+        "config": art.config,
+    }
+    tensors: dict[str, np.ndarray] = {}
+    for layer in art.layers:
+        tensors[f"{layer.name}.codes"] = np.asarray(layer.codes)
+        tensors[f"{layer.name}.scales"] = np.asarray(layer.scales)
+    for name, value in art.leftovers.items():
+        if name in tensors:
+            raise VQ4AllError(f"{path}: tensor '{name}': an FP leftover has the name of a layer tensor")
+        tensors[name] = np.asarray(value)
+    _check_network(path, manifest, tensors)
+    _save(path, tensors, manifest)
+
+
+# ----------------------------------------------------------------------------- reading
+def _read_raw(path) -> tuple[dict, dict[str, np.ndarray]]:
+    """Parse a safetensors file with every size checked against the file: (manifest, tensors)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise VQ4AllError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise VQ4AllError(f"{path}: is a folder, not an artifact file") from None
+    except OSError as e:
+        raise VQ4AllError(f"{path}: cannot read ({e.strerror})") from None
+    size = len(data)
+    if size < 8:
+        raise ArtifactError(path, None, f"truncated: {size} bytes, but a safetensors file starts with an 8-byte header length")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > size - 8:
+        raise ArtifactError(path, None, f"header declares {header_len} bytes but only {size - 8} follow (truncated or not a safetensors file)")
+    if header_len > MAX_HEADER_BYTES:
+        raise ArtifactError(path, None, f"header of {header_len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
+    try:
+        header = json.loads(data[8:8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(path, None, f"header is not valid JSON ({e.__class__.__name__}): not a safetensors file or corrupted") from None
+    if not isinstance(header, dict):
+        raise ArtifactError(path, None, "header must be a JSON object")
+    meta = header.pop("__metadata__", None)
+    if not isinstance(meta, dict) or "vq4all" not in meta:
+        raise ArtifactError(path, None, "no 'vq4all' manifest in the metadata: not a vq4all artifact")
+    if not isinstance(meta["vq4all"], str):
+        raise ArtifactError(path, None, "the 'vq4all' manifest must be a JSON string")
+    try:
+        manifest = json.loads(meta["vq4all"])
+    except json.JSONDecodeError as e:
+        raise ArtifactError(path, None, f"the 'vq4all' manifest is not valid JSON ({e.msg})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(path, None, "the 'vq4all' manifest must be a JSON object")
+    body = memoryview(data)[8 + header_len:]
+    tensors = {}
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict):
+            raise ArtifactError(path, name, "entry must be an object with dtype, shape and data_offsets")
+        dtype = _DTYPES.get(info.get("dtype")) if isinstance(info.get("dtype"), str) else None
+        if dtype is None:
+            raise ArtifactError(path, name, f"unknown dtype {info.get('dtype')!r}")
+        shape = info.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+            raise ArtifactError(path, name, f"shape must be a list of non-negative integers, got {shape!r}")
+        offsets = info.get("data_offsets")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise ArtifactError(path, name, f"data_offsets must be [begin, end], got {offsets!r}")
+        begin, end = offsets
+        if not 0 <= begin <= end <= len(body):
+            raise ArtifactError(path, name, f"data_offsets {offsets} fall outside the {len(body)} data bytes (truncated file?)")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if end - begin != nbytes:
+            raise ArtifactError(path, name, f"shape {shape} of {info['dtype']} needs {nbytes} bytes, data_offsets give {end - begin}")
+        spans.append((begin, end, name))
+        tensors[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
+    spans.sort()
+    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise ArtifactError(path, n1, f"data overlaps tensor '{n0}'")
+    return manifest, tensors
+
+
+def _check_common(path, manifest: dict, kind: str | None = None) -> None:
+    if manifest.get("format") != FORMAT:
+        raise ArtifactError(path, None, f"manifest format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArtifactError(path, None, f"unknown format_version {version!r}: this vq4all reads version {FORMAT_VERSION}; use a matching vq4all release")
+    if manifest.get("kind") not in ("codebook", "network"):
+        raise ArtifactError(path, None, f"manifest kind {manifest.get('kind')!r} must be 'codebook' or 'network'")
+    if kind is not None and manifest["kind"] != kind:
+        raise ArtifactError(path, None, f"this is a {manifest['kind']} file, a {kind} file is needed here")
+
+
+def _int_field(path, manifest, key, lo=None, hi=None, where=None) -> int:
+    value = manifest.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ArtifactError(path, where, f"manifest field '{key}' must be an integer in {lo}..{hi}, got {value!r}")
+    return value
+
+
+def _check_k(path, manifest) -> int:
+    k = _int_field(path, manifest, "k", 2, 1 << 16)
+    if k & (k - 1):
+        raise ArtifactError(path, None, f"manifest k={k} is not a power of two")
+    return k
+
+
+def _check_finite(path, name, t: np.ndarray) -> None:
+    if t.dtype.kind == "f" and not np.isfinite(t).all():
+        raise ArtifactError(path, name, "holds NaN or Inf values")
+
+
+def _check_codebook(path, manifest: dict, tensors: dict) -> None:
+    _check_common(path, manifest, "codebook")
+    k = _check_k(path, manifest)
+    d = _int_field(path, manifest, "d", 1, 64)
+    dtype = manifest.get("dtype")
+    if dtype not in ("int8", "float16"):
+        raise ArtifactError(path, None, f"manifest dtype {dtype!r} must be 'int8' or 'float16'")
+    expected = {"codebook", "codebook_scale"} if dtype == "int8" else {"codebook"}
+    for name in sorted(set(tensors) - expected):
+        raise ArtifactError(path, name, f"unexpected tensor in a {dtype} codebook file")
+    for name in sorted(expected - set(tensors)):
+        raise ArtifactError(path, name, f"missing: a {dtype} codebook file holds {', '.join(sorted(expected))}")
+    cb = tensors["codebook"]
+    want = np.int8 if dtype == "int8" else np.float16
+    if cb.dtype != want:
+        raise ArtifactError(path, "codebook", f"dtype {_NAMES.get(cb.dtype.newbyteorder('<'), cb.dtype)} does not match the manifest's {dtype}")
+    if tuple(cb.shape) != (k, d):
+        raise ArtifactError(path, "codebook", f"shape {list(cb.shape)} must be [k, d] = [{k}, {d}]")
+    _check_finite(path, "codebook", cb)
+    scale = tensors.get("codebook_scale")
+    if scale is not None:
+        if scale.dtype != np.float32 or tuple(scale.shape) != (1,):
+            raise ArtifactError(path, "codebook_scale", f"must be float32 of shape [1], got {scale.dtype} {list(scale.shape)}")
+        if not (np.isfinite(scale).all() and scale[0] > 0):
+            raise ArtifactError(path, "codebook_scale", f"must be finite and > 0, got {scale[0]}")
+    sha = codebook_sha256(cb, scale)
+    if manifest.get("sha256") != sha:
+        raise ArtifactError(path, "codebook", f"SHA-256 {sha[:16]}... does not match the manifest's {str(manifest.get('sha256'))[:16]}... (corrupted file)")
+
+
+def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | None = None) -> None:
+    _check_common(path, manifest, "network")
+    k = _check_k(path, manifest)
+    if not isinstance(manifest.get("network"), str) or not manifest["network"]:
+        raise ArtifactError(path, None, "manifest field 'network' must be a non-empty string")
+    sha = manifest.get("codebook_sha256")
+    if not isinstance(sha, str) or not _HEX64.match(sha):
+        raise ArtifactError(path, None, f"manifest codebook_sha256 must be 64 lowercase hex digits, got {sha!r}")
+    if codebook is not None:
+        if sha != codebook.sha256:
+            raise ArtifactError(path, None, f"built on codebook {sha[:16]}..., not on the given codebook {codebook.sha256[:16]}...: pass the codebook it was built with")
+        if k != codebook.k:
+            raise ArtifactError(path, None, f"k={k} does not match the codebook's k={codebook.k}")
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        raise ArtifactError(path, None, "manifest field 'layers' must be a list")
+    want_codes = code_dtype(k)
+    claimed = set()
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            raise ArtifactError(path, None, f"layers[{i}] must be an object")
+        name, param = layer.get("name"), layer.get("param")
+        if not isinstance(name, str) or not name or not isinstance(param, str) or layer_name(param) != name:
+            raise ArtifactError(path, None, f"layers[{i}]: 'param' must be a state-dict key and 'name' that key without '.weight', got {param!r}, {name!r}")
+        if name in claimed:
+            raise ArtifactError(path, f"{name}.codes", "layer listed twice")
+        shape = layer.get("shape")
+        if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
+            raise ArtifactError(path, f"{name}.codes", f"layer shape must be a list of positive integers, got {shape!r}")
+        d = _int_field(path, layer, "d", 1, 64, where=f"{name}.codes")
+        if codebook is not None and d != codebook.d:
+            raise ArtifactError(path, f"{name}.codes", f"d={d} does not match the codebook's d={codebook.d}")
+        row = math.prod(shape[1:]) if len(shape) > 1 else 1
+        m = -(-row // d)
+        if layer.get("pad") != m * d - row:
+            raise ArtifactError(path, f"{name}.codes", f"pad {layer.get('pad')!r} must be m*d - row = {m * d - row} for shape {shape} and d={d}")
+        if layer.get("scale_granularity") not in _GRANULARITIES:
+            raise ArtifactError(path, f"{name}.scales", f"scale_granularity {layer.get('scale_granularity')!r} must be one of {', '.join(_GRANULARITIES)}")
+        codes, scales = tensors.get(f"{name}.codes"), tensors.get(f"{name}.scales")
+        for tname, t in ((f"{name}.codes", codes), (f"{name}.scales", scales)):
+            if t is None:
+                raise ArtifactError(path, tname, "missing: every layer in the manifest has .codes and .scales")
+        if codes.dtype != want_codes:
+            raise ArtifactError(path, f"{name}.codes", f"dtype {codes.dtype} must be {'U8' if k <= 256 else 'U16'} for k={k}")
+        if tuple(codes.shape) != (shape[0], m):
+            raise ArtifactError(path, f"{name}.codes", f"shape {list(codes.shape)} must be [out_features, ceil(row/d)] = [{shape[0]}, {m}]")
+        if codes.size and int(codes.max()) >= k:
+            raise ArtifactError(path, f"{name}.codes", f"code {int(codes.max())} is >= k={k}")
+        if scales.dtype != np.float16 or tuple(scales.shape) != (shape[0],):
+            raise ArtifactError(path, f"{name}.scales", f"must be float16 of shape [{shape[0]}], got {scales.dtype} {list(scales.shape)}")
+        if not (np.isfinite(scales).all() and (scales > 0).all()):
+            raise ArtifactError(path, f"{name}.scales", "every scale must be finite and > 0")
+        if param in tensors:
+            raise ArtifactError(path, param, "a compressed layer's weight must not also be stored as an FP leftover")
+        claimed.add(name)
+    for name, t in tensors.items():
+        base, _, suffix = name.rpartition(".")
+        if suffix in ("codes", "scales") and base in claimed:
+            continue
+        if suffix in ("codes", "scales") and base not in claimed:
+            raise ArtifactError(path, name, "a .codes/.scales tensor of no layer in the manifest")
+        _check_finite(path, name, t)
+
+
+def read_manifest(path) -> dict:
+    """The manifest of any vq4all file, after the header checks (not the full validation)."""
+    manifest, _ = _read_raw(path)
+    _check_common(path, manifest)
+    return manifest
+
+
+def load_codebook(path) -> Codebook:
+    """Read and fully validate a codebook file."""
+    manifest, tensors = _read_raw(path)
+    _check_codebook(path, manifest, tensors)
+    scale = tensors.get("codebook_scale")
+    return Codebook(tensors["codebook"].copy(), None if scale is None else scale.copy(), manifest)
+
+
+def load_network(path, codebook: Codebook | None = None) -> NetworkArtifact:
+    """Read and fully validate a network file; with `codebook`, also check it was built on it."""
+    manifest, tensors = _read_raw(path)
+    _check_network(path, manifest, tensors, codebook)
+    layers = [LayerCodes(param=e["param"], shape=tuple(e["shape"]), d=e["d"], pad=e["pad"],
+                         scale_granularity=e["scale_granularity"],
+                         codes=tensors[f"{e['name']}.codes"].copy(), scales=tensors[f"{e['name']}.scales"].copy())
+              for e in manifest["layers"]]
+    claimed = {f"{layer.name}.{s}" for layer in layers for s in ("codes", "scales")}
+    leftovers = {n: t.copy() for n, t in tensors.items() if n not in claimed}
+    return NetworkArtifact(manifest["network"], manifest["codebook_sha256"], manifest["k"], layers,
+                           leftovers, manifest.get("config", {}))
+
+
+def load(path, codebook: Codebook | None = None) -> Codebook | NetworkArtifact:
+    """Read and validate either kind of file."""
+    kind = read_manifest(path)["kind"]
+    return load_codebook(path) if kind == "codebook" else load_network(path, codebook)
+
+
+# ----------------------------------------------------------------------------- summaries
+def network_sizes(art: NetworkArtifact) -> dict:
+    """Bits and ratios of a network artifact (ROM codebook not charged).
+
+    represented: values the artifact stands for (compressed weights' elements + FP leftovers);
+    stored_bits: codes at log2(k) bits + scales at 16 + leftovers at their stored width.
+    """
+    code_bits = int(math.log2(art.k))
+    weights = sum(math.prod(layer.shape) for layer in art.layers)
+    codes_bits = sum(layer.codes.size for layer in art.layers) * code_bits
+    scale_bits = sum(layer.scales.size for layer in art.layers) * 16
+    left_elems = sum(int(t.size) for t in art.leftovers.values())
+    left_bits = sum(int(t.size) * t.dtype.itemsize * 8 for t in art.leftovers.values())
+    stored = codes_bits + scale_bits + left_bits
+    return {
+        "compressed_weights": weights,
+        "leftover_values": left_elems,
+        "stored_bits": stored,
+        "bits_per_weight": (codes_bits + scale_bits) / weights if weights else float("nan"),
+        "compression_ratio": 32 * (weights + left_elems) / stored if stored else float("nan"),
+    }
+
+
+def summarize(path) -> dict:
+    """Validate a file of either kind and describe it (what `vq4all inspect` prints)."""
+    art = load(path)
+    if isinstance(art, Codebook):
+        m = art.manifest
+        return {"file": str(path), "kind": "codebook", "k": art.k, "d": art.d, "dtype": art.dtype,
+                "sha256": art.sha256, "bits": int(art.codebook.size * art.codebook.itemsize * 8),
+                "codebook_scale": None if art.codebook_scale is None else float(art.codebook_scale[0]),
+                "config": m.get("config"), "valid": True}
+    sizes = network_sizes(art)
+    return {"file": str(path), "kind": "network", "network": art.network, "k": art.k,
+            "codebook_sha256": art.codebook_sha256, "layers": len(art.layers), **sizes,
+            "fp_leftover_tensors": len(art.leftovers), "valid": True}

@@ -1,0 +1,66 @@
+"""Hard assignment: every sub-vector takes its nearest codeword (no training).
+
+This is the starting point the compression training must beat, and it serves the quality table.
+It also turns a network artifact back into weights, through the numpy reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .artifact import Codebook, LayerCodes, NetworkArtifact, code_dtype
+from .reference import decode
+from .search import nearest
+from .subvectors import split
+
+
+def assign(weights: dict, codebook: Codebook, granularity: str = "channel", *, device=None,
+           progress: bool = False) -> list[LayerCodes]:
+    """Nearest-codeword codes for each weight ({state-dict key: [out_features, ...] array/tensor}).
+
+    One search over the sub-vectors of all layers at once (one GEMM stream instead of many small
+    ones). The last sub-vector of a ragged row holds only d - pad real values and the decoder
+    drops the rest, so those tails are searched again on their real values alone.
+    """
+    splits = {key: split(np.asarray(w, dtype=np.float32), codebook.d, granularity) for key, w in weights.items()}
+    values = codebook.values()
+    flat = np.concatenate([s.subvectors.reshape(-1, codebook.d) for s in splits.values()])
+    idx, _ = nearest(flat, values, 1, device=device, progress=progress)
+    idx = idx[:, 0]
+    layers, start = [], 0
+    dtype = code_dtype(codebook.k)
+    for key, s in splits.items():
+        out_features, m, d = s.subvectors.shape
+        codes = idx[start:start + out_features * m].reshape(out_features, m)
+        start += out_features * m
+        if s.pad:
+            # The last sub-vector of each row holds d - pad real values: match on those only.
+            keep = d - s.pad
+            tail_idx, _ = nearest(s.subvectors[:, -1, :keep], values[:, :keep], 1, device=device)
+            codes = codes.copy()
+            codes[:, -1] = tail_idx[:, 0]
+        layers.append(LayerCodes(param=key, shape=s.shape, d=d, pad=s.pad, scale_granularity=granularity,
+                                 codes=codes.astype(dtype), scales=s.scales))
+    return layers
+
+
+def hard_assign(network: str, state_dict: dict, compressible: list[str], codebook: Codebook,
+                granularity: str = "channel", *, device=None, progress: bool = False) -> NetworkArtifact:
+    """A network artifact by hard assignment: `compressible` keys become codes, the rest of
+    `state_dict` ({key: tensor/array}) is kept as FP leftovers."""
+    weights = {key: state_dict[key] for key in compressible}
+    layers = assign(weights, codebook, granularity, device=device, progress=progress)
+    leftovers = {key: np.array(value) for key, value in state_dict.items() if key not in weights}
+    return NetworkArtifact(network, codebook.sha256, codebook.k, layers, leftovers,
+                           {"method": "hard", "scale_granularity": granularity})
+
+
+def decode_layer(layer: LayerCodes, codebook: Codebook) -> np.ndarray:
+    """The weight a layer stands for, in its original shape, float32 (through the reference)."""
+    rows = decode(layer.codes, codebook.codebook, layer.scales, codebook.codebook_scale, in_features=layer.row)
+    return rows.reshape(layer.shape)
+
+
+def decode_weights(art: NetworkArtifact, codebook: Codebook) -> dict[str, np.ndarray]:
+    """{state-dict key: float32 weight} for every compressed layer of the artifact."""
+    return {layer.param: decode_layer(layer, codebook) for layer in art.layers}

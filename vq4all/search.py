@@ -1,0 +1,85 @@
+"""The n nearest codewords (squared L2) for millions of sub-vectors, GEMM-based.
+
+||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2. Ranking needs only s = ||c||^2 - 2 x.c, which one
+`torch.addmm` gives for a block of rows against a block of codewords; the block's n smallest are
+merged into the running best. ||x||^2 is added to the n winners only.
+
+Memory is bounded: the score block is rows_per_block x codewords_per_block float32, sized from
+`block_bytes` (default 8 MiB, small enough to stay in a CPU's L2/L3 between the GEMM that writes it
+and the min/top-k that reads it, which is what keeps the search near the GEMM's own rate).
+Runs multi-threaded on CPU (torch's intra-op threads) and on CUDA when `device` says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import VQ4AllError
+
+
+def _as_tensor(a, device) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(a, dtype=np.float32)) if not isinstance(a, torch.Tensor) else a
+    return t.to(device=device, dtype=torch.float32).contiguous()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 8 << 20,
+            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and squared distances of the n nearest codewords of every row of x.
+
+    x: [N, d] float (numpy or torch); codewords: [k, d] float (the codebook's real values).
+    Returns (indices [N, n] int64, squared distances [N, n] float32), nearest first. Ties go to
+    either codeword. Distances are clamped at 0 (the expansion can round slightly below).
+    """
+    device = torch.device(device) if device is not None else default_device()
+    xs, cs = _as_tensor(x, device), _as_tensor(codewords, device)
+    if xs.ndim != 2 or cs.ndim != 2 or xs.shape[1] != cs.shape[1]:
+        raise VQ4AllError(f"nearest: x [N, d] and codewords [k, d] must share d, got {tuple(xs.shape)} and {tuple(cs.shape)}")
+    big_n, k = xs.shape[0], cs.shape[0]
+    if not 1 <= n <= k:
+        raise VQ4AllError(f"n={n} candidates must be between 1 and k={k}")
+    c_norm = (cs * cs).sum(1)
+    # Block shape: all codewords at once when that still leaves >= 256 rows per block, else
+    # 256-row blocks against codeword tiles.
+    elems = max(block_bytes // 4, 256 * n)
+    cols = k if k * 256 <= elems else max(n, elems // 256)
+    rows = max(1, elems // cols)
+    out_idx = torch.empty((big_n, n), dtype=torch.int64, device=device)
+    out_dist = torch.empty((big_n, n), dtype=torch.float32, device=device)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=big_n, desc=f"nearest (k={k}, n={n})", unit="vec", unit_scale=True, leave=False)
+    scores = torch.empty((rows, cols), dtype=torch.float32, device=device)
+    with torch.no_grad():
+        for r0 in range(0, big_n, rows):
+            xb = xs[r0:r0 + rows]
+            best_val = best_idx = None
+            for c0 in range(0, k, cols):
+                cb, nb = cs[c0:c0 + cols], c_norm[c0:c0 + cols]
+                s = scores[: xb.shape[0], : cb.shape[0]]
+                torch.addmm(nb.unsqueeze(0), xb, cb.T, beta=1.0, alpha=-2.0, out=s)
+                if n == 1:
+                    val, idx = s.min(dim=1, keepdim=True)
+                else:
+                    val, idx = s.topk(n, dim=1, largest=False, sorted=True)
+                idx = idx + c0
+                if best_val is None:
+                    best_val, best_idx = val, idx
+                else:
+                    both_val = torch.cat([best_val, val], 1)
+                    both_idx = torch.cat([best_idx, idx], 1)
+                    best_val, pick = both_val.topk(n, dim=1, largest=False, sorted=True)
+                    best_idx = both_idx.gather(1, pick)
+            out_idx[r0:r0 + rows] = best_idx
+            out_dist[r0:r0 + rows] = (best_val + (xb * xb).sum(1, keepdim=True)).clamp_min_(0)
+            if bar is not None:
+                bar.update(xb.shape[0])
+    if bar is not None:
+        bar.close()
+    return out_idx.cpu().numpy(), out_dist.cpu().numpy()
