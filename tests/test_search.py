@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from vq4all.errors import VQ4AllError
+from vq4all.search import nearest
+
+
+def brute_force(x, c, n):
+    dist = ((x[:, None, :].astype(np.float64) - c[None, :, :]) ** 2).sum(-1)
+    order = np.argsort(dist, axis=1, kind="stable")[:, :n]
+    return order, np.take_along_axis(dist, order, 1)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("block_bytes", [1 << 12, 8 << 20])  # tiled over codewords, and not
+def test_nearest_matches_brute_force(n, block_bytes):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((700, 8)).astype(np.float32)
+    c = rng.standard_normal((1500, 8)).astype(np.float32)
+    idx, dist = nearest(x, c, n, block_bytes=block_bytes)
+    want_idx, want_dist = brute_force(x, c, n)
+    assert idx.shape == (700, n) and idx.dtype == np.int64 and dist.dtype == np.float32
+    # distances agree to float32 GEMM rounding; indices agree except on near-ties
+    np.testing.assert_allclose(dist, want_dist, rtol=1e-4, atol=1e-4)
+    assert (idx == want_idx).mean() > 0.995
+    # the returned codewords really are at the returned distances
+    real = ((x[:, None, :] - c[idx]) ** 2).sum(-1)
+    np.testing.assert_allclose(real, dist, rtol=1e-4, atol=1e-4)
+
+
+def test_nearest_exact_member_is_found():
+    rng = np.random.default_rng(5)
+    c = rng.standard_normal((4096, 8)).astype(np.float32)
+    pick = rng.integers(0, 4096, 300)
+    idx, dist = nearest(c[pick], c, 1)
+    np.testing.assert_array_equal(idx[:, 0], pick)
+    assert dist.max() < 1e-4
+
+
+def test_nearest_rejects_bad_shapes():
+    with pytest.raises(VQ4AllError, match="share d"):
+        nearest(np.zeros((3, 4)), np.zeros((5, 8)))
+    with pytest.raises(VQ4AllError, match="between 1 and k"):
+        nearest(np.zeros((3, 4)), np.zeros((5, 4)), n=6)
