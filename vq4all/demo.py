@@ -1,0 +1,77 @@
+"""The demo on the bundled real networks (`scripts/demo`; `python -m vq4all.demo [OUT] [--full]`).
+
+1. Builds the universal codebook (K=2^16, d=8, int8) from every zoo network and writes it.
+2. Rebuilds one network by hard assignment and writes its artifact; both files are validated.
+3. Prints the hard-assignment quality table (universal codebook with and without the network,
+   universal 256x4, per-layer k-means, 2-bit RTN) for the networks that evaluate in a few
+   minutes on two cores, or for all of them with --full (as benches/quality.py does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+FAST = ("digits_cnn", "crepe_tiny", "silero_vad", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "efficientnet_lite0")
+
+
+def main(argv=None) -> int:
+    from . import zoo
+    from .artifact import atomic_write_bytes, save_codebook, save_network, summarize
+    from .codebook import build_from_subvectors, network_subvectors
+    from .config import CodebookConfig
+    from .evaluate import numpy_weights, plot_sqnr, quality_table, rows_to_json, rows_to_markdown
+    from .hard import hard_assign
+
+    p = argparse.ArgumentParser(prog="vq4all.demo")
+    p.add_argument("out", nargs="?", default="out", help="folder for the demo's files (default ./out)")
+    p.add_argument("--full", action="store_true", help="the quality table for every zoo network (slower)")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    print("== vq4all demo: one universal codebook for real networks ==\n")
+    print("zoo:")
+    for r in zoo.list_networks():
+        print(f"  {r['name']:<20}{r['compressible_parameters']:>12,} compressible weights   metric: {r['metric']}")
+
+    t = time.perf_counter()
+    config = CodebookConfig(networks=zoo.NAMES)
+    subvectors = {name: network_subvectors(zoo.load(name).compressible(), config.d, config.scale_granularity)
+                  for name in zoo.NAMES}
+    cb = build_from_subvectors(subvectors, config)
+    save_codebook(out / "codebook.safetensors", cb)
+    info = summarize(out / "codebook.safetensors")
+    print(f"\n[1] universal codebook: k={cb.k} d={cb.d} {cb.dtype} (h={cb.manifest['bandwidth_h']:.4f}, "
+          f"{info['bits'] / 8 / 1024:.0f} KiB) from {len(zoo.NAMES)} networks in {time.perf_counter() - t:.1f} s")
+    print(f"    {out / 'codebook.safetensors'}  sha256={cb.sha256}")
+
+    t = time.perf_counter()
+    net = zoo.load("crepe_tiny")
+    state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
+    art = hard_assign(net.name, state, list(numpy_weights(net)), cb)
+    save_network(out / "crepe_tiny.safetensors", art)
+    info = summarize(out / "crepe_tiny.safetensors")
+    print(f"\n[2] {net.name} as codes: {info['layers']} layers, {info['bits_per_weight']:.3f} bits/weight, "
+          f"compression {info['compression_ratio']:.1f}x (ROM codebook not charged), {time.perf_counter() - t:.1f} s")
+    print(f"    {out / 'crepe_tiny.safetensors'}  (vq4all inspect validates it)")
+
+    networks = zoo.NAMES if args.full else FAST
+    print(f"\n[3] hard-assignment quality table ({len(networks)} networks; codebooks from all {len(zoo.NAMES)})\n")
+    rows, _ = quality_table(networks, zoo.NAMES, log=lambda s: print(s, flush=True), progress=False)
+    table = rows_to_markdown(rows)
+    atomic_write_bytes(out / "quality.md", (table + "\n").encode())
+    atomic_write_bytes(out / "quality.json", json.dumps(rows_to_json(rows), indent=2).encode())
+    plot_sqnr(rows, out / "quality.png")
+    print("\n" + table)
+    print(f"\nwrote {out}/codebook.safetensors, crepe_tiny.safetensors, quality.md/.json/.png "
+          f"in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Measure a network rebuilt from quantized weights: weight SQNR and the zoo's task metric.
+
+The quality table (benches/quality.py, the demo) compares, per zoo network at ~2 bits/weight:
+hard assignment to a universal codebook (built with or without that network), per-layer k-means
+codebooks, and round-to-nearest scalar quantization. Everything here is hard assignment: the
+honest starting point the compression training has to improve on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .artifact import Codebook, network_sizes
+from .baselines import kmeans_layer, rtn
+from .hard import decode_weights, hard_assign
+
+
+def sqnr_db(weights: dict, rebuilt: dict) -> float:
+    """10 log10(sum w^2 / sum (w - rebuilt)^2) over all tensors of `weights` together."""
+    signal = noise = 0.0
+    for key, w in weights.items():
+        w = np.asarray(w, dtype=np.float64)
+        signal += float((w**2).sum())
+        noise += float(((w - np.asarray(rebuilt[key], dtype=np.float64)) ** 2).sum())
+    return 10 * math.log10(signal / noise) if noise > 0 else float("inf")
+
+
+def task_metric(net, rebuilt: dict) -> float:
+    """The zoo network's task metric with the given weights ({key: array}) put in."""
+    import torch
+
+    model = net.with_weights({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in rebuilt.items()})
+    return float(net.evaluate(model)["value"])
+
+
+@dataclass
+class Row:
+    """One (network, method) line of the quality table."""
+
+    network: str
+    method: str
+    metric: str
+    value: float
+    fp_value: float
+    sqnr_db: float
+    bits_per_weight: float
+    seconds: float
+
+
+def numpy_weights(net) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy() for k, v in net.compressible().items()}
+
+
+def universal_row(net, codebook: Codebook, method: str, weights=None, *, progress=False) -> Row:
+    """Hard assignment of `net` to a universal codebook (the ROM codebook not charged)."""
+    start = time.perf_counter()
+    weights = numpy_weights(net) if weights is None else weights
+    art = hard_assign(net.name, weights, list(weights), codebook, progress=progress)
+    rebuilt = decode_weights(art, codebook)
+    bits = network_sizes(art)["bits_per_weight"]
+    return Row(net.name, method, net.metric, task_metric(net, rebuilt), net.fp_value,
+               sqnr_db(weights, rebuilt), bits, time.perf_counter() - start)
+
+
+def kmeans_row(net, k: int = 256, d: int = 4, weights=None) -> Row:
+    """Per-layer k-means codebooks; their bits are charged in bits_per_weight."""
+    start = time.perf_counter()
+    weights = numpy_weights(net) if weights is None else weights
+    rebuilt, stored = {}, 0
+    for key, w in weights.items():
+        rebuilt[key], bits = kmeans_layer(w, k=k, d=d)
+        stored += bits
+    count = sum(w.size for w in weights.values())
+    return Row(net.name, f"per-layer k-means {k}x{d}", net.metric, task_metric(net, rebuilt), net.fp_value,
+               sqnr_db(weights, rebuilt), stored / count, time.perf_counter() - start)
+
+
+def rtn_row(net, bits: int = 2, weights=None) -> Row:
+    """Per-channel round-to-nearest scalar quantization; scale and zero point charged."""
+    start = time.perf_counter()
+    weights = numpy_weights(net) if weights is None else weights
+    rebuilt, stored = {}, 0
+    for key, w in weights.items():
+        rebuilt[key], b = rtn(w, bits)
+        stored += b
+    count = sum(w.size for w in weights.values())
+    return Row(net.name, f"RTN {bits}-bit per channel", net.metric, task_metric(net, rebuilt), net.fp_value,
+               sqnr_db(weights, rebuilt), stored / count, time.perf_counter() - start)
+
+
+def fp_row(net) -> Row:
+    return Row(net.name, "FP32", net.metric, net.fp_value, net.fp_value, float("inf"), 32.0, 0.0)
+
+
+def rows_to_markdown(rows: list[Row]) -> str:
+    """The quality table: one line per (network, method)."""
+    lines = ["| network | method | bits/weight | weight SQNR (dB) | metric | value | FP value |",
+             "|---|---|---:|---:|---|---:|---:|"]
+    for r in rows:
+        sq = "inf" if math.isinf(r.sqnr_db) else f"{r.sqnr_db:.2f}"
+        lines.append(f"| {r.network} | {r.method} | {r.bits_per_weight:.3f} | {sq} | {r.metric} | {r.value:.4f} | {r.fp_value:.4f} |")
+    return "\n".join(lines)
+
+
+def rows_to_json(rows: list[Row]) -> list[dict]:
+    out = []
+    for r in rows:
+        item = asdict(r)
+        item["sqnr_db"] = None if math.isinf(r.sqnr_db) else r.sqnr_db
+        out.append(item)
+    return out
+
+
+def quality_table(networks, sources, *, per_network: int = 1 << 18, seed: int = 0, leave_one_out: bool = True,
+                  progress: bool = True, log=print) -> tuple[list[Row], dict[str, Codebook]]:
+    """Hard-assignment quality of each of `networks` against every method of the table.
+
+    Universal codebooks are built from the zoo networks `sources` (equal pooling): K=2^16, d=8
+    from all of them, and, per evaluated network that is a source, the same without it
+    (leave-one-out); K=256, d=4 from all of them. Returns the rows and the codebooks built
+    ({"u16_all": ..., "u256_all": ..., "u16_loo_<name>": ...}).
+    """
+    from . import zoo
+    from .codebook import build_from_subvectors, network_subvectors
+    from .config import CodebookConfig
+
+    names = list(dict.fromkeys(list(sources) + list(networks)))
+    nets = {name: zoo.load(name) for name in names}
+    weights = {name: numpy_weights(nets[name]) for name in names}
+    sub8 = {name: network_subvectors(weights[name], 8, "channel") for name in sources}
+    sub4 = {name: network_subvectors(weights[name], 4, "channel") for name in sources}
+
+    def universal(subvectors, k, d, key):
+        start = time.perf_counter()
+        config = CodebookConfig(networks=tuple(subvectors), k=k, d=d, per_network=per_network, seed=seed)
+        cb = build_from_subvectors(subvectors, config)
+        log(f"[quality] codebook {key}: k={k} d={d} from {len(subvectors)} networks in {time.perf_counter() - start:.1f} s")
+        return cb
+
+    codebooks = {"u16_all": universal(sub8, 1 << 16, 8, "u16_all"), "u256_all": universal(sub4, 256, 4, "u256_all")}
+    rows: list[Row] = []
+    for name in networks:
+        net, w = nets[name], weights[name]
+        log(f"[quality] {name}: {sum(v.size for v in w.values()):,} compressible weights")
+        rows.append(fp_row(net))
+        if leave_one_out:
+            if name in sources and len(sources) > 1:
+                others = {n: s for n, s in sub8.items() if n != name}
+                codebooks[f"u16_loo_{name}"] = universal(others, 1 << 16, 8, f"u16_loo_{name}")
+                loo = codebooks[f"u16_loo_{name}"]
+            elif name not in sources:
+                loo = codebooks["u16_all"]  # it never contributed: the all-sources codebook is already leave-one-out
+            else:
+                loo = None
+            if loo is not None:
+                rows.append(universal_row(net, loo, "universal 65536x8, leave-one-out", w, progress=progress))
+        if name in sources:
+            rows.append(universal_row(net, codebooks["u16_all"], "universal 65536x8, all sources", w, progress=progress))
+        rows.append(universal_row(net, codebooks["u256_all"], "universal 256x4", w, progress=progress))
+        rows.append(kmeans_row(net, 256, 4, w))
+        rows.append(rtn_row(net, 2, w))
+        for r in rows[-5:]:
+            log(f"[quality]   {r.method:<36} SQNR {r.sqnr_db:6.2f} dB  {r.metric} {r.value:.4f} (FP {r.fp_value:.4f})  {r.seconds:.1f} s")
+    return rows, codebooks
+
+
+def plot_sqnr(rows: list[Row], path) -> None:
+    """Grouped bars: weight SQNR per network and method (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = list(dict.fromkeys(r.network for r in rows))
+    methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "FP32"]
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(nets) * len(methods) / 3), 4.5))
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        xs, ys = [], []
+        for j, net in enumerate(nets):
+            hit = [r for r in rows if r.network == net and r.method == method]
+            if hit:
+                xs.append(j + i * width)
+                ys.append(hit[0].sqnr_db)
+        ax.bar(xs, ys, width, label=method)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(nets))], nets, rotation=20, ha="right")
+    ax.set_ylabel("weight SQNR (dB), hard assignment")
+    ax.set_title("~2 bits/weight: universal codebook vs per-layer k-means vs RTN")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
