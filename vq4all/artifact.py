@@ -141,9 +141,8 @@ def atomic_write_bytes(path, data: bytes) -> None:
     """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never
     a mix: temp file in the same folder, flush + fsync, rename over, fsync the folder."""
     path = Path(path)
+    check_writable(path)
     folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise VQ4AllError(f"{path}: folder {folder} does not exist: create it first")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as e:
@@ -168,6 +167,18 @@ def atomic_write_bytes(path, data: bytes) -> None:
             os.close(dir_fd)
     except OSError:
         pass  # some filesystems refuse fsync on folders; the rename itself is still atomic
+
+
+def check_writable(path) -> None:
+    """Fail early, before long work, if `path` cannot be written (missing or read-only folder)."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise VQ4AllError(f"{path}: folder {folder} does not exist: create it first")
+    if not os.access(folder, os.W_OK):
+        raise VQ4AllError(f"{path}: folder {folder} is not writable: choose another --out")
+    if path.is_dir():
+        raise VQ4AllError(f"{path}: is a folder: give a file name")
 
 
 def _save(path, tensors: dict[str, np.ndarray], manifest: dict) -> None:

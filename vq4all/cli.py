@@ -36,7 +36,7 @@ def cmd_zoo_list(args) -> int:
 # ----------------------------------------------------------------------------- codebook
 def cmd_codebook_build(args) -> int:
     from . import zoo
-    from .artifact import save_codebook
+    from .artifact import check_writable, save_codebook
     from .codebook import build
     from .config import CodebookConfig
 
@@ -48,6 +48,7 @@ def cmd_codebook_build(args) -> int:
              "dtype": args.dtype, "lloyd_iters": args.lloyd_iters, "seed": args.seed,
              "scale_granularity": args.scale_granularity}
     config = CodebookConfig(networks=names, **{k: v for k, v in given.items() if v is not None})
+    check_writable(args.out)
     start = time.perf_counter()
     cb = build(config, progress=not args.json)
     seconds = time.perf_counter() - start
@@ -63,11 +64,12 @@ def cmd_codebook_build(args) -> int:
 # ----------------------------------------------------------------------------- assign
 def cmd_assign(args) -> int:
     from . import zoo
-    from .artifact import load_codebook, network_sizes, save_network
+    from .artifact import check_writable, load_codebook, network_sizes, save_network
     from .hard import hard_assign
 
-    net = zoo.load(args.network)
+    check_writable(args.out)
     cb = load_codebook(args.codebook)
+    net = zoo.load(args.network)
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
     art = hard_assign(net.name, state, list(net.compressible()), cb, args.scale_granularity or "channel",
                       progress=not args.json)

@@ -88,7 +88,7 @@ def rtn_row(net, bits: int = 2, weights=None) -> Row:
         rebuilt[key], b = rtn(w, bits)
         stored += b
     count = sum(w.size for w in weights.values())
-    return Row(net.name, f"RTN {bits}-bit per channel", net.metric, task_metric(net, rebuilt), net.fp_value,
+    return Row(net.name, f"RTN {bits}-bit per channel, MSE clip", net.metric, task_metric(net, rebuilt), net.fp_value,
                sqnr_db(weights, rebuilt), stored / count, time.perf_counter() - start)
 
 
