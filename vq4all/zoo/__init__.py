@@ -57,13 +57,17 @@ __all__ = ["NAMES", "ZooNetwork", "load", "list_networks"]
 def load(name: str) -> "ZooNetwork":
     """The zoo network `name` (one of NAMES), loaded once per process.
 
-    Raises VQ4AllError for an unknown name or a missing package.
+    Leaves torch's global RNG as it was. Raises VQ4AllError for an unknown name or a missing
+    package.
     """
     if name not in _REGISTRY:
         raise VQ4AllError(f"unknown network '{name}': choose one of {', '.join(NAMES)}")
+    import torch
+
     module, cls, args = _REGISTRY[name]
     mod = importlib.import_module(f"vq4all.zoo.{module}")
-    return getattr(mod, cls)(*args)
+    with torch.random.fork_rng(devices=[]):  # building modules draws init weights from the RNG
+        return getattr(mod, cls)(*args)
 
 
 def list_networks() -> list[dict]:

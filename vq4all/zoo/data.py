@@ -45,21 +45,6 @@ def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict[str, str] 
         raise
 
 
-def save_npy_atomic(array: np.ndarray, path: Path):
-    """Write one numpy array to `path` (.npy) atomically: temp file + os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # -------------------------------------------------------------------------------- photos
 #: RGB photos bundled inside scikit-image's wheel (no download).
 PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle")

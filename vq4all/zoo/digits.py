@@ -73,8 +73,9 @@ def cached_model() -> DigitsNet:
 
     key = hashlib.sha256(json.dumps(TRAIN_CONFIG, sort_keys=True).encode()).hexdigest()[:16]
     path = data.cache_dir() / f"digits_cnn_{key}.safetensors"
-    model = DigitsNet()
     if path.is_file():
+        with torch.random.fork_rng(devices=[]):  # init draws from the RNG; leave it as it was
+            model = DigitsNet()
         try:
             model.load_state_dict(load_file(str(path)))
             return model.eval()
