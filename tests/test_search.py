@@ -11,14 +11,17 @@ def brute_force(x, c, n):
     return order, np.take_along_axis(dist, order, 1)
 
 
-@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("n", [1, 3, 8])
 @pytest.mark.parametrize("block_bytes", [1 << 12, 8 << 20])  # tiled over codewords, and not
-def test_nearest_matches_brute_force(n, block_bytes):
+@pytest.mark.parametrize("k", [1500, 2048])  # 1500: a last codeword tile narrower than n
+def test_nearest_matches_brute_force(n, block_bytes, k):
     rng = np.random.default_rng(n)
     x = rng.standard_normal((700, 8)).astype(np.float32)
-    c = rng.standard_normal((1500, 8)).astype(np.float32)
+    c = rng.standard_normal((k, 8)).astype(np.float32)
     idx, dist = nearest(x, c, n, block_bytes=block_bytes)
     want_idx, want_dist = brute_force(x, c, n)
+    assert (np.diff(dist, axis=1) >= 0).all()  # nearest first
+    assert all(len(set(row)) == n for row in idx.tolist())  # n distinct codewords
     assert idx.shape == (700, n) and idx.dtype == np.int64 and dist.dtype == np.float32
     # distances agree to float32 GEMM rounding; indices agree except on near-ties
     np.testing.assert_allclose(dist, want_dist, rtol=1e-4, atol=1e-4)

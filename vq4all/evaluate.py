@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -29,12 +29,13 @@ def sqnr_db(weights: dict, rebuilt: dict) -> float:
     return 10 * math.log10(signal / noise) if noise > 0 else float("inf")
 
 
-def task_metric(net, rebuilt: dict) -> float:
-    """The zoo network's task metric with the given weights ({key: array}) put in."""
+def task_metric(net, rebuilt: dict) -> dict:
+    """The zoo network's evaluation ({"metric", "value", ...extras}) with the given weights
+    ({key: array}) put in."""
     import torch
 
     model = net.with_weights({k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in rebuilt.items()})
-    return float(net.evaluate(model)["value"])
+    return net.evaluate(model)
 
 
 @dataclass
@@ -49,6 +50,15 @@ class Row:
     sqnr_db: float
     bits_per_weight: float
     seconds: float
+    extras: dict = field(default_factory=dict)
+
+    @classmethod
+    def measured(cls, net, method: str, weights: dict, rebuilt: dict, bits_per_weight: float, start: float) -> "Row":
+        """A row for `rebuilt` weights: SQNR against `weights`, the task metric, the time since `start`."""
+        result = task_metric(net, rebuilt)
+        extras = {k: v for k, v in result.items() if k not in ("metric", "value")}
+        return cls(net.name, method, net.metric, float(result["value"]), net.fp_value, sqnr_db(weights, rebuilt),
+                   bits_per_weight, time.perf_counter() - start, extras)
 
 
 def numpy_weights(net) -> dict[str, np.ndarray]:
@@ -61,9 +71,7 @@ def universal_row(net, codebook: Codebook, method: str, weights=None, *, progres
     weights = numpy_weights(net) if weights is None else weights
     art = hard_assign(net.name, weights, list(weights), codebook, progress=progress)
     rebuilt = decode_weights(art, codebook)
-    bits = network_sizes(art)["bits_per_weight"]
-    return Row(net.name, method, net.metric, task_metric(net, rebuilt), net.fp_value,
-               sqnr_db(weights, rebuilt), bits, time.perf_counter() - start)
+    return Row.measured(net, method, weights, rebuilt, network_sizes(art)["bits_per_weight"], start)
 
 
 def kmeans_row(net, k: int = 256, d: int = 4, weights=None) -> Row:
@@ -75,8 +83,7 @@ def kmeans_row(net, k: int = 256, d: int = 4, weights=None) -> Row:
         rebuilt[key], bits = kmeans_layer(w, k=k, d=d)
         stored += bits
     count = sum(w.size for w in weights.values())
-    return Row(net.name, f"per-layer k-means {k}x{d}", net.metric, task_metric(net, rebuilt), net.fp_value,
-               sqnr_db(weights, rebuilt), stored / count, time.perf_counter() - start)
+    return Row.measured(net, f"per-layer k-means {k}x{d}", weights, rebuilt, stored / count, start)
 
 
 def rtn_row(net, bits: int = 2, weights=None) -> Row:
@@ -88,21 +95,26 @@ def rtn_row(net, bits: int = 2, weights=None) -> Row:
         rebuilt[key], b = rtn(w, bits)
         stored += b
     count = sum(w.size for w in weights.values())
-    return Row(net.name, f"RTN {bits}-bit per channel, MSE clip", net.metric, task_metric(net, rebuilt), net.fp_value,
-               sqnr_db(weights, rebuilt), stored / count, time.perf_counter() - start)
+    return Row.measured(net, f"RTN {bits}-bit per channel, MSE clip", weights, rebuilt, stored / count, start)
 
 
 def fp_row(net) -> Row:
-    return Row(net.name, "FP32", net.metric, net.fp_value, net.fp_value, float("inf"), 32.0, 0.0)
+    return Row.measured(net, "FP32", {}, {}, 32.0, time.perf_counter())
+
+
+def _details(extras: dict) -> str:
+    """The graded extras of an evaluation (floats only, e.g. top-5 agreement and KL), compact."""
+    return ", ".join(f"{k} {v:.3g}" for k, v in extras.items() if isinstance(v, float))
 
 
 def rows_to_markdown(rows: list[Row]) -> str:
     """The quality table: one line per (network, method)."""
-    lines = ["| network | method | bits/weight | weight SQNR (dB) | metric | value | FP value |",
-             "|---|---|---:|---:|---|---:|---:|"]
+    lines = ["| network | method | bits/weight | weight SQNR (dB) | metric | value | FP value | details |",
+             "|---|---|---:|---:|---|---:|---:|---|"]
     for r in rows:
         sq = "inf" if math.isinf(r.sqnr_db) else f"{r.sqnr_db:.2f}"
-        lines.append(f"| {r.network} | {r.method} | {r.bits_per_weight:.3f} | {sq} | {r.metric} | {r.value:.4f} | {r.fp_value:.4f} |")
+        lines.append(f"| {r.network} | {r.method} | {r.bits_per_weight:.3f} | {sq} | {r.metric} | {r.value:.4f} "
+                     f"| {r.fp_value:.4f} | {_details(r.extras)} |")
     return "\n".join(lines)
 
 

@@ -27,6 +27,13 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def _smallest(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The min(n, C) smallest of each row of scores [B, C], ascending: (values, columns)."""
+    if n == 1:
+        return scores.min(dim=1, keepdim=True)
+    return scores.topk(min(n, scores.shape[1]), dim=1, largest=False, sorted=True)
+
+
 def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 8 << 20,
             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Indices and squared distances of the n nearest codewords of every row of x.
@@ -64,17 +71,14 @@ def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 8 << 20
                 cb, nb = cs[c0:c0 + cols], c_norm[c0:c0 + cols]
                 s = scores[: xb.shape[0], : cb.shape[0]]
                 torch.addmm(nb.unsqueeze(0), xb, cb.T, beta=1.0, alpha=-2.0, out=s)
-                if n == 1:
-                    val, idx = s.min(dim=1, keepdim=True)
-                else:
-                    val, idx = s.topk(n, dim=1, largest=False, sorted=True)
+                val, idx = _smallest(s, n)
                 idx = idx + c0
                 if best_val is None:
                     best_val, best_idx = val, idx
                 else:
                     both_val = torch.cat([best_val, val], 1)
                     both_idx = torch.cat([best_idx, idx], 1)
-                    best_val, pick = both_val.topk(n, dim=1, largest=False, sorted=True)
+                    best_val, pick = _smallest(both_val, n)
                     best_idx = both_idx.gather(1, pick)
             out_idx[r0:r0 + rows] = best_idx
             out_dist[r0:r0 + rows] = (best_val + (xb * xb).sum(1, keepdim=True)).clamp_min_(0)

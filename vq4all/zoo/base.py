@@ -9,6 +9,7 @@ silero.py, mtcnn.py, digits.py) and fills in `calibration`, `forward` and `_eval
 
 from __future__ import annotations
 
+import abc
 import copy
 import importlib.util
 import sys
@@ -25,7 +26,7 @@ _WEIGHT_MODULES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.E
 _RECURRENT_MODULES = (torch.nn.LSTM, torch.nn.LSTMCell)
 
 
-class ZooNetwork:
+class ZooNetwork(abc.ABC):
     """One pretrained network of the zoo with its task metric.
 
     Attributes:
@@ -121,17 +122,17 @@ class ZooNetwork:
         return model.eval()
 
     # ------------------------------------------------------------------------ task methods
+    @abc.abstractmethod
     def calibration(self, n: int, seed: int = 0):
         """n real calibration inputs as one batch, in the form `forward` takes."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward(self, model: torch.nn.Module, inputs) -> torch.Tensor:
         """The output used for distillation; gradients flow (no torch.no_grad here)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _evaluate(self, model: torch.nn.Module) -> dict:
         """{"value": float, ...extras} of `model`; called under torch.no_grad()."""
-        raise NotImplementedError
 
     def evaluate(self, model: torch.nn.Module) -> dict:
         """{"metric": self.metric, "value": float, ...extra fields}: the task metric of `model`.
