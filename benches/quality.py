@@ -4,7 +4,8 @@
 
 Methods per network: FP; universal K=2^16, d=8 built without the network (leave-one-out) and
 from all sources; universal K=256, d=4; per-layer k-means K=256, d=4 (codebook bits charged);
-2-bit per-channel RTN. Columns: bits/weight, weight SQNR, the task metric next to FP.
+2-bit per-channel RTN; with --lloyd-iters N, the universal codebook refined by N Lloyd steps.
+Columns: bits/weight, weight SQNR, the task metric next to FP.
 Writes quality.md, quality.json and quality.png under --out.
 """
 
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
     p.add_argument("--sources", default=",".join(zoo.NAMES), help="networks pooled into the universal codebooks (default: all)")
     p.add_argument("--per-network", type=int, default=1 << 18)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lloyd-iters", type=int, default=0, help="add a row: the universal 2^16 codebook refined by N Lloyd steps")
     p.add_argument("--out", default="results/quality")
     args = p.parse_args(argv)
     networks = [n for n in args.networks.split(",") if n]
@@ -32,7 +34,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    rows, codebooks = quality_table(networks, sources, per_network=args.per_network, seed=args.seed)
+    rows, codebooks = quality_table(networks, sources, per_network=args.per_network, seed=args.seed,
+                                     lloyd_iters=args.lloyd_iters)
     table = rows_to_markdown(rows)
     seconds = time.perf_counter() - start
     header = (f"# Hard-assignment quality at ~2 bits/weight\n\nSources of the universal codebooks: "
