@@ -45,3 +45,14 @@ def test_nearest_rejects_bad_shapes():
         nearest(np.zeros((3, 4)), np.zeros((5, 8)))
     with pytest.raises(VQ4AllError, match="between 1 and k"):
         nearest(np.zeros((3, 4)), np.zeros((5, 4)), n=6)
+
+
+@pytest.mark.gpu
+def test_nearest_on_cuda_matches_cpu():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5000, 8)).astype(np.float32)
+    c = rng.standard_normal((65536, 8)).astype(np.float32)
+    gpu_idx, gpu_dist = nearest(x, c, 4, device="cuda")
+    cpu_idx, cpu_dist = nearest(x, c, 4, device="cpu")
+    np.testing.assert_allclose(gpu_dist, cpu_dist, rtol=1e-4, atol=1e-4)  # TF32 is off for addmm by default
+    assert (gpu_idx == cpu_idx).mean() > 0.99
