@@ -1,6 +1,6 @@
 """The first quality table: hard assignment at ~2 bits/weight for every zoo network.
 
-    .venv/bin/python benches/quality.py [--networks a,b] [--sources a,b] [--out results/quality]
+    .venv/bin/python benches/quality.py [--networks a,b] [--sources a,b] [--out benches/results/quality]
 
 Methods per network: FP; universal K=2^16, d=8 built without the network (leave-one-out) and
 from all sources; universal K=256, d=4; per-layer k-means K=256, d=4 (codebook bits charged);
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--per-network", type=int, default=1 << 18)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lloyd-iters", type=int, default=0, help="add a row: the universal 2^16 codebook refined by N Lloyd steps")
-    p.add_argument("--out", default="results/quality")
+    p.add_argument("--out", default="benches/results/quality")
     args = p.parse_args(argv)
     networks = [n for n in args.networks.split(",") if n]
     sources = [n for n in args.sources.split(",") if n]

@@ -200,7 +200,7 @@ def plot_sqnr(rows: list[Row], path) -> None:
 
     nets = list(dict.fromkeys(r.network for r in rows))
     methods = [m for m in dict.fromkeys(r.method for r in rows) if m != "FP32"]
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(nets) * len(methods) / 3), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.2 * len(nets) + 2), 4.5))
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         xs, ys = [], []

@@ -5,7 +5,7 @@
 merged into the running best. ||x||^2 is added to the n winners only.
 
 Memory is bounded: the score block is rows_per_block x codewords_per_block float32, sized from
-`block_bytes` (default 8 MiB, small enough to stay in a CPU's L2/L3 between the GEMM that writes it
+`block_bytes` (default 4 MiB, small enough to stay in a CPU's L2/L3 between the GEMM that writes it
 and the min/top-k that reads it, which is what keeps the search near the GEMM's own rate).
 Runs multi-threaded on CPU (torch's intra-op threads) and on CUDA when `device` says so.
 """
@@ -27,14 +27,35 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+_GROUP = 64
+
+
 def _smallest(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The min(n, C) smallest of each row of scores [B, C], ascending: (values, columns)."""
+    """The min(n, C) smallest of each row of scores [B, C], ascending: (values, columns).
+
+    torch's min/argmin/topk along a row run about 10x slower on CPU than a plain `amin`
+    reduction, so when C splits into groups of 64 the work goes in two steps: the minimum of
+    every group (one fast pass over the block), then the n groups with the smallest minima, and
+    the n smallest among those groups' 64n values. Exact: a group holding one of the n smallest
+    values has a minimum no larger than that value, and each group with a smaller minimum holds
+    another of the n smallest, so at most n - 1 groups can rank before it.
+    """
+    b, c = scores.shape
+    n = min(n, c)
+    if c % _GROUP or c // _GROUP < n:
+        return scores.min(dim=1, keepdim=True) if n == 1 else scores.topk(n, dim=1, largest=False, sorted=True)
+    grouped = scores.view(b, c // _GROUP, _GROUP)
+    minima = grouped.amin(dim=2)
+    groups = minima.argmin(dim=1, keepdim=True) if n == 1 else minima.topk(n, dim=1, largest=False, sorted=False).indices
+    candidates = grouped.gather(1, groups.unsqueeze(2).expand(-1, -1, _GROUP)).reshape(b, -1)
     if n == 1:
-        return scores.min(dim=1, keepdim=True)
-    return scores.topk(min(n, scores.shape[1]), dim=1, largest=False, sorted=True)
+        val, pick = candidates.min(dim=1, keepdim=True)
+    else:
+        val, pick = candidates.topk(n, dim=1, largest=False, sorted=True)
+    return val, groups.gather(1, pick // _GROUP) * _GROUP + pick % _GROUP
 
 
-def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 8 << 20,
+def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 4 << 20,
             progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Indices and squared distances of the n nearest codewords of every row of x.
 
@@ -50,10 +71,11 @@ def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 8 << 20
     if not 1 <= n <= k:
         raise VQ4AllError(f"n={n} candidates must be between 1 and k={k}")
     c_norm = (cs * cs).sum(1)
-    # Block shape: all codewords at once when that still leaves >= 256 rows per block, else
-    # 256-row blocks against codeword tiles.
-    elems = max(block_bytes // 4, 256 * n)
-    cols = k if k * 256 <= elems else max(n, elems // 256)
+    # Block shape: all codewords at once when that still leaves >= 16 rows per block, else
+    # 16-row blocks against codeword tiles. Measured on 2 CPU cores at k=65536, d=8: 16-32 rows
+    # x 65536 codewords ran 1.7x faster than 256 x 8192 (fewer merges, the block stays in cache).
+    elems = max(block_bytes // 4, 16 * n)
+    cols = k if k * 16 <= elems else max(n, elems // 16)
     rows = max(1, elems // cols)
     out_idx = torch.empty((big_n, n), dtype=torch.int64, device=device)
     out_dist = torch.empty((big_n, n), dtype=torch.float32, device=device)
@@ -75,6 +97,9 @@ def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 8 << 20
                 idx = idx + c0
                 if best_val is None:
                     best_val, best_idx = val, idx
+                elif n == 1:
+                    better = val < best_val
+                    best_val, best_idx = torch.where(better, val, best_val), torch.where(better, idx, best_idx)
                 else:
                     both_val = torch.cat([best_val, val], 1)
                     both_idx = torch.cat([best_idx, idx], 1)
