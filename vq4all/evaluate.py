@@ -74,28 +74,27 @@ def universal_row(net, codebook: Codebook, method: str, weights=None, *, progres
     return Row.measured(net, method, weights, rebuilt, network_sizes(art)["bits_per_weight"], start)
 
 
-def kmeans_row(net, k: int = 256, d: int = 4, weights=None) -> Row:
-    """Per-layer k-means codebooks; their bits are charged in bits_per_weight."""
+def per_layer_row(net, method: str, quantize, weights=None) -> Row:
+    """A row for a per-layer baseline: quantize(w) -> (rebuilt w, stored bits) for each weight;
+    bits_per_weight charges everything the baseline stores."""
     start = time.perf_counter()
     weights = numpy_weights(net) if weights is None else weights
     rebuilt, stored = {}, 0
     for key, w in weights.items():
-        rebuilt[key], bits = kmeans_layer(w, k=k, d=d)
+        rebuilt[key], bits = quantize(w)
         stored += bits
     count = sum(w.size for w in weights.values())
-    return Row.measured(net, f"per-layer k-means {k}x{d}", weights, rebuilt, stored / count, start)
+    return Row.measured(net, method, weights, rebuilt, stored / count, start)
+
+
+def kmeans_row(net, k: int = 256, d: int = 4, weights=None) -> Row:
+    """Per-layer k-means codebooks; their bits are charged in bits_per_weight."""
+    return per_layer_row(net, f"per-layer k-means {k}x{d}", lambda w: kmeans_layer(w, k=k, d=d), weights)
 
 
 def rtn_row(net, bits: int = 2, weights=None) -> Row:
     """Per-channel round-to-nearest scalar quantization; scale and zero point charged."""
-    start = time.perf_counter()
-    weights = numpy_weights(net) if weights is None else weights
-    rebuilt, stored = {}, 0
-    for key, w in weights.items():
-        rebuilt[key], b = rtn(w, bits)
-        stored += b
-    count = sum(w.size for w in weights.values())
-    return Row.measured(net, f"RTN {bits}-bit per channel, MSE clip", weights, rebuilt, stored / count, start)
+    return per_layer_row(net, f"RTN {bits}-bit per channel, MSE clip", lambda w: rtn(w, bits), weights)
 
 
 def fp_row(net) -> Row:
