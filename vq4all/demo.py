@@ -62,7 +62,8 @@ def main(argv=None) -> int:
 
     networks = zoo.NAMES if args.full else FAST
     print(f"\n[3] hard-assignment quality table ({len(networks)} networks; codebooks from all {len(zoo.NAMES)})\n")
-    rows, _ = quality_table(networks, zoo.NAMES, log=lambda s: print(s, flush=True), progress=False)
+    rows, _ = quality_table(networks, zoo.NAMES, log=lambda s: print(s, flush=True), progress=False,
+                            codebooks={"u16_all": cb})  # step 1's codebook: same sources and defaults
     table = rows_to_markdown(rows)
     atomic_write_bytes(out / "quality.md", (table + "\n").encode())
     atomic_write_bytes(out / "quality.json", json.dumps(rows_to_json(rows), indent=2).encode())

@@ -127,7 +127,8 @@ def rows_to_json(rows: list[Row]) -> list[dict]:
 
 
 def quality_table(networks, sources, *, per_network: int = 1 << 18, seed: int = 0, leave_one_out: bool = True,
-                  lloyd_iters: int = 0, progress: bool = True, log=print) -> tuple[list[Row], dict[str, Codebook]]:
+                  lloyd_iters: int = 0, progress: bool = True, log=print,
+                  codebooks: dict[str, Codebook] | None = None) -> tuple[list[Row], dict[str, Codebook]]:
     """Hard-assignment quality of each of `networks` against every method of the table.
 
     Universal codebooks are built from the zoo networks `sources` (equal pooling): K=2^16, d=8
@@ -135,6 +136,7 @@ def quality_table(networks, sources, *, per_network: int = 1 << 18, seed: int = 
     (leave-one-out); K=256, d=4 from all of them; with `lloyd_iters`, also the leave-one-out
     K=2^16, d=8 codebook refined by that many Lloyd steps over its pool. Returns the rows and the
     codebooks built ({"u16_all", "u256_all", "u16_loo_<name>", "u16_lloyd_loo_<name>": Codebook}).
+    `codebooks` may hand in any of them already built (from the same sources and settings).
     """
     from . import zoo
     from .codebook import build_from_subvectors, network_subvectors
@@ -154,7 +156,11 @@ def quality_table(networks, sources, *, per_network: int = 1 << 18, seed: int = 
         log(f"[quality] codebook {key}: k={k} d={d} from {len(subvectors)} networks in {time.perf_counter() - start:.1f} s")
         return cb
 
-    codebooks = {"u16_all": universal(sub8, 1 << 16, 8, "u16_all"), "u256_all": universal(sub4, 256, 4, "u256_all")}
+    codebooks = dict(codebooks or {})
+    if "u16_all" not in codebooks:
+        codebooks["u16_all"] = universal(sub8, 1 << 16, 8, "u16_all")
+    if "u256_all" not in codebooks:
+        codebooks["u256_all"] = universal(sub4, 256, 4, "u256_all")
     rows: list[Row] = []
     for name in networks:
         net, w = nets[name], weights[name]
