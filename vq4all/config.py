@@ -75,3 +75,64 @@ class CodebookConfig:
     def from_dict(cls, data: dict) -> "CodebookConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in known})
+
+
+DISTILL_LOSSES = ("kl", "cosine", "mse")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """How a network is rebuilt from the universal codebook and trained (METHOD.md steps 4-7).
+
+    n candidates per sub-vector, initial ratios "equal" (paper) or "inverse_distance" (VQ4DiT);
+    PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same
+    budget, then take every argmax). Adam on the logits (lr) and on the FP leftovers and scales
+    (lr_fp); loss = distillation + task_weight * task loss (where labels exist) + reg * mean
+    over active sub-vectors of sum_i r_i (1 - r_i). `calibration` real inputs, batches of
+    `batch_size`, at most `steps` steps, a checkpoint every `checkpoint_every` steps (0: none).
+    """
+
+    n: int = 4
+    alpha: float = 0.99
+    pnc: bool = True
+    init: str = "equal"
+    steps: int = 300
+    batch_size: int = 32
+    calibration: int = 512
+    lr: float = 0.05
+    lr_fp: float = 1e-4
+    reg: float = 1.0
+    task_weight: float = 1.0
+    temperature: float = 1.0
+    scale_granularity: str = "channel"
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        from .assign import INITS
+
+        if int(self.n) < 1:
+            raise VQ4AllError(f"n={self.n} candidates must be >= 1 (e.g. --n 4)")
+        if not 0.0 < float(self.alpha) < 1.0:
+            raise VQ4AllError(f"alpha={self.alpha} must be between 0 and 1 (e.g. --alpha 0.99)")
+        if self.init not in INITS:
+            raise VQ4AllError(f"init '{self.init}' must be one of {', '.join(INITS)}")
+        for name in ("steps", "batch_size", "calibration"):
+            if int(getattr(self, name)) < 1:
+                raise VQ4AllError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("lr", "lr_fp", "reg", "task_weight", "temperature"):
+            value = float(getattr(self, name))
+            if not (value >= 0 and value < float("inf")) or (name == "temperature" and value == 0):
+                raise VQ4AllError(f"{name}={getattr(self, name)} must be a finite number >= 0{' and > 0' if name == 'temperature' else ''}")
+        if self.scale_granularity not in GRANULARITIES:
+            raise VQ4AllError(f"scale granularity '{self.scale_granularity}' must be one of {', '.join(GRANULARITIES)}")
+        if int(self.checkpoint_every) < 0:
+            raise VQ4AllError(f"checkpoint_every={self.checkpoint_every} must be >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CompressConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})

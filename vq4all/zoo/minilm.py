@@ -126,6 +126,8 @@ def _load_sentence_transformer():
 class MiniLM(ZooNetwork):
     """Inputs: list of n str (or a tokenized dict). Output: unit-norm embeddings (n, 384) f32."""
 
+    distill = "cosine"
+
     def __init__(self):
         model = _load_sentence_transformer()
         super().__init__("minilm_l6", model, "embedding_cosine", True)

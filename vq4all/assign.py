@@ -1,0 +1,141 @@
+"""Differentiable candidate assignments (METHOD.md step 4) and their freezing (step 6).
+
+`quantize_(model, keys, codebook, config)` replaces, in place, each compressible weight of a
+torch model by a `CandidateWeight` parametrization (torch.nn.utils.parametrize), so that the
+model's own forward runs unchanged on the rebuilt weight:
+
+    sub-vector j of row o = scales[o] * sum_i r[j, i] * values[cand[j, i]],   r[j] = softmax(logits[j])
+
+over the n nearest codewords of the FP sub-vector (`cand`, from `vq4all.search.nearest`). A frozen
+sub-vector uses its chosen codeword alone (`chosen[j]`) and gets no gradient. Memory is
+proportional to n x sub-vectors (cand int32 + logits float32 + Adam's two moments), plus the
+[S, n, d] gather of one forward.
+
+Scales train as float32 but the forward uses their float16 rounding (straight-through), so the
+exported float16 scales give exactly the weights the student used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn.utils import parametrize
+
+from .artifact import Codebook, LayerCodes, code_dtype
+from .errors import VQ4AllError
+from .search import candidates
+from .subvectors import split
+
+INITS = ("equal", "inverse_distance")
+
+
+class CandidateWeight(torch.nn.Module):
+    """The weight of one layer as ratios over candidate codewords.
+
+    Buffers: values [k, d] float32 (the codebook's real values, shared by all layers),
+    cand [S, n] int32 (S = out_features * m sub-vectors, row-major), frozen [S] bool,
+    chosen [S] int64 (the frozen codeword). Parameters: logits [S, n] float32,
+    scales [out_features] float32 (used through their float16 rounding).
+    """
+
+    def __init__(self, values: torch.Tensor, cand: np.ndarray, dist: np.ndarray, scales: np.ndarray,
+                 shape: tuple[int, ...], pad: int, init: str = "equal"):
+        super().__init__()
+        out_features = shape[0]
+        s, n = cand.shape
+        self.shape, self.pad, self.d = tuple(shape), int(pad), int(values.shape[1])
+        self.m = s // out_features
+        self.register_buffer("values", values, persistent=False)
+        self.register_buffer("cand", torch.from_numpy(cand.astype(np.int32)))
+        self.register_buffer("frozen", torch.zeros(s, dtype=torch.bool))
+        self.register_buffer("chosen", torch.from_numpy(cand[:, 0].astype(np.int64)))
+        if init == "equal":
+            logits = torch.zeros(s, n)
+        elif init == "inverse_distance":
+            # r proportional to 1 / distance (VQ4DiT): logits = -log(distance)
+            logits = -torch.log(torch.from_numpy(np.sqrt(dist)).clamp_min(1e-6))
+        else:
+            raise VQ4AllError(f"initial ratios '{init}' must be one of {', '.join(INITS)}")
+        self.logits = torch.nn.Parameter(logits.float())
+        self.scales = torch.nn.Parameter(torch.from_numpy(scales.astype(np.float32)))
+
+    def ratios(self) -> torch.Tensor:
+        """r = softmax(logits): [S, n] float32."""
+        return torch.softmax(self.logits, dim=1)
+
+    def subvectors(self) -> torch.Tensor:
+        """The normalised sub-vectors the layer uses now: [S, d] float32."""
+        soft = torch.einsum("sn,snd->sd", self.ratios(), self.values[self.cand.long()])
+        hard = self.values[self.chosen]
+        return torch.where(self.frozen.unsqueeze(1), hard, soft)
+
+    def used_scales(self) -> torch.Tensor:
+        """scales rounded to float16, with the gradient of the float32 value (straight-through)."""
+        return self.scales + (self.scales.half().float() - self.scales).detach()
+
+    def forward(self, _original: torch.Tensor) -> torch.Tensor:
+        out_features = self.shape[0]
+        rows = self.subvectors().reshape(out_features, self.m * self.d)[:, : self.m * self.d - self.pad]
+        return (rows * self.used_scales().unsqueeze(1)).reshape(self.shape)
+
+    @torch.no_grad()
+    def freeze_confident(self, alpha: float) -> int:
+        """PNC: freeze every active sub-vector whose largest ratio exceeds alpha to that
+        candidate. Returns how many were frozen now."""
+        best, arg = self.ratios().max(dim=1)
+        newly = (~self.frozen) & (best > alpha)
+        self.chosen[newly] = self.cand[newly, arg[newly]].long()
+        self.frozen |= newly
+        return int(newly.sum())
+
+    @torch.no_grad()
+    def freeze_rest(self) -> int:
+        """Freeze every remaining sub-vector to its argmax candidate. Returns how many."""
+        arg = self.ratios().argmax(dim=1)
+        rest = ~self.frozen
+        self.chosen[rest] = self.cand[rest, arg[rest]].long()
+        self.frozen[:] = True
+        return int(rest.sum())
+
+    def layer_codes(self, param: str, k: int, granularity: str) -> LayerCodes:
+        """The frozen layer as artifact codes (every sub-vector must be frozen)."""
+        if not bool(self.frozen.all()):
+            raise VQ4AllError(f"{param}: {int((~self.frozen).sum())} sub-vectors are not frozen yet")
+        codes = self.chosen.reshape(self.shape[0], self.m).cpu().numpy().astype(code_dtype(k))
+        scales = self.scales.detach().cpu().numpy().astype(np.float16)
+        return LayerCodes(param, self.shape, self.d, self.pad, granularity, codes, scales)
+
+
+def _owner(model: torch.nn.Module, key: str) -> tuple[torch.nn.Module, str]:
+    module_name, _, attr = key.rpartition(".")
+    return (model.get_submodule(module_name) if module_name else model), attr
+
+
+def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int = 4, init: str = "equal",
+              granularity: str = "channel", device=None, progress: bool = False) -> dict[str, CandidateWeight]:
+    """Rebuild, in place, the weights `keys` (state-dict keys) of `model` from `codebook`.
+
+    Each weight gets a `CandidateWeight` parametrization over its sub-vectors' n nearest
+    codewords. The FP weight stays as the parametrization's `original`, frozen and unused.
+    Returns {key: CandidateWeight}.
+    """
+    if not 1 <= n <= codebook.k:
+        raise VQ4AllError(f"n={n} candidates must be between 1 and k={codebook.k}")
+    values = torch.from_numpy(codebook.values())
+    owners = {key: _owner(model, key) for key in keys}
+    splits = [split(getattr(module, attr).detach().cpu().numpy(), codebook.d, granularity) for module, attr in owners.values()]
+    found = candidates(splits, codebook.values(), n, device=device, progress=progress)
+    out = {}
+    for (key, (module, attr)), s, (cand, dist) in zip(owners.items(), splits, found):
+        param = CandidateWeight(values, cand, dist, s.scales, s.shape, s.pad, init)
+        getattr(module, attr).requires_grad_(False)
+        parametrize.register_parametrization(module, attr, param, unsafe=True)
+        out[key] = param
+    return out
+
+
+def unquantize_(model: torch.nn.Module, params: dict[str, CandidateWeight]) -> None:
+    """Remove the parametrizations, leaving each weight as the plain tensor it now computes."""
+    for key in params:
+        module, attr = _owner(model, key)
+        parametrize.remove_parametrizations(module, attr, leave_parametrized=True)

@@ -1,0 +1,248 @@
+"""Compression training: distillation of candidate ratios with Progressive Network Construction.
+
+    result = compress(zoo.load("digits_cnn"), codebook, CompressConfig(), checkpoint="run.ckpt")
+    save_network("digits.safetensors", result.artifact)
+
+The FP model is the teacher; the student is a copy whose compressible weights are
+`vq4all.assign.CandidateWeight` parametrizations. Only the logits, the row scales and the FP
+leftovers (biases, norms) train; the codebook is frozen. After every optimiser step PNC freezes
+each sub-vector whose largest ratio exceeds alpha; training stops when all are frozen or at the
+step budget, and the rest are frozen to their argmax ("forced"). Without PNC the same budget is
+trained and every argmax taken at the end.
+
+Checkpoints (safetensors, atomic) hold the student, Adam's state and the batch sampler's RNG, so
+`resume=True` continues an interrupted run to the same artifact bit for bit (same machine, same
+thread count: CPU float arithmetic is then deterministic).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .artifact import Codebook, NetworkArtifact, atomic_write_bytes
+from .assign import CandidateWeight, quantize_, unquantize_
+from .config import CompressConfig
+from .errors import VQ4AllError
+
+CHECKPOINT_FORMAT = "vq4all-checkpoint"
+
+
+@dataclass
+class Result:
+    """What `compress` returns: the artifact, and a report of the run (steps, losses, frozen
+    counts, forced count, largest ratios at the end of training)."""
+
+    artifact: NetworkArtifact
+    report: dict = field(default_factory=dict)
+    max_ratios: np.ndarray | None = None  # [S_total] float32: largest ratio per sub-vector before the final freeze
+
+
+def distill_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """kl: KL(teacher || student) on softmax(logits / T) * T^2; cosine: 1 - mean cosine;
+    mse: mean squared error over the teacher's variance (so 1.0 = predicting the mean)."""
+    if kind == "kl":
+        t = temperature
+        return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
+                        reduction="batchmean") * t * t
+    if kind == "cosine":
+        return 1.0 - F.cosine_similarity(student.flatten(1), teacher.flatten(1), dim=1).mean()
+    if kind == "mse":
+        return F.mse_loss(student, teacher) / teacher.var().clamp_min(1e-12)
+    raise VQ4AllError(f"unknown distillation loss '{kind}'")
+
+
+def _take(inputs, idx: torch.Tensor):
+    """Rows `idx` of a batch: a tensor, a list, or a dict of tensors."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[idx]
+    if isinstance(inputs, dict):
+        return {k: v[idx] for k, v in inputs.items()}
+    return [inputs[i] for i in idx.tolist()]
+
+
+def _count(inputs) -> int:
+    if isinstance(inputs, dict):
+        return len(next(iter(inputs.values())))
+    return len(inputs)
+
+
+def ratio_penalty(params: dict[str, CandidateWeight]) -> torch.Tensor:
+    """Mean over the active (unfrozen) sub-vectors of sum_i r_i (1 - r_i): 0 when one-hot."""
+    total, count = 0.0, 0
+    for p in params.values():
+        active = ~p.frozen
+        if bool(active.any()):
+            r = p.ratios()[active]
+            total = total + (r * (1 - r)).sum()
+            count += int(active.sum())
+    return total / count if count else torch.zeros(())
+
+
+class _Run:
+    """The state of one compression run: student, optimiser, sampler; checkpoint I/O."""
+
+    def __init__(self, net, codebook: Codebook, config: CompressConfig, progress: bool):
+        self.net, self.codebook, self.config = net, codebook, config
+        torch.manual_seed(config.seed)
+        self.student = net.with_weights({})
+        self.keys = list(net.compressible())
+        self.params = quantize_(self.student, self.keys, codebook, n=config.n, init=config.init,
+                                granularity=config.scale_granularity, progress=progress)
+        self.student.eval()  # norms use their running statistics; dropout off
+        logits = [p.logits for p in self.params.values()]
+        logit_ids = {id(p) for p in logits}
+        fp = [p for p in self.student.parameters() if p.requires_grad and id(p) not in logit_ids]
+        groups = [{"params": logits, "lr": config.lr}]
+        if fp and config.lr_fp > 0:
+            groups.append({"params": fp, "lr": config.lr_fp})
+        else:
+            for p in fp:
+                p.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(groups)
+        self.sampler = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, path) -> None:
+        from safetensors.torch import save
+
+        tensors = {f"student.{k}": v.detach().clone().contiguous() for k, v in self.student.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for index, state in opt["state"].items():
+            for name, value in state.items():
+                tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).clone().contiguous()
+        tensors["sampler"] = self.sampler.get_state()
+        meta = {"format": CHECKPOINT_FORMAT, "network": self.net.name, "codebook_sha256": self.codebook.sha256,
+                "config": self.config.to_dict(), "step": self.step, "history": self.history,
+                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]}
+        atomic_write_bytes(path, save(tensors, metadata={"vq4all": json.dumps(meta)}))
+
+    def load(self, path) -> None:
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise VQ4AllError(f"{path}: no checkpoint to resume from: run without --resume first")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {}).get("vq4all", "{}"))
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for malformed files
+            raise VQ4AllError(f"{path}: not a readable checkpoint ({e})") from None
+        if meta.get("format") != CHECKPOINT_FORMAT:
+            raise VQ4AllError(f"{path}: not a vq4all checkpoint")
+        if meta.get("network") != self.net.name or meta.get("codebook_sha256") != self.codebook.sha256:
+            raise VQ4AllError(f"{path}: checkpoint of {meta.get('network')} on codebook {str(meta.get('codebook_sha256'))[:16]}..., "
+                              f"not of {self.net.name} on {self.codebook.sha256[:16]}...: resume with the same network and codebook")
+        if CompressConfig.from_dict(meta.get("config", {})) != self.config:
+            raise VQ4AllError(f"{path}: checkpoint was made with another configuration: resume with the same flags")
+        student = {k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")}
+        self.student.load_state_dict(student)
+        opt = self.optimizer.state_dict()
+        state: dict = {}
+        for k, v in tensors.items():
+            if k.startswith("optimizer."):
+                _, index, name = k.split(".", 2)
+                state.setdefault(int(index), {})[name] = v
+        opt["state"] = state
+        for group, saved in zip(opt["param_groups"], meta["param_groups"]):
+            group.update(saved)
+        self.optimizer.load_state_dict(opt)
+        self.sampler.set_state(tensors["sampler"])
+        self.step = int(meta["step"])
+        self.history = list(meta.get("history", []))
+
+    # ------------------------------------------------------------------ training
+    def frozen_fraction(self) -> float:
+        total = sum(p.frozen.numel() for p in self.params.values())
+        return sum(int(p.frozen.sum()) for p in self.params.values()) / total
+
+    def train(self, inputs, teacher_out, labels, checkpoint, progress: bool, until: int) -> None:
+        """Optimiser steps (with PNC) until step `until`, or until every sub-vector is frozen."""
+        cfg, n_data = self.config, _count(inputs)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"compress {self.net.name}", unit="step")
+        while self.step < until and (not cfg.pnc or self.frozen_fraction() < 1.0):
+            idx = torch.randperm(n_data, generator=self.sampler)[: cfg.batch_size]
+            out = self.net.forward(self.student, _take(inputs, idx))
+            loss = distill_loss(self.net.distill, out, teacher_out[idx], cfg.temperature)
+            if labels is not None and cfg.task_weight > 0:
+                loss = loss + cfg.task_weight * F.cross_entropy(out, labels[idx])
+            if cfg.reg > 0:
+                loss = loss + cfg.reg * ratio_penalty(self.params)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            if cfg.pnc:
+                for p in self.params.values():
+                    p.freeze_confident(cfg.alpha)
+            frozen = self.frozen_fraction()
+            self.history.append({"step": self.step, "loss": float(loss.detach()), "frozen": frozen})
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", frozen=f"{frozen:.1%}")
+                bar.update(1)
+            if checkpoint and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save(checkpoint)
+        if bar is not None:
+            bar.close()
+
+
+def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, checkpoint=None,
+             resume: bool = False, progress: bool = False, stop_after: int | None = None) -> Result:
+    """Rebuild `net` (a zoo network) on `codebook` by distillation with PNC; see the module doc.
+
+    checkpoint: a file written every `config.checkpoint_every` steps; resume: start from it.
+    stop_after: end after this many steps (for tests that interrupt a run), without finishing.
+    """
+    config = config or CompressConfig()
+    start = time.perf_counter()
+    run = _Run(net, codebook, config, progress)
+    if resume:
+        if checkpoint is None:
+            raise VQ4AllError("--resume needs the checkpoint file of the interrupted run")
+        run.load(checkpoint)
+    inputs = net.calibration(config.calibration, seed=config.seed)
+    labels = net.calibration_labels(config.calibration, seed=config.seed)
+    with torch.no_grad():
+        n_data = _count(inputs)
+        chunks = [net.forward(net.model, _take(inputs, torch.arange(i, min(i + 64, n_data)))) for i in range(0, n_data, 64)]
+        teacher_out = torch.cat(chunks)
+    if stop_after is not None and stop_after < config.steps:
+        run.train(inputs, teacher_out, labels, checkpoint, progress, until=stop_after)
+        return Result(None, {"steps": run.step, "stopped": True})
+    run.train(inputs, teacher_out, labels, checkpoint, progress, until=config.steps)
+
+    with torch.no_grad():
+        max_ratios = torch.cat([torch.where(p.frozen, torch.ones(()), p.ratios().max(1).values)
+                                for p in run.params.values()]).numpy()
+        frozen_by_pnc = sum(int(p.frozen.sum()) for p in run.params.values())
+        forced = sum(p.freeze_rest() for p in run.params.values())
+    layers = [p.layer_codes(key, codebook.k, config.scale_granularity) for key, p in run.params.items()]
+    unquantize_(run.student, run.params)
+    state = run.student.state_dict()
+    compressed = set(run.keys)
+    leftovers = {k: v.detach().cpu().numpy().copy() for k, v in state.items() if k not in compressed}
+    total = frozen_by_pnc + forced
+    report = {
+        "network": net.name, "steps": run.step, "subvectors": total, "frozen_by_pnc": frozen_by_pnc,
+        "forced": forced, "forced_fraction": forced / total if total else 0.0,
+        "final_loss": run.history[-1]["loss"] if run.history else math.nan,
+        "seconds": time.perf_counter() - start, "config": config.to_dict(),
+    }
+    artifact = NetworkArtifact(net.name, codebook.sha256, codebook.k, layers, leftovers,
+                               {"method": "vq4all", "compress": config.to_dict(),
+                                "report": {k: v for k, v in report.items() if k != "config"}})
+    return Result(artifact, report, max_ratios)
