@@ -11,8 +11,9 @@ sub-vector uses its chosen codeword alone (`chosen[j]`) and gets no gradient. Me
 proportional to n x sub-vectors (cand int32 + logits float32 + Adam's two moments), plus the
 [S, n, d] gather of one forward.
 
-Scales train as float32 but the forward uses their float16 rounding (straight-through), so the
-exported float16 scales give exactly the weights the student used.
+Scales train as float32 logarithms (so they stay > 0) but the forward uses their float16
+rounding (straight-through), so the exported float16 scales give exactly the weights the student
+used.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class CandidateWeight(torch.nn.Module):
     Buffers: values [k, d] float32 (the codebook's real values, shared by all layers),
     cand [S, n] int32 (S = out_features * m sub-vectors, row-major), frozen [S] bool,
     chosen [S] int64 (the frozen codeword). Parameters: logits [S, n] float32,
-    scales [out_features] float32 (used through their float16 rounding).
+    log_scales [out_features] float32 (used as float16(exp(log_scales))).
     """
 
     def __init__(self, values: torch.Tensor, cand: np.ndarray, dist: np.ndarray, scales: np.ndarray,
@@ -57,7 +58,8 @@ class CandidateWeight(torch.nn.Module):
         else:
             raise VQ4AllError(f"initial ratios '{init}' must be one of {', '.join(INITS)}")
         self.logits = torch.nn.Parameter(logits.float())
-        self.scales = torch.nn.Parameter(torch.from_numpy(scales.astype(np.float32)))
+        # scales train in the log domain so they stay > 0 (the artifact's rule: they are row RMS)
+        self.log_scales = torch.nn.Parameter(torch.log(torch.from_numpy(scales.astype(np.float32))))
 
     def ratios(self) -> torch.Tensor:
         """r = softmax(logits): [S, n] float32."""
@@ -70,8 +72,10 @@ class CandidateWeight(torch.nn.Module):
         return torch.where(self.frozen.unsqueeze(1), hard, soft)
 
     def used_scales(self) -> torch.Tensor:
-        """scales rounded to float16, with the gradient of the float32 value (straight-through)."""
-        return self.scales + (self.scales.half().float() - self.scales).detach()
+        """exp(log_scales) clamped to float16's normal range and rounded to float16, with the
+        gradient of the float32 value (straight-through): exactly the scales the artifact stores."""
+        scales = torch.exp(self.log_scales).clamp(2.0**-14, 65504.0)
+        return scales + (scales.half().float() - scales).detach()
 
     def forward(self, _original: torch.Tensor) -> torch.Tensor:
         out_features = self.shape[0]
@@ -102,7 +106,7 @@ class CandidateWeight(torch.nn.Module):
         if not bool(self.frozen.all()):
             raise VQ4AllError(f"{param}: {int((~self.frozen).sum())} sub-vectors are not frozen yet")
         codes = self.chosen.reshape(self.shape[0], self.m).cpu().numpy().astype(code_dtype(k))
-        scales = self.scales.detach().cpu().numpy().astype(np.float16)
+        scales = self.used_scales().detach().cpu().numpy().astype(np.float16)
         return LayerCodes(param, self.shape, self.d, self.pad, granularity, codes, scales)
 
 

@@ -80,6 +80,59 @@ def cmd_assign(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- compress / eval
+def cmd_compress(args) -> int:
+    from pathlib import Path
+
+    from . import zoo
+    from .artifact import check_writable, load_codebook, network_sizes, save_network
+    from .config import CompressConfig
+    from .train import compress
+
+    given = {"alpha": args.alpha, "n": args.n, "steps": args.steps, "seed": args.seed, "init": args.init,
+             "lr": args.lr, "reg": args.reg, "batch_size": args.batch_size, "calibration": args.calibration,
+             "checkpoint_every": args.checkpoint_every}
+    config = CompressConfig(pnc=not args.no_pnc, **{k: v for k, v in given.items() if v is not None})
+    check_writable(args.out)
+    checkpoint = Path(args.checkpoint or f"{args.out}.ckpt")
+    if config.checkpoint_every:
+        check_writable(checkpoint)
+    codebook = load_codebook(args.codebook)
+    net = zoo.load(args.network)
+    result = compress(net, codebook, config, checkpoint=checkpoint if config.checkpoint_every else None,
+                      resume=args.resume, progress=not args.json)
+    save_network(args.out, result.artifact)
+    if checkpoint.exists() and not args.checkpoint:
+        checkpoint.unlink()  # the run finished: its default checkpoint has served
+    info = {"file": args.out, **{k: v for k, v in result.report.items() if k != "config"},
+            **network_sizes(result.artifact)}
+    _emit(args, info, f"wrote {args.out}: {net.name} in {info['steps']} steps ({info['seconds']:.0f} s), "
+                      f"{info['frozen_by_pnc']} sub-vectors frozen by PNC, {info['forced']} forced to their argmax; "
+                      f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from . import zoo
+    from .artifact import load_codebook, load_network
+    from .evaluate import evaluate_artifact, evaluate_baseline
+
+    if (args.artifact is None) == (args.baseline is None):
+        raise VQ4AllError("give exactly one of --artifact FILE (with --codebook FILE) or --baseline fp|rtn2|kmeans")
+    if args.artifact is not None:
+        if args.codebook is None:
+            raise VQ4AllError("--artifact needs --codebook FILE: the codebook the network was built on")
+        codebook = load_codebook(args.codebook)
+        art = load_network(args.artifact, codebook)
+        info = evaluate_artifact(zoo.load(args.network), art, codebook)
+    else:
+        info = evaluate_baseline(zoo.load(args.network), args.baseline)
+    _emit(args, info, f"{info['network']} ({info['method']}): {info['metric']} {info['value']:.4f} (FP {info['fp_value']:.4f}), "
+                      f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x "
+                      f"({info['compression_ratio_with_codebook']:.2f}x with the codebook)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- inspect
 def cmd_inspect(args) -> int:
     from .artifact import summarize
@@ -130,6 +183,32 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--scale-granularity", choices=["none", "tensor", "channel"])
     a.add_argument("--out", required=True)
     a.set_defaults(func=cmd_assign)
+
+    c = with_json(sub.add_parser("compress", help="rebuild a zoo network on the codebook by distillation with PNC"))
+    c.add_argument("--network", required=True)
+    c.add_argument("--codebook", required=True)
+    c.add_argument("--out", required=True, help="network artifact to write (.safetensors)")
+    c.add_argument("--alpha", type=float, help="PNC threshold on the largest ratio (default 0.99)")
+    c.add_argument("--n", type=int, help="candidate codewords per sub-vector (default 4)")
+    c.add_argument("--steps", type=int, help="step budget (default 300)")
+    c.add_argument("--no-pnc", action="store_true", help="train the same budget, take every argmax at the end")
+    c.add_argument("--init", choices=["equal", "inverse_distance"], help="initial ratios (default equal)")
+    c.add_argument("--lr", type=float, help="Adam learning rate of the logits (default 0.05)")
+    c.add_argument("--reg", type=float, help="weight of the ratio regulariser sum r(1-r) (default 1.0)")
+    c.add_argument("--batch-size", type=int)
+    c.add_argument("--calibration", type=int, help="real calibration inputs (default 512)")
+    c.add_argument("--seed", type=int)
+    c.add_argument("--checkpoint", help="checkpoint file (default OUT.ckpt, removed when the run finishes)")
+    c.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50; 0 = none)")
+    c.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
+    c.set_defaults(func=cmd_compress)
+
+    e = with_json(sub.add_parser("eval", help="task metric and compression of an artifact or a baseline"))
+    e.add_argument("--network", required=True)
+    e.add_argument("--artifact")
+    e.add_argument("--codebook")
+    e.add_argument("--baseline", choices=["fp", "rtn2", "kmeans"])
+    e.set_defaults(func=cmd_eval)
 
     i = with_json(sub.add_parser("inspect", help="validate and summarise a codebook or network file"))
     i.add_argument("file")

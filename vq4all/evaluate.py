@@ -79,12 +79,18 @@ def per_layer_row(net, method: str, quantize, weights=None) -> Row:
     bits_per_weight charges everything the baseline stores."""
     start = time.perf_counter()
     weights = numpy_weights(net) if weights is None else weights
+    rebuilt, stored = quantize_per_layer(weights, quantize)
+    count = sum(w.size for w in weights.values())
+    return Row.measured(net, method, weights, rebuilt, stored / count, start)
+
+
+def quantize_per_layer(weights: dict, quantize) -> tuple[dict, int]:
+    """({key: rebuilt weight}, total stored bits) of quantize(w) -> (rebuilt, bits) per weight."""
     rebuilt, stored = {}, 0
     for key, w in weights.items():
         rebuilt[key], bits = quantize(w)
         stored += bits
-    count = sum(w.size for w in weights.values())
-    return Row.measured(net, method, weights, rebuilt, stored / count, start)
+    return rebuilt, stored
 
 
 def kmeans_row(net, k: int = 256, d: int = 4, weights=None) -> Row:
@@ -223,3 +229,61 @@ def plot_sqnr(rows: list[Row], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def codebook_bits(codebook: Codebook) -> int:
+    """Bits the codebook itself occupies: k * d * element width (+ the float32 scale)."""
+    bits = codebook.codebook.size * codebook.codebook.itemsize * 8
+    return bits + (32 if codebook.codebook_scale is not None else 0)
+
+
+def artifact_weights(art, codebook: Codebook) -> dict[str, np.ndarray]:
+    """Every state-dict entry an artifact stands for: decoded layers (through the reference) and
+    the FP leftovers."""
+    weights = decode_weights(art, codebook)
+    weights.update(art.leftovers)
+    return weights
+
+
+def evaluate_artifact(net, art, codebook: Codebook) -> dict:
+    """What `vq4all eval --artifact` prints: the task metric of the network the artifact
+    rebuilds, bits per compressed weight, and the compression ratio without and with the
+    codebook's bits (32 bits x every value represented / bits stored)."""
+    from .errors import VQ4AllError
+
+    if art.network != net.name:
+        raise VQ4AllError(f"the artifact holds network '{art.network}', not '{net.name}': pass --network {art.network}")
+    sizes = network_sizes(art)
+    result = task_metric(net, artifact_weights(art, codebook))
+    represented = sizes["compressed_weights"] + sizes["leftover_values"]
+    return {"network": net.name, **result, "fp_value": net.fp_value, "method": art.config.get("method", "vq4all"),
+            "bits_per_weight": sizes["bits_per_weight"], "compression_ratio": sizes["compression_ratio"],
+            "compression_ratio_with_codebook": 32 * represented / (sizes["stored_bits"] + codebook_bits(codebook)),
+            "k": art.k, "codebook_sha256": art.codebook_sha256}
+
+
+BASELINES = ("fp", "rtn2", "kmeans")
+
+
+def evaluate_baseline(net, name: str) -> dict:
+    """The same report for a baseline: fp (nothing compressed), rtn2 (2-bit per-channel RTN),
+    kmeans (per-layer k-means 256x4, its codebooks charged in every column)."""
+    from .errors import VQ4AllError
+
+    if name not in BASELINES:
+        raise VQ4AllError(f"unknown baseline '{name}': choose one of {', '.join(BASELINES)}")
+    weights = numpy_weights(net)
+    state = net.model.state_dict()
+    left = [v for k, v in state.items() if k not in weights]
+    left_values = sum(int(v.numel()) for v in left)
+    left_bits = sum(int(v.numel()) * v.element_size() * 8 for v in left)
+    count = sum(w.size for w in weights.values())
+    if name == "fp":
+        rebuilt, stored = weights, count * 32
+    else:
+        quantize = (lambda w: rtn(w, 2)) if name == "rtn2" else (lambda w: kmeans_layer(w, 256, 4))
+        rebuilt, stored = quantize_per_layer(weights, quantize)
+    result = task_metric(net, rebuilt)
+    ratio = 32 * (count + left_values) / (stored + left_bits)
+    return {"network": net.name, **result, "fp_value": net.fp_value, "method": name,
+            "bits_per_weight": stored / count, "compression_ratio": ratio, "compression_ratio_with_codebook": ratio}

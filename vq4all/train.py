@@ -43,6 +43,7 @@ class Result:
     artifact: NetworkArtifact
     report: dict = field(default_factory=dict)
     max_ratios: np.ndarray | None = None  # [S_total] float32: largest ratio per sub-vector before the final freeze
+    model: torch.nn.Module | None = None  # the trained student, its weights plain tensors again
 
 
 def distill_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -173,7 +174,7 @@ class _Run:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"compress {self.net.name}", unit="step")
+            bar = tqdm(total=until, initial=self.step, desc=f"compress {self.net.name}", unit="step", mininterval=0.5)
         while self.step < until and (not cfg.pnc or self.frozen_fraction() < 1.0):
             idx = torch.randperm(n_data, generator=self.sampler)[: cfg.batch_size]
             out = self.net.forward(self.student, _take(inputs, idx))
@@ -245,4 +246,4 @@ def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, c
     artifact = NetworkArtifact(net.name, codebook.sha256, codebook.k, layers, leftovers,
                                {"method": "vq4all", "compress": config.to_dict(),
                                 "report": {k: v for k, v in report.items() if k != "config"}})
-    return Result(artifact, report, max_ratios)
+    return Result(artifact, report, max_ratios, run.student)

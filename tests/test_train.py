@@ -1,0 +1,173 @@
+"""Compression training: PNC, frozen sub-vectors, export through the reference, resume."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+from vq4all import artifact, zoo
+from vq4all.artifact import Codebook
+from vq4all.assign import CandidateWeight, quantize_
+from vq4all.config import CompressConfig
+from vq4all.errors import VQ4AllError
+from vq4all.evaluate import artifact_weights
+from vq4all.hard import decode_weights
+from vq4all.train import compress
+
+
+@pytest.fixture(scope="module")
+def codebook():
+    rng = np.random.default_rng(0)
+    return Codebook(rng.integers(-127, 128, (4096, 8), dtype=np.int8), np.array([1 / 40], np.float32), {})
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return zoo.load("digits_cnn")
+
+
+def make_param(logits, k=16, d=2):
+    values = torch.randn(k, d)
+    s, n = logits.shape
+    cand = np.stack([np.random.default_rng(i).permutation(k)[:n] for i in range(s)])
+    p = CandidateWeight(values, cand, np.ones((s, n), np.float32), np.ones(s, np.float16), (s, d), 0)
+    with torch.no_grad():
+        p.logits.copy_(logits)
+    return p
+
+
+def test_pnc_freezes_exactly_the_subvectors_past_alpha():
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 4.5, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 9.0]])
+    p = make_param(logits)
+    r = torch.softmax(logits, 1)
+    alpha = 0.98
+    assert p.freeze_confident(alpha) == int((r.max(1).values > alpha).sum())
+    np.testing.assert_array_equal(p.frozen.numpy(), (r.max(1).values > alpha).numpy())  # rows 0 and 3 only
+    assert p.frozen.tolist() == [True, False, False, True]
+    assert p.chosen[0] == p.cand[0, 0] and p.chosen[3] == p.cand[3, 2]
+    # frozen rows use their codeword alone; the rest stay soft
+    sub = p.subvectors()
+    torch.testing.assert_close(sub[0], p.values[p.chosen[0]])
+    torch.testing.assert_close(sub[2], (r[2, :, None] * p.values[p.cand[2].long()]).sum(0))
+    assert p.freeze_rest() == 2 and p.frozen.all() and p.chosen[2] == p.cand[2, 0]  # tie -> first (nearest)
+
+
+def test_frozen_subvectors_get_no_updates():
+    p = make_param(torch.zeros(6, 3))
+    with torch.no_grad():
+        p.logits[:3, 1] = 10.0
+    p.freeze_confident(0.99)
+    assert p.frozen.tolist() == [True, True, True, False, False, False]
+    before = p.subvectors().detach().clone()
+    opt = torch.optim.Adam([p.logits, p.log_scales], lr=0.5)
+    target = torch.randn(6, 2)
+    for _ in range(5):
+        opt.zero_grad()
+        loss = ((p(torch.empty(6, 2)) - target) ** 2).sum()
+        loss.backward()
+        assert (p.logits.grad[:3] == 0).all() and (p.logits.grad[3:] != 0).any()
+        opt.step()
+    after = p.subvectors().detach()
+    torch.testing.assert_close(after[:3], before[:3], rtol=0, atol=0)
+    assert not torch.allclose(after[3:], before[3:])
+
+
+def test_quantize_starts_from_equal_ratios_over_the_nearest_codewords(digits, codebook):
+    model = digits.with_weights({})
+    params = quantize_(model, ["fc2.weight"], codebook, n=3)
+    p = params["fc2.weight"]
+    assert p.logits.shape == (10 * 8, 3) and torch.equal(p.logits, torch.zeros_like(p.logits))
+    # the model now computes with sum_i r_i c_i * scale: equal ratios -> the mean of the candidates
+    w = model.fc2.weight
+    mean = p.values[p.cand.long()].mean(1).reshape(10, 64) * p.used_scales().detach()[:, None]
+    torch.testing.assert_close(w, mean)
+    with pytest.raises(VQ4AllError, match="initial ratios"):
+        quantize_(digits.with_weights({}), ["fc2.weight"], codebook, init="random")
+
+
+@pytest.fixture(scope="module")
+def trained(digits, codebook):
+    return compress(digits, codebook, CompressConfig(steps=60, calibration=128, checkpoint_every=0))
+
+
+def test_artifact_decodes_to_the_weights_the_student_used(trained, codebook, digits, tmp_path):
+    path = tmp_path / "digits.safetensors"
+    artifact.save_network(path, trained.artifact)
+    back = artifact.load_network(path, codebook)
+    decoded = decode_weights(back, codebook)
+    student = trained.model.state_dict()
+    assert set(decoded) == set(digits.compressible())
+    for key, w in decoded.items():
+        np.testing.assert_allclose(w, student[key].numpy(), rtol=1e-6, atol=0)  # same float32 products
+    for key, v in back.leftovers.items():
+        np.testing.assert_array_equal(v, student[key].numpy())
+    # and the rebuilt network computes what the student computes
+    x = digits.calibration(16, seed=5)
+    rebuilt = digits.with_weights({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in artifact_weights(back, codebook).items()})
+    torch.testing.assert_close(rebuilt(x), trained.model(x), rtol=1e-5, atol=1e-5)
+    report = trained.report
+    assert report["frozen_by_pnc"] + report["forced"] == report["subvectors"] == sum(l.codes.size for l in back.layers)
+
+
+def test_resume_after_interruption_gives_the_same_artifact(digits, codebook, trained, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    cfg = CompressConfig(steps=60, calibration=128, checkpoint_every=20)
+    first = compress(digits, codebook, cfg, checkpoint=ckpt, stop_after=40)
+    assert first.artifact is None and ckpt.exists()
+    resumed = compress(digits, codebook, cfg, checkpoint=ckpt, resume=True)
+    straight = trained.artifact  # the same config without checkpoints, uninterrupted
+    assert resumed.report["steps"] == straight.config["report"]["steps"]
+    for a, b in zip(resumed.artifact.layers, straight.layers):
+        np.testing.assert_array_equal(a.codes, b.codes)
+        np.testing.assert_array_equal(a.scales, b.scales)
+    for key, v in straight.leftovers.items():
+        np.testing.assert_array_equal(resumed.artifact.leftovers[key], v)
+    with pytest.raises(VQ4AllError, match="another configuration"):
+        compress(digits, codebook, CompressConfig(steps=61, calibration=128, checkpoint_every=20), checkpoint=ckpt, resume=True)
+
+
+def test_no_pnc_trains_the_budget_and_forces_everything(digits, codebook):
+    result = compress(digits, codebook, CompressConfig(steps=20, calibration=64, pnc=False, checkpoint_every=0))
+    assert result.report["steps"] == 20 and result.report["frozen_by_pnc"] == 0
+    assert result.report["forced"] == result.report["subvectors"]
+
+
+def test_cli_compress_and_eval_ratios_match_an_independent_count(tmp_path):
+    from vq4all.codebook import build_from_subvectors
+    from vq4all.config import CodebookConfig
+
+    rng = np.random.default_rng(1)
+    cb = build_from_subvectors({"g": rng.standard_normal((5000, 8)).astype(np.float32)},
+                               CodebookConfig(networks=("g",), k=1024, per_network=5000))
+    cb_path, out = tmp_path / "cb.safetensors", tmp_path / "digits.safetensors"
+    artifact.save_codebook(cb_path, cb)
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "vq4all", *args], capture_output=True, text=True, timeout=600)
+        return proc
+
+    proc = cli("compress", "--network", "digits_cnn", "--codebook", str(cb_path), "--out", str(out),
+               "--steps", "30", "--calibration", "64", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "digits.safetensors.ckpt").exists()  # removed when the run finished
+    info = json.loads(cli("eval", "--network", "digits_cnn", "--artifact", str(out), "--codebook", str(cb_path), "--json").stdout)
+    # independent count from the raw file: codes at log2(1024) = 10 bits, every other tensor at its width
+    tensors = load_file(str(out))
+    code_bits = sum(t.size * 10 for n, t in tensors.items() if n.endswith(".codes"))
+    other = {n: t for n, t in tensors.items() if not n.endswith(".codes")}
+    stored = code_bits + sum(t.size * t.itemsize * 8 for t in other.values())
+    scales = sum(t.size for n, t in other.items() if n.endswith(".scales"))
+    weights = sum(p.numel() for p in zoo.load("digits_cnn").compressible().values())
+    represented = weights + sum(t.size for n, t in other.items() if not n.endswith(".scales"))
+    assert info["compression_ratio"] == pytest.approx(32 * represented / stored)
+    assert info["compression_ratio_with_codebook"] == pytest.approx(32 * represented / (stored + 1024 * 8 * 8 + 32))
+    assert info["bits_per_weight"] == pytest.approx((code_bits + scales * 16) / weights)
+    assert info["network"] == "digits_cnn" and 0 <= info["value"] <= 1 and info["fp_value"] > 0.95
+    bad = cli("compress", "--network", "digits_cnn", "--codebook", str(cb_path), "--out", str(out), "--alpha", "1.5")
+    assert bad.returncode == 2 and "alpha" in bad.stderr and "Traceback" not in bad.stderr
+    wrong = cli("eval", "--network", "mtcnn_pnet", "--artifact", str(out), "--codebook", str(cb_path))
+    assert wrong.returncode == 2 and "digits_cnn" in wrong.stderr
