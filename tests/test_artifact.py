@@ -263,3 +263,11 @@ def test_writer_refuses_invalid_network(tmp_path):
     with pytest.raises(ArtifactError, match="must be U8"):
         artifact.save_network(tmp_path / "x", net)
     assert not (tmp_path / "x").exists()
+
+
+def test_zero_dimensional_leftovers_keep_their_shape(tmp_path):
+    cb = make_codebook()
+    net = make_network(cb)
+    path = tmp_path / "net.safetensors"
+    artifact.save_network(path, net)
+    assert artifact.load_network(path).leftovers["bn.num_batches_tracked"].shape == ()

@@ -44,3 +44,23 @@ def test_table_renders(table):
     md = rows_to_markdown(rows)
     assert md.count("\n") == len(rows) + 1 and "| digits_cnn | FP32 |" in md
     assert rows_to_json(rows)[0]["sqnr_db"] is None  # inf is not JSON
+
+
+def test_evaluate_artifact_of_a_network_with_batch_norm(tmp_path):
+    """crepe_tiny's leftovers include 0-d num_batches_tracked buffers: they must load back."""
+    from vq4all import artifact, zoo
+    from vq4all.artifact import Codebook
+    from vq4all.evaluate import evaluate_artifact
+    from vq4all.hard import hard_assign
+
+    rng = np.random.default_rng(0)
+    cb = Codebook(rng.integers(-127, 128, (256, 8), dtype=np.int8), np.array([1 / 40], np.float32), {})
+    net = zoo.load("crepe_tiny")
+    state = {k: v.numpy() for k, v in net.model.state_dict().items()}
+    art = hard_assign(net.name, state, list(net.compressible()), cb)
+    assert any(v.ndim == 0 for v in art.leftovers.values())
+    path = tmp_path / "crepe.safetensors"
+    artifact.save_network(path, art)
+    info = evaluate_artifact(net, artifact.load_network(path, cb), cb)
+    assert info["metric"] == "pitch_error_cents" and np.isfinite(info["value"])
+    assert info["compression_ratio"] > info["compression_ratio_with_codebook"] > 1

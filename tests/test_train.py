@@ -107,7 +107,7 @@ def test_artifact_decodes_to_the_weights_the_student_used(trained, codebook, dig
         np.testing.assert_array_equal(v, student[key].numpy())
     # and the rebuilt network computes what the student computes
     x = digits.calibration(16, seed=5)
-    rebuilt = digits.with_weights({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in artifact_weights(back, codebook).items()})
+    rebuilt = digits.with_weights({k: torch.from_numpy(np.array(v)) for k, v in artifact_weights(back, codebook).items()})
     torch.testing.assert_close(rebuilt(x), trained.model(x), rtol=1e-5, atol=1e-5)
     report = trained.report
     assert report["frozen_by_pnc"] + report["forced"] == report["subvectors"] == sum(l.codes.size for l in back.layers)

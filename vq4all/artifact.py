@@ -187,7 +187,8 @@ def _save(path, tensors: dict[str, np.ndarray], manifest: dict) -> None:
     for name, t in tensors.items():
         if np.dtype(t.dtype).newbyteorder("<") not in _NAMES:
             raise VQ4AllError(f"{path}: tensor '{name}': dtype {t.dtype} cannot be stored")
-    data = save({n: np.ascontiguousarray(t) for n, t in tensors.items()},
+    # np.ascontiguousarray would turn a 0-d tensor (e.g. num_batches_tracked) into shape [1]
+    data = save({n: np.asarray(t, order="C") for n, t in tensors.items()},
                 metadata={"vq4all": json.dumps(manifest, sort_keys=True)})
     atomic_write_bytes(path, data)
 
