@@ -2,7 +2,9 @@
 
 1. Builds the universal codebook (K=2^16, d=8, int8) from every zoo network and writes it.
 2. Rebuilds one network by hard assignment and writes its artifact; both files are validated.
-3. Prints the hard-assignment quality table (universal codebook with and without the network,
+3. Compresses the same network properly: candidate ratios trained by distillation with
+   Progressive Network Construction, and compares the two artifacts' task metric.
+4. Prints the hard-assignment quality table (universal codebook with and without the network,
    universal 256x4, per-layer k-means, 2-bit RTN) for the networks that evaluate in a few
    minutes on two cores, or for all of them with --full (as benches/quality.py does).
 """
@@ -20,11 +22,12 @@ FAST = ("digits_cnn", "crepe_tiny", "silero_vad", "mtcnn_pnet", "mtcnn_rnet", "m
 
 def main(argv=None) -> int:
     from . import zoo
-    from .artifact import atomic_write_bytes, save_codebook, save_network, summarize
+    from .artifact import atomic_write_bytes, load_network, save_codebook, save_network, summarize
     from .codebook import build_from_subvectors, network_subvectors
-    from .config import CodebookConfig
-    from .evaluate import numpy_weights, plot_sqnr, quality_table, rows_to_json, rows_to_markdown
+    from .config import CodebookConfig, CompressConfig
+    from .evaluate import evaluate_artifact, numpy_weights, plot_sqnr, quality_table, rows_to_json, rows_to_markdown
     from .hard import hard_assign
+    from .train import compress
 
     p = argparse.ArgumentParser(prog="vq4all.demo")
     p.add_argument("out", nargs="?", default="out", help="folder for the demo's files (default ./out)")
@@ -60,8 +63,25 @@ def main(argv=None) -> int:
           f"compression {info['compression_ratio']:.1f}x (ROM codebook not charged), {time.perf_counter() - t:.1f} s")
     print(f"    {out / 'crepe_tiny.safetensors'}  (vq4all inspect validates it)")
 
+    t = time.perf_counter()
+    config = CompressConfig()
+    print(f"\n[3] compressing {net.name} by distillation with PNC (n={config.n}, alpha={config.alpha}, "
+          f"up to {config.steps} steps)", flush=True)
+    result = compress(net, cb, config, checkpoint=out / "crepe_tiny.ckpt", progress=True)
+    save_network(out / "crepe_tiny_vq4all.safetensors", result.artifact)
+    (out / "crepe_tiny.ckpt").unlink(missing_ok=True)
+    trained = evaluate_artifact(net, load_network(out / "crepe_tiny_vq4all.safetensors", cb), cb)
+    hard = evaluate_artifact(net, load_network(out / "crepe_tiny.safetensors", cb), cb)
+    report = result.report
+    print(f"    {report['steps']} steps in {time.perf_counter() - t:.0f} s: {report['frozen_by_pnc']:,} sub-vectors frozen by PNC, "
+          f"{report['forced']:,} forced to their argmax")
+    print(f"    {trained['metric']}: FP {trained['fp_value']:.3f}, hard assignment {hard['value']:.3f}, "
+          f"vq4all {trained['value']:.3f}; {trained['bits_per_weight']:.3f} bits/weight, "
+          f"compression {trained['compression_ratio']:.1f}x ({trained['compression_ratio_with_codebook']:.2f}x with the codebook)")
+    print(f"    {out / 'crepe_tiny_vq4all.safetensors'}")
+
     networks = zoo.NAMES if args.full else FAST
-    print(f"\n[3] hard-assignment quality table ({len(networks)} networks; codebooks from all {len(zoo.NAMES)})\n")
+    print(f"\n[4] hard-assignment quality table ({len(networks)} networks; codebooks from all {len(zoo.NAMES)})\n")
     rows, _ = quality_table(networks, zoo.NAMES, log=lambda s: print(s, flush=True), progress=False,
                             codebooks={"u16_all": cb})  # step 1's codebook: same sources and defaults
     table = rows_to_markdown(rows)
@@ -69,7 +89,7 @@ def main(argv=None) -> int:
     atomic_write_bytes(out / "quality.json", json.dumps(rows_to_json(rows), indent=2).encode())
     plot_sqnr(rows, out / "quality.png")
     print("\n" + table)
-    print(f"\nwrote {out}/codebook.safetensors, crepe_tiny.safetensors, quality.md/.json/.png "
+    print(f"\nwrote {out}/codebook.safetensors, crepe_tiny.safetensors, crepe_tiny_vq4all.safetensors, quality.md/.json/.png "
           f"in {time.perf_counter() - start:.0f} s")
     return 0
 
