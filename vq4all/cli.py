@@ -86,13 +86,17 @@ def cmd_compress(args) -> int:
 
     from . import zoo
     from .artifact import check_writable, load_codebook, network_sizes, save_network
+    import torch
+
     from .config import CompressConfig
-    from .train import compress
+    from .train import compress, init_distributed
 
     given = {"alpha": args.alpha, "n": args.n, "steps": args.steps, "seed": args.seed, "init": args.init,
              "lr": args.lr, "reg": args.reg, "batch_size": args.batch_size, "calibration": args.calibration,
              "checkpoint_every": args.checkpoint_every}
     config = CompressConfig(pnc=not args.no_pnc, **{k: v for k, v in given.items() if v is not None})
+    distributed = init_distributed()
+    rank = torch.distributed.get_rank() if distributed else 0
     check_writable(args.out)
     checkpoint = Path(args.checkpoint or f"{args.out}.ckpt")
     if config.checkpoint_every:
@@ -100,7 +104,9 @@ def cmd_compress(args) -> int:
     codebook = load_codebook(args.codebook)
     net = zoo.load(args.network)
     result = compress(net, codebook, config, checkpoint=checkpoint if config.checkpoint_every else None,
-                      resume=args.resume, progress=not args.json)
+                      resume=args.resume, progress=not args.json and rank == 0)
+    if rank != 0:
+        return 0  # rank 0 writes the artifact and reports
     save_network(args.out, result.artifact)
     if checkpoint.exists() and not args.checkpoint:
         checkpoint.unlink()  # the run finished: its default checkpoint has served

@@ -13,6 +13,12 @@ trained and every argmax taken at the end.
 Checkpoints (safetensors, atomic) hold the student, Adam's state and the batch sampler's RNG, so
 `resume=True` continues an interrupted run to the same artifact bit for bit (same machine, same
 thread count: CPU float arithmetic is then deterministic).
+
+Data parallel: under `torchrun --nproc_per_node=P -m vq4all compress ...` every rank holds the
+whole student, draws the same batch and trains on its 1/P share; gradients are averaged by one
+all-reduce per step, so all ranks take identical steps and make identical PNC decisions. Only
+rank 0 writes checkpoints and the artifact. The result equals one process's up to the order of
+float additions in the gradient (a sub-vector near alpha can freeze a step apart).
 """
 
 from __future__ import annotations
@@ -85,6 +91,40 @@ def ratio_penalty(params: dict[str, CandidateWeight]) -> torch.Tensor:
             total = total + (r * (1 - r)).sum()
             count += int(active.sum())
     return total / count if count else torch.zeros(())
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the data-parallel group, (0, 1) when not distributed."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _average_gradients(optimizer: torch.optim.Optimizer, world: int) -> None:
+    """All-reduce every gradient of the optimiser's parameters to the mean over ranks (one
+    flattened buffer per call: few messages)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def init_distributed() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPU.
+    Returns whether this process is one of several."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    dist = torch.distributed
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True
 
 
 class _Run:
@@ -175,8 +215,11 @@ class _Run:
             from tqdm import tqdm
 
             bar = tqdm(total=until, initial=self.step, desc=f"compress {self.net.name}", unit="step", mininterval=0.5)
+        rank, world = _world()
         while self.step < until and (not cfg.pnc or self.frozen_fraction() < 1.0):
-            idx = torch.randperm(n_data, generator=self.sampler)[: cfg.batch_size]
+            # Every rank draws the same batch (same sampler state) and takes its share of it;
+            # averaging the ranks' gradients then gives the whole batch's gradient.
+            idx = torch.randperm(n_data, generator=self.sampler)[: cfg.batch_size][rank::world]
             out = self.net.forward(self.student, _take(inputs, idx))
             loss = distill_loss(self.net.distill, out, teacher_out[idx], cfg.temperature)
             if labels is not None and cfg.task_weight > 0:
@@ -185,6 +228,11 @@ class _Run:
                 loss = loss + cfg.reg * ratio_penalty(self.params)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                _average_gradients(self.optimizer, world)
+                loss = loss.detach().clone()
+                torch.distributed.all_reduce(loss)
+                loss /= world
             self.optimizer.step()
             self.step += 1
             if cfg.pnc:
@@ -195,7 +243,7 @@ class _Run:
             if bar is not None:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}", frozen=f"{frozen:.1%}")
                 bar.update(1)
-            if checkpoint and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+            if checkpoint and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and rank == 0:
                 self.save(checkpoint)
         if bar is not None:
             bar.close()
