@@ -128,20 +128,22 @@ def init_distributed() -> bool:
 
 
 class _Run:
-    """The state of one compression run: student, optimiser, sampler; checkpoint I/O."""
+    """The state of one distillation run: student, optimiser, sampler; checkpoint I/O.
 
-    def __init__(self, net, codebook: Codebook, config: CompressConfig, progress: bool):
-        self.net, self.codebook, self.config = net, codebook, config
-        torch.manual_seed(config.seed)
-        self.student = net.with_weights({})
-        self.keys = list(net.compressible())
-        self.params = quantize_(self.student, self.keys, codebook, n=config.n, init=config.init,
-                                granularity=config.scale_granularity, progress=progress)
+    params: the student's weight parametrizations ({state-dict key: module}); main: the
+    parameters trained at `config.lr` (candidate logits, or per-layer codebooks for the k-means
+    baseline); every other trainable parameter of the student (biases, norms, scales) trains at
+    `config.lr_fp`. `tag` names what the run is built on (the codebook hash), checked on resume.
+    """
+
+    def __init__(self, net, config: CompressConfig, student: torch.nn.Module, params: dict,
+                 main: list[torch.nn.Parameter], tag: str):
+        self.net, self.config, self.student, self.params, self.tag = net, config, student, params, tag
+        self.keys = list(params)
         self.student.eval()  # norms use their running statistics; dropout off
-        logits = [p.logits for p in self.params.values()]
-        logit_ids = {id(p) for p in logits}
-        fp = [p for p in self.student.parameters() if p.requires_grad and id(p) not in logit_ids]
-        groups = [{"params": logits, "lr": config.lr}]
+        main_ids = {id(p) for p in main}
+        fp = [p for p in self.student.parameters() if p.requires_grad and id(p) not in main_ids]
+        groups = [{"params": main, "lr": config.lr}]
         if fp and config.lr_fp > 0:
             groups.append({"params": fp, "lr": config.lr_fp})
         else:
@@ -151,6 +153,7 @@ class _Run:
         self.sampler = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.history: list[dict] = []
+        self.candidates = all(isinstance(p, CandidateWeight) for p in params.values())
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path) -> None:
@@ -162,7 +165,7 @@ class _Run:
             for name, value in state.items():
                 tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).clone().contiguous()
         tensors["sampler"] = self.sampler.get_state()
-        meta = {"format": CHECKPOINT_FORMAT, "network": self.net.name, "codebook_sha256": self.codebook.sha256,
+        meta = {"format": CHECKPOINT_FORMAT, "network": self.net.name, "codebook_sha256": self.tag,
                 "config": self.config.to_dict(), "step": self.step, "history": self.history,
                 "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]}
         atomic_write_bytes(path, save(tensors, metadata={"vq4all": json.dumps(meta)}))
@@ -181,9 +184,9 @@ class _Run:
             raise VQ4AllError(f"{path}: not a readable checkpoint ({e})") from None
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise VQ4AllError(f"{path}: not a vq4all checkpoint")
-        if meta.get("network") != self.net.name or meta.get("codebook_sha256") != self.codebook.sha256:
+        if meta.get("network") != self.net.name or meta.get("codebook_sha256") != self.tag:
             raise VQ4AllError(f"{path}: checkpoint of {meta.get('network')} on codebook {str(meta.get('codebook_sha256'))[:16]}..., "
-                              f"not of {self.net.name} on {self.codebook.sha256[:16]}...: resume with the same network and codebook")
+                              f"not of {self.net.name} on {self.tag[:16]}...: resume with the same network and codebook")
         if CompressConfig.from_dict(meta.get("config", {})) != self.config:
             raise VQ4AllError(f"{path}: checkpoint was made with another configuration: resume with the same flags")
         student = {k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")}
@@ -204,6 +207,8 @@ class _Run:
 
     # ------------------------------------------------------------------ training
     def frozen_fraction(self) -> float:
+        if not self.candidates:
+            return 0.0
         total = sum(p.frozen.numel() for p in self.params.values())
         return sum(int(p.frozen.sum()) for p in self.params.values()) / total
 
@@ -216,7 +221,8 @@ class _Run:
 
             bar = tqdm(total=until, initial=self.step, desc=f"compress {self.net.name}", unit="step", mininterval=0.5)
         rank, world = _world()
-        while self.step < until and (not cfg.pnc or self.frozen_fraction() < 1.0):
+        pnc = cfg.pnc and self.candidates
+        while self.step < until and (not pnc or self.frozen_fraction() < 1.0):
             # Every rank draws the same batch (same sampler state) and takes its share of it;
             # averaging the ranks' gradients then gives the whole batch's gradient.
             idx = torch.randperm(n_data, generator=self.sampler)[: cfg.batch_size][rank::world]
@@ -224,7 +230,7 @@ class _Run:
             loss = distill_loss(self.net.distill, out, teacher_out[idx], cfg.temperature)
             if labels is not None and cfg.task_weight > 0:
                 loss = loss + cfg.task_weight * F.cross_entropy(out, labels[idx])
-            if cfg.reg > 0:
+            if cfg.reg > 0 and self.candidates:
                 loss = loss + cfg.reg * ratio_penalty(self.params)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -235,7 +241,7 @@ class _Run:
                 loss /= world
             self.optimizer.step()
             self.step += 1
-            if cfg.pnc:
+            if pnc:
                 for p in self.params.values():
                     p.freeze_confident(cfg.alpha)
             frozen = self.frozen_fraction()
@@ -249,16 +255,11 @@ class _Run:
             bar.close()
 
 
-def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, checkpoint=None,
-             resume: bool = False, progress: bool = False, stop_after: int | None = None) -> Result:
-    """Rebuild `net` (a zoo network) on `codebook` by distillation with PNC; see the module doc.
-
-    checkpoint: a file written every `config.checkpoint_every` steps; resume: start from it.
-    stop_after: end after this many steps (for tests that interrupt a run), without finishing.
-    """
-    config = config or CompressConfig()
-    start = time.perf_counter()
-    run = _Run(net, codebook, config, progress)
+def distill(run: _Run, *, checkpoint=None, resume: bool = False, progress: bool = False,
+            stop_after: int | None = None) -> bool:
+    """Train `run` on the network's calibration data against the FP teacher's outputs.
+    Returns False when it stopped early at `stop_after` (the run is then unfinished)."""
+    net, config = run.net, run.config
     if resume:
         if checkpoint is None:
             raise VQ4AllError("--resume needs the checkpoint file of the interrupted run")
@@ -269,10 +270,27 @@ def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, c
         n_data = _count(inputs)
         chunks = [net.forward(net.model, _take(inputs, torch.arange(i, min(i + 64, n_data)))) for i in range(0, n_data, 64)]
         teacher_out = torch.cat(chunks)
-    if stop_after is not None and stop_after < config.steps:
-        run.train(inputs, teacher_out, labels, checkpoint, progress, until=stop_after)
+    until = config.steps if stop_after is None else min(config.steps, stop_after)
+    run.train(inputs, teacher_out, labels, checkpoint, progress, until=until)
+    return until == config.steps
+
+
+def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, checkpoint=None,
+             resume: bool = False, progress: bool = False, stop_after: int | None = None) -> Result:
+    """Rebuild `net` (a zoo network) on `codebook` by distillation with PNC; see the module doc.
+
+    checkpoint: a file written every `config.checkpoint_every` steps; resume: start from it.
+    stop_after: end after this many steps (for tests that interrupt a run), without finishing.
+    """
+    config = config or CompressConfig()
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    student = net.with_weights({})
+    params = quantize_(student, list(net.compressible()), codebook, n=config.n, init=config.init,
+                       granularity=config.scale_granularity, progress=progress)
+    run = _Run(net, config, student, params, [p.logits for p in params.values()], codebook.sha256)
+    if not distill(run, checkpoint=checkpoint, resume=resume, progress=progress, stop_after=stop_after):
         return Result(None, {"steps": run.step, "stopped": True})
-    run.train(inputs, teacher_out, labels, checkpoint, progress, until=config.steps)
 
     with torch.no_grad():
         max_ratios = torch.cat([torch.where(p.frozen, torch.ones(()), p.ratios().max(1).values)

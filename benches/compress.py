@@ -1,0 +1,212 @@
+"""The compression results table: every method at ~2 bits/weight on each zoo network.
+
+    .venv/bin/python benches/compress.py [--networks a,b] [--steps 300] [--out benches/results/compress]
+
+Per network: FP; 2-bit RTN; per-layer k-means 256x4 fine-tuned with the same distillation budget
+(PQF-style, codebooks charged); universal 2^16x8 hard assignment; vq4all (universal 2^16x8,
+PNC); vq4all without PNC; vq4all on the codebook built without the network (leave-one-out);
+vq4all on a universal 256x4 codebook. Columns: task metric, its ratio to FP, bits/weight, the
+compression ratio without and with the codebook, wall time.
+
+Long: each network's rows are written to OUT/rows/<network>.json as soon as they are measured
+and a rerun skips networks already there (--force re-measures), so an interrupted run resumes.
+Writes compress.md, compress.json and the plots max_ratios.png (largest ratios at the end of
+training with and without PNC), codewords.png (distinct codewords per layer), pareto.png
+(metric vs compression ratio).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vq4all import zoo
+from vq4all.artifact import atomic_write_bytes
+from vq4all.codebook import build_from_subvectors, network_subvectors
+from vq4all.config import CodebookConfig, CompressConfig
+from vq4all.evaluate import evaluate_artifact, evaluate_baseline, numpy_weights, task_metric
+from vq4all.hard import hard_assign
+from vq4all.pqf import finetune_kmeans
+from vq4all.train import compress
+
+
+def row(net, method, info, seconds, **extra):
+    value = float(info["value"])
+    return {"network": net.name, "method": method, "metric": net.metric, "higher_is_better": net.higher_is_better,
+            "value": value, "fp_value": net.fp_value, "ratio_to_fp": value / net.fp_value if net.fp_value else None,
+            "bits_per_weight": info["bits_per_weight"], "compression_ratio": info["compression_ratio"],
+            "compression_ratio_with_codebook": info["compression_ratio_with_codebook"], "seconds": seconds, **extra}
+
+
+def measure(name, codebooks, sources_sub8, config, per_network, log):
+    net = zoo.load(name)
+    rows, plots = [], {}
+    rows.append(row(net, "FP32", evaluate_baseline(net, "fp"), 0.0))
+    t = time.perf_counter()
+    rows.append(row(net, "RTN 2-bit per channel", evaluate_baseline(net, "rtn2"), time.perf_counter() - t))
+
+    t = time.perf_counter()
+    state, stored, rep = finetune_kmeans(net, config)
+    weights = numpy_weights(net)
+    count = sum(w.size for w in weights.values())
+    left = {k: v for k, v in state.items() if k not in weights}
+    left_values = sum(int(np.size(v)) for v in left.values())
+    left_bits = sum(int(np.size(v)) * np.asarray(v).itemsize * 8 for v in left.values())
+    ratio = 32 * (count + left_values) / (stored + left_bits)
+    info = {"value": task_metric(net, state)["value"], "bits_per_weight": stored / count, "compression_ratio": ratio,
+            "compression_ratio_with_codebook": ratio}
+    rows.append(row(net, "per-layer k-means 256x4, fine-tuned", info, time.perf_counter() - t))
+    log(rows[-1])
+
+    cb = codebooks["u16_all"]
+    t = time.perf_counter()
+    state_np = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
+    art = hard_assign(net.name, state_np, list(weights), cb)
+    rows.append(row(net, "universal 65536x8, hard", evaluate_artifact(net, art, cb), time.perf_counter() - t))
+    log(rows[-1])
+
+    def trained(method, codebook, cfg, key=None):
+        t = time.perf_counter()
+        result = compress(net, codebook, cfg)
+        info = evaluate_artifact(net, result.artifact, codebook)
+        rep = result.report
+        rows.append(row(net, method, info, time.perf_counter() - t, steps=rep["steps"],
+                        frozen_by_pnc=rep["frozen_by_pnc"], forced=rep["forced"]))
+        log(rows[-1])
+        if key:
+            plots[key] = result
+        return result
+
+    vq = trained("vq4all 65536x8, PNC", cb, config, "pnc")
+    trained("vq4all 65536x8, no PNC", cb, CompressConfig.from_dict({**config.to_dict(), "pnc": False}), "no_pnc")
+    if name in sources_sub8 and len(sources_sub8) > 1:
+        others = {n: s for n, s in sources_sub8.items() if n != name}
+        loo = build_from_subvectors(others, CodebookConfig(networks=tuple(others), per_network=per_network))
+    else:
+        loo = cb  # never a source: the all-sources codebook already leaves it out
+    trained("vq4all 65536x8, PNC, leave-one-out", loo, config)
+    trained("vq4all 256x4, PNC", codebooks["u256_all"], config)
+
+    # what the plots need, kept small: largest ratios before the final freeze, codewords per layer
+    extra = {
+        "max_ratios_pnc": plots["pnc"].max_ratios.tolist()[:200000],
+        "max_ratios_no_pnc": plots["no_pnc"].max_ratios.tolist()[:200000],
+        "distinct_codewords": {layer.param: int(np.unique(layer.codes).size) for layer in vq.artifact.layers},
+        "codes_per_layer": {layer.param: int(layer.codes.size) for layer in vq.artifact.layers},
+    }
+    return rows, extra
+
+
+def to_markdown(rows):
+    lines = ["| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | seconds |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['network']} | {r['method']} | {r['metric']}{'' if r['higher_is_better'] else ' (lower is better)'} "
+                     f"| {r['value']:.4f} | {r['ratio_to_fp']:.3f} | {r['bits_per_weight']:.3f} | {r['compression_ratio']:.2f} "
+                     f"| {r['compression_ratio_with_codebook']:.2f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def plots(results, out: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nets = list(results)
+    fig, axes = plt.subplots(1, len(nets), figsize=(3.2 * len(nets), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], nets):
+        extra = results[name]["extra"]
+        bins = np.linspace(0, 1, 41)
+        ax.hist(extra["max_ratios_no_pnc"], bins=bins, alpha=0.6, label="no PNC", density=True)
+        ax.hist(extra["max_ratios_pnc"], bins=bins, alpha=0.6, label="PNC (frozen = 1)", density=True)
+        low = float(np.mean(np.asarray(extra["max_ratios_no_pnc"]) < 0.9))
+        ax.set_title(f"{name}\nno PNC: {low:.0%} below 0.9", fontsize=9)
+        ax.set_xlabel("largest ratio at the end")
+        ax.set_yscale("log")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "max_ratios.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(nets), figsize=(3.2 * len(nets), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], nets):
+        extra = results[name]["extra"]
+        layers = list(extra["distinct_codewords"])
+        ax.bar(range(len(layers)), [extra["distinct_codewords"][l] for l in layers], label="distinct codewords")
+        ax.plot(range(len(layers)), [min(extra["codes_per_layer"][l], 65536) for l in layers], "k.", label="min(codes, 65536)")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("layer")
+        ax.set_yscale("log")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "codewords.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, len(nets), figsize=(3.2 * len(nets), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], nets):
+        for r in results[name]["rows"]:
+            if r["method"] == "FP32":
+                continue
+            ax.scatter(r["compression_ratio"], r["value"], label=r["method"], s=18)
+        ax.axhline(results[name]["rows"][0]["fp_value"], color="k", lw=0.8, ls="--")
+        ax.set_title(f"{name} ({results[name]['rows'][0]['metric']})", fontsize=9)
+        ax.set_xlabel("compression ratio (codebook not charged)")
+    axes[0][-1].legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(out / "pareto.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--networks", default=",".join(zoo.NAMES))
+    p.add_argument("--steps", type=int, default=CompressConfig().steps)
+    p.add_argument("--per-network", type=int, default=1 << 18)
+    p.add_argument("--out", default="benches/results/compress")
+    p.add_argument("--force", action="store_true", help="re-measure networks already in OUT/rows")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    (out / "rows").mkdir(parents=True, exist_ok=True)
+    config = CompressConfig(steps=args.steps)
+
+    def log(r):
+        print(f"[compress] {r['network']:<18} {r['method']:<36} {r['metric']} {r['value']:.4f} (FP {r['fp_value']:.4f}) "
+              f"{r['bits_per_weight']:.3f} b/w {r['seconds']:.0f} s", flush=True)
+
+    names = [n for n in args.networks.split(",") if n]
+    todo = [n for n in names if args.force or not (out / "rows" / f"{n}.json").exists()]
+    if todo:
+        sub8 = {n: network_subvectors(zoo.load(n).compressible(), 8, "channel") for n in zoo.NAMES}
+        sub4 = {n: network_subvectors(zoo.load(n).compressible(), 4, "channel") for n in zoo.NAMES}
+        codebooks = {
+            "u16_all": build_from_subvectors(sub8, CodebookConfig(networks=zoo.NAMES, per_network=args.per_network)),
+            "u256_all": build_from_subvectors(sub4, CodebookConfig(networks=zoo.NAMES, k=256, d=4, per_network=args.per_network)),
+        }
+        for name in todo:
+            rows, extra = measure(name, codebooks, sub8, config, args.per_network, log)
+            atomic_write_bytes(out / "rows" / f"{name}.json", json.dumps({"rows": rows, "extra": extra}).encode())
+    results = {}
+    for name in zoo.NAMES:  # the table holds every network measured so far, in zoo order
+        path = out / "rows" / f"{name}.json"
+        if path.exists():
+            results[name] = json.loads(path.read_text())
+    rows = [r for res in results.values() for r in res["rows"]]
+    table = to_markdown(rows)
+    header = (f"# Compression at ~2 bits/weight\n\nEach trained method: {config.steps} steps of batch {config.batch_size} "
+              f"on {config.calibration} calibration inputs, n={config.n}, alpha={config.alpha}, reg={config.reg}, "
+              f"lr={config.lr}; per-layer k-means trains its codebooks with the same budget. "
+              f"Compression: 32 bits x values represented / bits stored (ROM codebook not charged, then charged once).\n\n"
+              f"![largest ratios](max_ratios.png)\n![codewords per layer](codewords.png)\n![metric vs compression](pareto.png)\n\n")
+    atomic_write_bytes(out / "compress.md", (header + table + "\n").encode())
+    atomic_write_bytes(out / "compress.json", json.dumps({"config": config.to_dict(), "rows": rows}, indent=2).encode())
+    plots(results, out)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
