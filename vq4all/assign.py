@@ -115,7 +115,7 @@ def _owner(model: torch.nn.Module, key: str) -> tuple[torch.nn.Module, str]:
     return (model.get_submodule(module_name) if module_name else model), attr
 
 
-def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int = 4, init: str = "equal",
+def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int, init: str = "equal",
               granularity: str = "channel", device=None, progress: bool = False) -> dict[str, CandidateWeight]:
     """Rebuild, in place, the weights `keys` (state-dict keys) of `model` from `codebook`.
 

@@ -195,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--codebook", required=True)
     c.add_argument("--out", required=True, help="network artifact to write (.safetensors)")
     c.add_argument("--alpha", type=float, help="PNC threshold on the largest ratio (default 0.99)")
-    c.add_argument("--n", type=int, help="candidate codewords per sub-vector (default 4)")
+    c.add_argument("--n", type=int, help="candidate codewords per sub-vector (default 8)")
     c.add_argument("--steps", type=int, help="step budget (default 300)")
     c.add_argument("--no-pnc", action="store_true", help="train the same budget, take every argmax at the end")
     c.add_argument("--init", choices=["equal", "inverse_distance"], help="initial ratios (default equal)")
