@@ -117,7 +117,16 @@ def plots(results, out: Path):
     import matplotlib.pyplot as plt
 
     nets = list(results)
-    fig, axes = plt.subplots(1, len(nets), figsize=(3.2 * len(nets), 3.2), squeeze=False)
+
+    def panels():
+        return plt.subplots(1, len(nets), figsize=(3.2 * len(nets), 3.2), squeeze=False)
+
+    def finish(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+
+    fig, axes = panels()
     for ax, name in zip(axes[0], nets):
         extra = results[name]["extra"]
         bins = np.linspace(0, 1, 41)
@@ -128,11 +137,9 @@ def plots(results, out: Path):
         ax.set_xlabel("largest ratio at the end")
         ax.set_yscale("log")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "max_ratios.png", dpi=110)
-    plt.close(fig)
+    finish(fig, "max_ratios.png")
 
-    fig, axes = plt.subplots(1, len(nets), figsize=(3.2 * len(nets), 3.2), squeeze=False)
+    fig, axes = panels()
     for ax, name in zip(axes[0], nets):
         extra = results[name]["extra"]
         layers = list(extra["distinct_codewords"])
@@ -142,11 +149,9 @@ def plots(results, out: Path):
         ax.set_xlabel("layer")
         ax.set_yscale("log")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "codewords.png", dpi=110)
-    plt.close(fig)
+    finish(fig, "codewords.png")
 
-    fig, axes = plt.subplots(1, len(nets), figsize=(3.2 * len(nets), 3.2), squeeze=False)
+    fig, axes = panels()
     for ax, name in zip(axes[0], nets):
         for r in results[name]["rows"]:
             if r["method"] == "FP32":
@@ -156,9 +161,7 @@ def plots(results, out: Path):
         ax.set_title(f"{name} ({results[name]['rows'][0]['metric']})", fontsize=9)
         ax.set_xlabel("compression ratio (codebook not charged)")
     axes[0][-1].legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    fig.savefig(out / "pareto.png", dpi=110)
-    plt.close(fig)
+    finish(fig, "pareto.png")
 
 
 def main(argv=None) -> int:

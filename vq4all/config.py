@@ -23,8 +23,22 @@ def check_k(k: int) -> int:
     return k
 
 
+class _Manifested:
+    """Round trip through an artifact manifest: to_dict() gives JSON values, from_dict() ignores
+    keys this version does not know (written by a newer one)."""
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
 @dataclass(frozen=True)
-class CodebookConfig:
+class CodebookConfig(_Manifested):
     """How the universal codebook is built (METHOD.md steps 1-3).
 
     networks: source networks, pooled with equal counts (`per_network` sub-vectors each, drawn
@@ -66,22 +80,13 @@ class CodebookConfig:
         if int(self.lloyd_iters) < 0:
             raise VQ4AllError(f"lloyd_iters={self.lloyd_iters} must be >= 0")
 
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["networks"] = list(self.networks)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CodebookConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 DISTILL_LOSSES = ("kl", "cosine", "mse")
 
 
 @dataclass(frozen=True)
-class CompressConfig:
+class CompressConfig(_Manifested):
     """How a network is rebuilt from the universal codebook and trained (METHOD.md steps 4-7).
 
     n candidates per sub-vector, initial ratios "equal" (paper) or "inverse_distance" (VQ4DiT);
@@ -129,10 +134,3 @@ class CompressConfig:
         if int(self.checkpoint_every) < 0:
             raise VQ4AllError(f"checkpoint_every={self.checkpoint_every} must be >= 0")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CompressConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
