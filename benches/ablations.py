@@ -3,7 +3,8 @@
     .venv/bin/python benches/ablations.py [--networks digits_cnn,crepe_tiny] [--out benches/results/ablations]
 
 One setting varies at a time around the defaults (CompressConfig): alpha in {0.9, 0.95, 0.99,
-0.999}, n in {1, 2, 4, 8, 16}, initial ratios equal vs inverse-distance. The universal codebook is
+0.999}, n in {1, 2, 4, 8, 16}, initial ratios equal vs inverse-distance, and the ratio
+regulariser's weight in {0, 0.1, 1} with and without PNC. The universal codebook is
 2^16 x 8 from every zoo network. Reports the task metric, steps used, how many sub-vectors PNC
 froze and how many were forced, and wall time; writes ablations.md/.json and ablations.png.
 """
@@ -21,13 +22,22 @@ from vq4all.config import CodebookConfig, CompressConfig
 from vq4all.evaluate import evaluate_artifact
 from vq4all.train import compress
 
-SWEEPS = {"alpha": [0.9, 0.95, 0.99, 0.999], "n": [1, 2, 4, 8, 16], "init": ["equal", "inverse_distance"]}
+SWEEPS = {"alpha": [0.9, 0.95, 0.99, 0.999], "n": [1, 2, 4, 8, 16], "init": ["equal", "inverse_distance"],
+          "reg": [0.0, 0.1, 1.0], "reg_no_pnc": [0.0, 0.1, 1.0]}
+
+
+def overrides(setting: str, value) -> dict:
+    """The CompressConfig fields one point of a sweep changes."""
+    if setting == "reg_no_pnc":
+        return {"reg": value, "pnc": False}
+    return {setting: value}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--networks", default="digits_cnn,crepe_tiny")
     p.add_argument("--steps", type=int, default=CompressConfig().steps)
+    p.add_argument("--sweeps", default=",".join(SWEEPS), help=f"which sweeps (default all: {', '.join(SWEEPS)})")
     p.add_argument("--out", default="benches/results/ablations")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -39,8 +49,10 @@ def main(argv=None) -> int:
     for name in [n for n in args.networks.split(",") if n]:
         net = zoo.load(name)
         for setting, values in SWEEPS.items():
+            if setting not in args.sweeps.split(","):
+                continue
             for value in values:
-                config = CompressConfig.from_dict({**base.to_dict(), setting: value})
+                config = CompressConfig.from_dict({**base.to_dict(), **overrides(setting, value)})
                 start = time.perf_counter()
                 result = compress(net, codebook, config)
                 info = evaluate_artifact(net, result.artifact, codebook)
@@ -66,9 +78,10 @@ def main(argv=None) -> int:
     import matplotlib.pyplot as plt
 
     nets = list(dict.fromkeys(r["network"] for r in rows))
-    fig, axes = plt.subplots(len(nets), len(SWEEPS), figsize=(4 * len(SWEEPS), 3 * len(nets)), squeeze=False)
+    swept = list(dict.fromkeys(r["setting"] for r in rows))
+    fig, axes = plt.subplots(len(nets), len(swept), figsize=(4 * len(swept), 3 * len(nets)), squeeze=False)
     for i, name in enumerate(nets):
-        for j, setting in enumerate(SWEEPS):
+        for j, setting in enumerate(swept):
             pts = [r for r in rows if r["network"] == name and r["setting"] == setting]
             ax = axes[i][j]
             ax.plot([str(r["value_of_setting"]) for r in pts], [r["value"] for r in pts], "o-")

@@ -71,7 +71,7 @@ def cmd_assign(args) -> int:
     cb = load_codebook(args.codebook)
     net = zoo.load(args.network)
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
-    art = hard_assign(net.name, state, list(net.compressible()), cb, args.scale_granularity or "channel",
+    art = hard_assign(net.name, state, net.compressible_keys(), cb, args.scale_granularity or "channel",
                       progress=not args.json)
     save_network(args.out, art)
     info = {"file": args.out, "network": net.name, "layers": len(art.layers), **network_sizes(art)}

@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     from .artifact import atomic_write_bytes, load_network, save_codebook, save_network, summarize
     from .codebook import build_from_subvectors, network_subvectors
     from .config import CodebookConfig, CompressConfig
-    from .evaluate import evaluate_artifact, numpy_weights, plot_sqnr, quality_table, rows_to_json, rows_to_markdown
+    from .evaluate import evaluate_artifact, plot_sqnr, quality_table, rows_to_json, rows_to_markdown
     from .hard import hard_assign
     from .train import compress
 
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     net = zoo.load("crepe_tiny")
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
-    art = hard_assign(net.name, state, list(numpy_weights(net)), cb)
+    art = hard_assign(net.name, state, net.compressible_keys(), cb)
     save_network(out / "crepe_tiny.safetensors", art)
     info = summarize(out / "crepe_tiny.safetensors")
     print(f"\n[2] {net.name} as codes: {info['layers']} layers, {info['bits_per_weight']:.3f} bits/weight, "

@@ -81,7 +81,7 @@ def finetune_kmeans(net, config: CompressConfig | None = None, k: int = 256, d: 
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     student = net.with_weights({})
-    params = kmeans_(student, list(net.compressible()), k, d, seed=config.seed)
+    params = kmeans_(student, net.compressible_keys(), k, d, seed=config.seed)
     run = _Run(net, config, student, params, [p.codebook for p in params.values()], f"kmeans-{k}x{d}")
     distill(run, progress=progress)
     stored = sum(p.stored_bits() for p in params.values())

@@ -286,7 +286,7 @@ def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, c
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     student = net.with_weights({})
-    params = quantize_(student, list(net.compressible()), codebook, n=config.n, init=config.init,
+    params = quantize_(student, net.compressible_keys(), codebook, n=config.n, init=config.init,
                        granularity=config.scale_granularity, progress=progress)
     run = _Run(net, config, student, params, [p.logits for p in params.values()], codebook.sha256)
     if not distill(run, checkpoint=checkpoint, resume=resume, progress=progress, stop_after=stop_after):
