@@ -58,7 +58,7 @@ def measure(name, codebooks, sources_sub8, config, per_network, log):
     ratio = 32 * (count + left_values) / (stored + left_bits)
     info = {"value": task_metric(net, state)["value"], "bits_per_weight": stored / count, "compression_ratio": ratio,
             "compression_ratio_with_codebook": ratio}
-    rows.append(row(net, "per-layer k-means 256x4, fine-tuned", info, time.perf_counter() - t))
+    rows.append(row(net, "per-layer k-means 256x4, fine-tuned", info, time.perf_counter() - t, steps=rep["steps"]))
     log(rows[-1])
 
     cb = codebooks["u16_all"]
@@ -101,12 +101,12 @@ def measure(name, codebooks, sources_sub8, config, per_network, log):
 
 
 def to_markdown(rows):
-    lines = ["| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | seconds |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | steps | seconds |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['network']} | {r['method']} | {r['metric']}{'' if r['higher_is_better'] else ' (lower is better)'} "
                      f"| {r['value']:.4f} | {r['ratio_to_fp']:.3f} | {r['bits_per_weight']:.3f} | {r['compression_ratio']:.2f} "
-                     f"| {r['compression_ratio_with_codebook']:.2f} | {r['seconds']:.0f} |")
+                     f"| {r['compression_ratio_with_codebook']:.2f} | {r.get('steps', '')} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -199,9 +199,10 @@ def main(argv=None) -> int:
             results[name] = json.loads(path.read_text())
     rows = [r for res in results.values() for r in res["rows"]]
     table = to_markdown(rows)
-    header = (f"# Compression at ~2 bits/weight\n\nEach trained method: {config.steps} steps of batch {config.batch_size} "
+    header = (f"# Compression at ~2 bits/weight\n\nTrained methods: batch {config.batch_size} "
               f"on {config.calibration} calibration inputs, n={config.n}, alpha={config.alpha}, reg={config.reg}, "
-              f"lr={config.lr}; per-layer k-means trains its codebooks with the same budget. "
+              f"lr={config.lr}, for the step budget in the steps column (PNC may stop earlier; a network's "
+              f"methods share one budget); per-layer k-means trains its codebooks with the same budget. "
               f"Compression: 32 bits x values represented / bits stored (ROM codebook not charged, then charged once).\n\n"
               f"![largest ratios](max_ratios.png)\n![codewords per layer](codewords.png)\n![metric vs compression](pareto.png)\n\n")
     atomic_write_bytes(out / "compress.md", (header + table + "\n").encode())
