@@ -1,12 +1,12 @@
 """Differentiable candidate assignments (METHOD.md step 4) and their freezing (step 6).
 
-`quantize_(model, keys, codebook, config)` replaces, in place, each compressible weight of a
+`quantize_(model, keys, codebook, n=8)` replaces, in place, each compressible weight of a
 torch model by a `CandidateWeight` parametrization (torch.nn.utils.parametrize), so that the
 model's own forward runs unchanged on the rebuilt weight:
 
     sub-vector j of row o = scales[o] * sum_i r[j, i] * values[cand[j, i]],   r[j] = softmax(logits[j])
 
-over the n nearest codewords of the FP sub-vector (`cand`, from `vq4all.search.nearest`). A frozen
+over the n nearest codewords of the FP sub-vector (`cand`, from `vq4all.search.candidates`). A frozen
 sub-vector uses its chosen codeword alone (`chosen[j]`) and gets no gradient. Memory is
 proportional to n x sub-vectors (cand int32 + logits float32 + Adam's two moments), plus the
 [S, n, d] gather of one forward.
