@@ -128,6 +128,9 @@ def test_resume_after_interruption_gives_the_same_artifact(digits, codebook, tra
         np.testing.assert_array_equal(resumed.artifact.leftovers[key], v)
     with pytest.raises(VQ4AllError, match="another configuration"):
         compress(digits, codebook, CompressConfig(steps=61, calibration=128, checkpoint_every=20), checkpoint=ckpt, resume=True)
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a truncated checkpoint: one clear error, no crash
+    with pytest.raises(VQ4AllError, match=str(ckpt)):
+        compress(digits, codebook, cfg, checkpoint=ckpt, resume=True)
 
 
 def test_no_pnc_trains_the_budget_and_forces_everything(digits, codebook):

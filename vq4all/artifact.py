@@ -420,6 +420,12 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
         _check_finite(path, name, t)
 
 
+def read_container(path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(manifest, {name: read-only array}) of any safetensors file vq4all writes (artifacts and
+    training checkpoints), through the same checked parse; the caller applies its own rules."""
+    return _read_raw(path)
+
+
 def read_manifest(path) -> dict:
     """The manifest of any vq4all file, after the header checks (not the full validation)."""
     manifest, _ = _read_raw(path)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .artifact import Codebook, NetworkArtifact, atomic_write_bytes
+from .artifact import Codebook, NetworkArtifact, atomic_write_bytes, read_container
 from .assign import CandidateWeight, quantize_, unquantize_
 from .config import CompressConfig
 from .errors import VQ4AllError
@@ -171,17 +171,11 @@ class _Run:
         atomic_write_bytes(path, save(tensors, metadata={"vq4all": json.dumps(meta)}))
 
     def load(self, path) -> None:
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise VQ4AllError(f"{path}: no checkpoint to resume from: run without --resume first")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get("vq4all", "{}"))
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for malformed files
-            raise VQ4AllError(f"{path}: not a readable checkpoint ({e})") from None
+        meta, arrays = read_container(path)  # the artifact reader's checked parse: no pickle, bounded sizes
+        tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise VQ4AllError(f"{path}: not a vq4all checkpoint")
         if meta.get("network") != self.net.name or meta.get("codebook_sha256") != self.tag:
