@@ -84,10 +84,10 @@ def cmd_assign(args) -> int:
 def cmd_compress(args) -> int:
     from pathlib import Path
 
-    from . import zoo
-    from .artifact import check_writable, load_codebook, network_sizes, save_network
     import torch
 
+    from . import zoo
+    from .artifact import check_writable, load_codebook, network_sizes, save_network
     from .config import CompressConfig
     from .train import compress, init_distributed
 
