@@ -110,7 +110,8 @@ class CandidateWeight(torch.nn.Module):
         return LayerCodes(param, self.shape, self.d, self.pad, granularity, codes, scales)
 
 
-def _owner(model: torch.nn.Module, key: str) -> tuple[torch.nn.Module, str]:
+def weight_owner(model: torch.nn.Module, key: str) -> tuple[torch.nn.Module, str]:
+    """(module, attribute name) holding the state-dict entry `key` of `model`."""
     module_name, _, attr = key.rpartition(".")
     return (model.get_submodule(module_name) if module_name else model), attr
 
@@ -126,7 +127,7 @@ def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int, init:
     if not 1 <= n <= codebook.k:
         raise VQ4AllError(f"n={n} candidates must be between 1 and k={codebook.k}")
     values = torch.from_numpy(codebook.values())
-    owners = {key: _owner(model, key) for key in keys}
+    owners = {key: weight_owner(model, key) for key in keys}
     splits = [split(getattr(module, attr).detach().cpu().numpy(), codebook.d, granularity) for module, attr in owners.values()]
     found = candidates(splits, codebook.values(), n, device=device, progress=progress)
     out = {}
@@ -141,5 +142,5 @@ def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int, init:
 def unquantize_(model: torch.nn.Module, params: dict[str, CandidateWeight]) -> None:
     """Remove the parametrizations, leaving each weight as the plain tensor it now computes."""
     for key in params:
-        module, attr = _owner(model, key)
+        module, attr = weight_owner(model, key)
         parametrize.remove_parametrizations(module, attr, leave_parametrized=True)

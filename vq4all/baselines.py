@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .kmeans import lloyd
+from .kmeans import fit
 from .search import nearest
 from .subvectors import join, split
 
@@ -54,9 +54,8 @@ def kmeans_layer(weight, k: int = 256, d: int = 4, iters: int = 20, granularity:
     """
     s = split(weight, d, granularity)
     x = s.subvectors.reshape(-1, d).astype(np.float32)
-    k = min(k, x.shape[0])
-    rng = np.random.Generator(np.random.PCG64(seed))
-    codewords = lloyd(x[rng.choice(x.shape[0], size=k, replace=False)], x, iters)
+    codewords = fit(x, k, iters, np.random.Generator(np.random.PCG64(seed)))
+    k = codewords.shape[0]
     codebook = codewords.astype(np.float16).astype(np.float32)
     idx = nearest(x, codebook, 1)[0][:, 0]
     rebuilt = join(codebook[idx].reshape(s.subvectors.shape), s.scales, s.shape, s.pad)

@@ -26,3 +26,10 @@ def lloyd(codewords: np.ndarray, x: np.ndarray, iters: int, *, progress: bool = 
         won = counts > 0
         codewords[won] = sums[won] / counts[won, None]
     return codewords.astype(np.float32)
+
+
+def fit(x: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means codebook of the rows of x [N, d]: min(k, N) codewords initialised from distinct
+    random rows (drawn from `rng`), then `iters` Lloyd steps. Returns [min(k, N), d] float32."""
+    k = min(k, x.shape[0])
+    return lloyd(x[rng.choice(x.shape[0], size=k, replace=False)], x, iters)

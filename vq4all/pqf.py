@@ -16,7 +16,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from .config import CompressConfig
-from .kmeans import lloyd
+from .kmeans import fit
 from .search import nearest
 from .subvectors import split
 
@@ -50,16 +50,15 @@ class LayerCodebookWeight(torch.nn.Module):
 def kmeans_(model: torch.nn.Module, keys, k: int = 256, d: int = 4, iters: int = 20, seed: int = 0) -> dict:
     """Give each weight `keys` of `model` its own k-means codebook, in place (parametrizations).
     Returns {key: LayerCodebookWeight}."""
-    from .assign import _owner
+    from .assign import weight_owner
 
     out = {}
     rng = np.random.Generator(np.random.PCG64(seed))
     for key in keys:
-        module, attr = _owner(model, key)
+        module, attr = weight_owner(model, key)
         s = split(getattr(module, attr).detach().cpu().numpy(), d)
         x = s.subvectors.reshape(-1, d)
-        kk = min(k, x.shape[0])
-        codebook = lloyd(x[rng.choice(x.shape[0], size=kk, replace=False)], x, iters)
+        codebook = fit(x, k, iters, rng)
         codes = nearest(x, codebook, 1)[0][:, 0]
         param = LayerCodebookWeight(codebook, codes, s.scales.astype(np.float32), s.shape, s.pad)
         getattr(module, attr).requires_grad_(False)
