@@ -206,3 +206,46 @@ def test_torchrun_data_parallel_matches_one_process(tmp_path):
     for key, v in b.leftovers.items():
         np.testing.assert_allclose(a.leftovers[key], v, rtol=1e-4, atol=1e-5)
     assert a.config["report"]["frozen_by_pnc"] > 0  # PNC really ran on both
+
+
+def test_feature_loss_is_relative_and_zero_on_the_teacher():
+    from vq4all.train import feature_loss
+
+    t = {"a": torch.randn(4, 5), "b": 100 * torch.randn(3, 7)}
+    assert float(feature_loss(t, t)) == 0.0
+    s = {k: v + 0.1 * v.abs().mean() * torch.randn_like(v) for k, v in t.items()}
+    scaled = {k: 10 * v for k, v in s.items()}
+    # each layer's term is relative to its own mean square: scaling a layer changes nothing
+    torch.testing.assert_close(feature_loss(scaled, {k: 10 * v for k, v in t.items()}), feature_loss(s, t))
+    want = np.mean([float(((s[k] - t[k]) ** 2).mean() / (t[k] ** 2).mean()) for k in t])
+    assert float(feature_loss(s, t)) == pytest.approx(want, rel=1e-5)
+
+
+def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(digits, codebook):
+    """Step 1's recorded loss with feature_weight=w minus the loss without it equals w x the
+    layer-wise feature loss of the untrained student on step 1's batch, computed here with
+    hooks of our own on every compressed layer."""
+    from vq4all.train import _Run, _count, _take, feature_loss
+
+    base = CompressConfig(steps=1, batch_size=8, calibration=64, pnc=False, checkpoint_every=0)
+    plain = compress(digits, codebook, base)
+    weighted = compress(digits, codebook, CompressConfig(**{**base.to_dict(), "feature_weight": 0.5}))
+    student = digits.with_weights({})
+    params = quantize_(student, digits.compressible_keys(), codebook, n=base.n)
+    run = _Run(digits, base, student, params, [p.logits for p in params.values()], codebook.sha256)
+    inputs = digits.calibration(base.calibration, seed=base.seed)
+    idx = torch.randperm(_count(inputs), generator=run.sampler)[: base.batch_size]
+    batch = _take(inputs, idx)
+    layers = sorted({k.rpartition(".")[0] for k in digits.compressible_keys()})
+    outs = {}
+    for tag, model in (("t", digits.model), ("s", student)):
+        hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n, tag=tag: outs.__setitem__((tag, n), o))
+                 for n in layers]
+        with torch.no_grad():
+            digits.forward(model, batch)
+        for h in hooks:
+            h.remove()
+    expect = float(feature_loss({n: outs["s", n] for n in layers}, {n: outs["t", n] for n in layers}))
+    assert expect > 0
+    diff = weighted.report["final_loss"] - plain.report["final_loss"]  # one step: the final loss is step 1's
+    assert diff == pytest.approx(0.5 * expect, rel=1e-4)

@@ -93,7 +93,9 @@ class CompressConfig(_Manifested):
     PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same
     budget, then take every argmax). Adam on the logits (lr) and on the FP leftovers and scales
     (lr_fp); loss = distillation + task_weight * task loss (where labels exist) + reg * mean
-    over active sub-vectors of sum_i r_i (1 - r_i). `calibration` real inputs, batches of
+    over active sub-vectors of sum_i r_i (1 - r_i) + feature_weight * layer-wise feature MSE
+    (each compressed layer's output against the teacher's on the same batch, normalised by the
+    teacher's mean square; 0 turns it off). `calibration` real inputs, batches of
     `batch_size`, at most `steps` steps, a checkpoint every `checkpoint_every` steps (0: none).
     """
 
@@ -108,6 +110,7 @@ class CompressConfig(_Manifested):
     lr_fp: float = 1e-4
     reg: float = 1.0
     task_weight: float = 1.0
+    feature_weight: float = 0.0
     temperature: float = 1.0
     scale_granularity: str = "channel"
     checkpoint_every: int = 50
@@ -125,7 +128,7 @@ class CompressConfig(_Manifested):
         for name in ("steps", "batch_size", "calibration"):
             if int(getattr(self, name)) < 1:
                 raise VQ4AllError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("lr", "lr_fp", "reg", "task_weight", "temperature"):
+        for name in ("lr", "lr_fp", "reg", "task_weight", "feature_weight", "temperature"):
             value = float(getattr(self, name))
             if not (value >= 0 and value < float("inf")) or (name == "temperature" and value == 0):
                 raise VQ4AllError(f"{name}={getattr(self, name)} must be a finite number >= 0{' and > 0' if name == 'temperature' else ''}")

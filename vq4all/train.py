@@ -81,6 +81,35 @@ def _count(inputs) -> int:
     return len(inputs)
 
 
+class FeatureTaps:
+    """Forward hooks that keep the outputs of named modules during one forward pass.
+
+    Used for the layer-wise feature loss: the same module names are tapped in the teacher and
+    the student, so `feature_loss(student_taps, teacher_taps)` compares layer by layer. An LSTM
+    returns (output, state): its output sequence is kept.
+    """
+
+    def __init__(self, model: torch.nn.Module, names):
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = [model.get_submodule(name).register_forward_hook(self._keep(name)) for name in names]
+
+    def _keep(self, name):
+        def hook(_module, _inputs, output):
+            self.outputs[name] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def feature_loss(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over tapped layers of mean((s - t)^2) / mean(t^2): each layer counts the same,
+    whatever its activations' magnitude."""
+    terms = [F.mse_loss(student[k], t) / t.pow(2).mean().clamp_min(1e-12) for k, t in teacher.items()]
+    return torch.stack(terms).mean()
+
+
 def ratio_penalty(params: dict[str, CandidateWeight]) -> torch.Tensor:
     """Mean over the active (unfrozen) sub-vectors of sum_i r_i (1 - r_i): 0 when one-hot."""
     total, count = 0.0, 0
@@ -154,6 +183,8 @@ class _Run:
         self.step = 0
         self.history: list[dict] = []
         self.candidates = all(isinstance(p, CandidateWeight) for p in params.values())
+        # the layers whose outputs the feature loss compares: the owners of the compressed weights
+        self.tapped = sorted({key.rpartition(".")[0] for key in self.keys})
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path) -> None:
@@ -208,20 +239,40 @@ class _Run:
 
     def train(self, inputs, teacher_out, labels, checkpoint, progress: bool, until: int) -> None:
         """Optimiser steps (with PNC) until step `until`, or until every sub-vector is frozen."""
-        cfg, n_data = self.config, _count(inputs)
+        cfg = self.config
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=until, initial=self.step, desc=f"compress {self.net.name}", unit="step", mininterval=0.5)
-        rank, world = _world()
         pnc = cfg.pnc and self.candidates
+        taps = None
+        if cfg.feature_weight > 0:
+            taps = (FeatureTaps(self.net.model, self.tapped), FeatureTaps(self.student, self.tapped))
+        try:
+            self._steps(inputs, teacher_out, labels, checkpoint, bar, until, pnc, taps)
+        finally:
+            if taps is not None:
+                for t in taps:
+                    t.remove()
+            if bar is not None:
+                bar.close()
+
+    def _steps(self, inputs, teacher_out, labels, checkpoint, bar, until, pnc, taps) -> None:
+        cfg, n_data = self.config, _count(inputs)
+        rank, world = _world()
         while self.step < until and (not pnc or self.frozen_fraction() < 1.0):
             # Every rank draws the same batch (same sampler state) and takes its share of it;
             # averaging the ranks' gradients then gives the whole batch's gradient.
             idx = torch.randperm(n_data, generator=self.sampler)[: cfg.batch_size][rank::world]
-            out = self.net.forward(self.student, _take(inputs, idx))
+            batch = _take(inputs, idx)
+            if taps is not None:
+                with torch.no_grad():  # the teacher's layer outputs on this batch (its logits are cached)
+                    self.net.forward(self.net.model, batch)
+            out = self.net.forward(self.student, batch)
             loss = distill_loss(self.net.distill, out, teacher_out[idx], cfg.temperature)
+            if taps is not None:
+                loss = loss + cfg.feature_weight * feature_loss(taps[1].outputs, taps[0].outputs)
             if labels is not None and cfg.task_weight > 0:
                 loss = loss + cfg.task_weight * F.cross_entropy(out, labels[idx])
             if cfg.reg > 0 and self.candidates:
@@ -245,8 +296,6 @@ class _Run:
                 bar.update(1)
             if checkpoint and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and rank == 0:
                 self.save(checkpoint)
-        if bar is not None:
-            bar.close()
 
 
 def distill(run: _Run, *, checkpoint=None, resume: bool = False, progress: bool = False,
