@@ -249,3 +249,53 @@ def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(d
     assert expect > 0
     diff = weighted.report["final_loss"] - plain.report["final_loss"]  # one step: the final loss is step 1's
     assert diff == pytest.approx(0.5 * expect, rel=1e-4)
+
+
+def test_finish_nearest_takes_the_candidate_nearest_to_the_mixture():
+    torch.manual_seed(3)
+    p = make_param(torch.randn(20, 4), k=32, d=3)
+    r = p.ratios().detach()
+    vals = p.values[p.cand.long()]  # [S, n, d]
+    mix = (r.unsqueeze(2) * vals).sum(1)
+    want = [int(p.cand[s, int(np.argmin([float(((vals[s, i] - mix[s]) ** 2).sum()) for i in range(4)]))]) for s in range(20)]
+    argmax = p.cand[torch.arange(20), r.argmax(1)].tolist()
+    assert want != argmax  # the two rules differ on this draw, so the test tells them apart
+    assert p.freeze_rest("nearest") == 20
+    assert p.chosen.tolist() == want
+    with pytest.raises(VQ4AllError, match="finish|final rule"):
+        make_param(torch.zeros(2, 2)).freeze_rest("median")
+
+
+def test_linear_schedule_freezes_the_most_confident_first_and_ends_constructed(digits, codebook):
+    from vq4all.train import _Run
+
+    cfg = CompressConfig(steps=4, schedule="linear", finish="argmax", checkpoint_every=0)
+    student = digits.with_weights({})
+    params = quantize_(student, digits.compressible_keys(), codebook, n=cfg.n)
+    run = _Run(digits, cfg, student, params, [p.logits for p in params.values()], codebook.sha256)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in params.values():
+            p.logits.normal_()
+    conf = torch.cat([p.confidence() for p in params.values()])
+    quota = run.total // 4 + 1
+    assert run._freeze_quota(quota) == quota and run.frozen_count() == quota
+    frozen = torch.cat([p.frozen for p in params.values()])
+    # every frozen sub-vector was at least as confident as every one left active
+    assert float(conf[frozen].min()) >= float(conf[~frozen].max())
+    assert run._freeze_quota(quota) == 0  # already there
+    # a whole compress run with the schedule ends with every sub-vector frozen, the count reported
+    result = compress(digits, codebook, CompressConfig(steps=3, schedule="linear", checkpoint_every=0))
+    rep = result.report
+    assert rep["steps"] == 3 and rep["frozen_by_pnc"] + rep["forced"] == rep["subvectors"]
+    assert rep["forced"] > 0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"n": 0}, "n=0"), ({"alpha": 1.0}, "alpha"), ({"init": "random"}, "init"), ({"schedule": "cosine"}, "schedule"),
+    ({"finish": "median"}, "finish"), ({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"),
+    ({"feature_weight": float("nan")}, "feature_weight"), ({"temperature": 0.0}, "temperature"),
+])
+def test_compress_config_errors_say_what_to_change(kwargs, match):
+    with pytest.raises(VQ4AllError, match=match):
+        CompressConfig(**kwargs)

@@ -28,6 +28,7 @@ from .search import candidates
 from .subvectors import split
 
 INITS = ("equal", "inverse_distance")
+FINISH_RULES = ("argmax", "nearest")
 
 
 class CandidateWeight(torch.nn.Module):
@@ -93,12 +94,31 @@ class CandidateWeight(torch.nn.Module):
         return int(newly.sum())
 
     @torch.no_grad()
-    def freeze_rest(self) -> int:
-        """Freeze every remaining sub-vector to its argmax candidate. Returns how many."""
-        arg = self.ratios().argmax(dim=1)
-        rest = ~self.frozen
+    def confidence(self) -> torch.Tensor:
+        """The largest ratio of every sub-vector, -1 where frozen: [S] float32."""
+        return torch.where(self.frozen, torch.full((), -1.0), self.ratios().max(dim=1).values)
+
+    @torch.no_grad()
+    def freeze_rest(self, rule: str = "argmax", which: torch.Tensor | None = None) -> int:
+        """Freeze every remaining sub-vector. Returns how many.
+
+        rule "argmax": the candidate with the largest ratio (the paper's rule). "nearest": the
+        candidate nearest (L2) to the sub-vector the student uses now, sum_i r_i c_i: where the
+        ratios are still near-uniform the argmax is decided by noise, while the mixture is close
+        to the FP sub-vector and its nearest candidate is a sound rounding of it.
+        which: [S] bool, freeze only these (default: all active ones).
+        """
+        if rule == "argmax":
+            arg = self.ratios().argmax(dim=1)
+        elif rule == "nearest":
+            cand_values = self.values[self.cand.long()]  # [S, n, d]
+            soft = torch.einsum("sn,snd->sd", self.ratios(), cand_values)
+            arg = (cand_values - soft.unsqueeze(1)).pow(2).sum(2).argmin(dim=1)
+        else:
+            raise VQ4AllError(f"final rule '{rule}' must be one of {', '.join(FINISH_RULES)}")
+        rest = ~self.frozen if which is None else which & ~self.frozen
         self.chosen[rest] = self.cand[rest, arg[rest]].long()
-        self.frozen[:] = True
+        self.frozen |= rest
         return int(rest.sum())
 
     def layer_codes(self, param: str, k: int, granularity: str) -> LayerCodes:

@@ -93,7 +93,8 @@ def cmd_compress(args) -> int:
 
     given = {"alpha": args.alpha, "n": args.n, "steps": args.steps, "seed": args.seed, "init": args.init,
              "lr": args.lr, "reg": args.reg, "batch_size": args.batch_size, "calibration": args.calibration,
-             "checkpoint_every": args.checkpoint_every}
+             "checkpoint_every": args.checkpoint_every, "feature_weight": args.feature_weight,
+             "schedule": args.schedule, "finish": args.finish}
     config = CompressConfig(pnc=not args.no_pnc, **{k: v for k, v in given.items() if v is not None})
     distributed = init_distributed()
     rank = torch.distributed.get_rank() if distributed else 0
@@ -199,8 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, help="step budget (default 300)")
     c.add_argument("--no-pnc", action="store_true", help="train the same budget, take every argmax at the end")
     c.add_argument("--init", choices=["equal", "inverse_distance"], help="initial ratios (default equal)")
+    c.add_argument("--schedule", choices=["threshold", "linear"],
+                   help="PNC alone (threshold, default) or PNC plus a quota frozen fraction >= step/steps (linear)")
+    c.add_argument("--finish", choices=["argmax", "nearest"],
+                   help="how sub-vectors frozen without passing alpha choose: largest ratio (default) or the "
+                        "candidate nearest to their current mixture")
     c.add_argument("--lr", type=float, help="Adam learning rate of the logits (default 0.05)")
     c.add_argument("--reg", type=float, help="weight of the ratio regulariser sum r(1-r) (default 1.0)")
+    c.add_argument("--feature-weight", type=float,
+                   help="weight of the layer-wise feature MSE against the teacher (default 0: off)")
     c.add_argument("--batch-size", type=int)
     c.add_argument("--calibration", type=int, help="real calibration inputs (default 512)")
     c.add_argument("--seed", type=int)

@@ -83,6 +83,7 @@ class CodebookConfig(_Manifested):
 
 
 DISTILL_LOSSES = ("kl", "cosine", "mse")
+SCHEDULES = ("threshold", "linear")
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,12 @@ class CompressConfig(_Manifested):
 
     n candidates per sub-vector, initial ratios "equal" (paper) or "inverse_distance" (VQ4DiT);
     PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same
-    budget, then take every argmax). Adam on the logits (lr) and on the FP leftovers and scales
+    budget, then take every argmax). schedule "threshold" is the paper's PNC (alpha alone);
+    "linear" also freezes, after each step, the most confident active sub-vectors until the
+    frozen fraction reaches step / steps, so a budget too short for the ratios to pass alpha
+    still ends with a network the distillation has adapted to. Sub-vectors frozen without
+    passing alpha ("forced", by the schedule or at the end) take `finish`: "argmax" (the
+    paper's rule) or "nearest" (the candidate nearest to the sub-vector's current mixture). Adam on the logits (lr) and on the FP leftovers and scales
     (lr_fp); loss = distillation + task_weight * task loss (where labels exist) + reg * mean
     over active sub-vectors of sum_i r_i (1 - r_i) + feature_weight * layer-wise feature MSE
     (each compressed layer's output against the teacher's on the same batch, normalised by the
@@ -102,6 +108,8 @@ class CompressConfig(_Manifested):
     n: int = 8  # settled by benches/ablations.py: n=8 beat n=4 on digits_cnn and crepe_tiny
     alpha: float = 0.99
     pnc: bool = True
+    schedule: str = "threshold"
+    finish: str = "argmax"
     init: str = "equal"
     steps: int = 300
     batch_size: int = 32
@@ -117,7 +125,7 @@ class CompressConfig(_Manifested):
     seed: int = 0
 
     def __post_init__(self):
-        from .assign import INITS
+        from .assign import FINISH_RULES, INITS
 
         if int(self.n) < 1:
             raise VQ4AllError(f"n={self.n} candidates must be >= 1 (e.g. --n 4)")
@@ -125,6 +133,10 @@ class CompressConfig(_Manifested):
             raise VQ4AllError(f"alpha={self.alpha} must be between 0 and 1 (e.g. --alpha 0.99)")
         if self.init not in INITS:
             raise VQ4AllError(f"init '{self.init}' must be one of {', '.join(INITS)}")
+        if self.schedule not in SCHEDULES:
+            raise VQ4AllError(f"schedule '{self.schedule}' must be one of {', '.join(SCHEDULES)}")
+        if self.finish not in FINISH_RULES:
+            raise VQ4AllError(f"finish '{self.finish}' must be one of {', '.join(FINISH_RULES)}")
         for name in ("steps", "batch_size", "calibration"):
             if int(getattr(self, name)) < 1:
                 raise VQ4AllError(f"{name}={getattr(self, name)} must be >= 1")

@@ -7,8 +7,10 @@ The FP model is the teacher; the student is a copy whose compressible weights ar
 `vq4all.assign.CandidateWeight` parametrizations. Only the logits, the row scales and the FP
 leftovers (biases, norms) train; the codebook is frozen. After every optimiser step PNC freezes
 each sub-vector whose largest ratio exceeds alpha; training stops when all are frozen or at the
-step budget, and the rest are frozen to their argmax ("forced"). Without PNC the same budget is
-trained and every argmax taken at the end.
+step budget, and the rest are frozen to their argmax ("forced"; `finish="nearest"` takes the
+candidate nearest to the current mixture instead). Without PNC the same budget is trained and
+every argmax taken at the end. The "linear" schedule adds a quota (frozen fraction >= step /
+steps, most confident first) so that short budgets end fully constructed too.
 
 Checkpoints (safetensors, atomic) hold the student, Adam's state and the batch sampler's RNG, so
 `resume=True` continues an interrupted run to the same artifact bit for bit (same machine, same
@@ -183,6 +185,8 @@ class _Run:
         self.step = 0
         self.history: list[dict] = []
         self.candidates = all(isinstance(p, CandidateWeight) for p in params.values())
+        self.total = sum(p.frozen.numel() for p in params.values()) if self.candidates else 0
+        self.forced = 0  # sub-vectors frozen without passing alpha (the linear schedule's quota)
         # the layers whose outputs the feature loss compares: the owners of the compressed weights
         self.tapped = sorted({key.rpartition(".")[0] for key in self.keys})
 
@@ -197,7 +201,7 @@ class _Run:
                 tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).clone().contiguous()
         tensors["sampler"] = self.sampler.get_state()
         meta = {"format": CHECKPOINT_FORMAT, "network": self.net.name, "codebook_sha256": self.tag,
-                "config": self.config.to_dict(), "step": self.step, "history": self.history,
+                "config": self.config.to_dict(), "step": self.step, "history": self.history, "forced": self.forced,
                 "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]}
         atomic_write_bytes(path, save(tensors, metadata={"vq4all": json.dumps(meta)}))
 
@@ -229,8 +233,30 @@ class _Run:
         self.sampler.set_state(tensors["sampler"])
         self.step = int(meta["step"])
         self.history = list(meta.get("history", []))
+        self.forced = int(meta.get("forced", 0))
 
     # ------------------------------------------------------------------ training
+    @torch.no_grad()
+    def _freeze_quota(self, target: int) -> int:
+        """Freeze the most confident active sub-vectors (largest ratio first, across all layers)
+        until `target` are frozen, each by the config's finish rule. Returns how many."""
+        need = target - self.frozen_count()
+        if need <= 0:
+            return 0
+        conf = [p.confidence() for p in self.params.values()]
+        cut = torch.topk(torch.cat(conf), need).values[-1]
+        done = 0
+        for p, c in zip(self.params.values(), conf):
+            which = c >= cut
+            room = need - done  # ties at the cut: take only as many as still needed
+            if int(which.sum()) > room:
+                which &= torch.cumsum(which.int(), 0) <= room
+            done += p.freeze_rest(self.config.finish, which)
+        return done
+
+    def frozen_count(self) -> int:
+        return sum(int(p.frozen.sum()) for p in self.params.values())
+
     def frozen_fraction(self) -> float:
         if not self.candidates:
             return 0.0
@@ -289,6 +315,8 @@ class _Run:
             if pnc:
                 for p in self.params.values():
                     p.freeze_confident(cfg.alpha)
+                if cfg.schedule == "linear":
+                    self.forced += self._freeze_quota(math.ceil(self.total * self.step / cfg.steps))
             frozen = self.frozen_fraction()
             self.history.append({"step": self.step, "loss": float(loss.detach()), "frozen": frozen})
             if bar is not None:
@@ -338,8 +366,8 @@ def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, c
     with torch.no_grad():
         max_ratios = torch.cat([torch.where(p.frozen, torch.ones(()), p.ratios().max(1).values)
                                 for p in run.params.values()]).numpy()
-        frozen_by_pnc = sum(int(p.frozen.sum()) for p in run.params.values())
-        forced = sum(p.freeze_rest() for p in run.params.values())
+        frozen_by_pnc = run.frozen_count() - run.forced
+        forced = run.forced + sum(p.freeze_rest(config.finish) for p in run.params.values())
     layers = [p.layer_codes(key, codebook.k, config.scale_granularity) for key, p in run.params.items()]
     unquantize_(run.student, run.params)
     state = run.student.state_dict()
