@@ -68,13 +68,16 @@ def measure(name, codebooks, sources_sub8, config, per_network, log):
     rows.append(row(net, "universal 65536x8, hard", evaluate_artifact(net, art, cb), time.perf_counter() - t))
     log(rows[-1])
 
+    default = CompressConfig().to_dict()
+    settings = ", ".join(f"{k}={v}" for k, v in config.to_dict().items() if k != "steps" and v != default[k])
+
     def trained(method, codebook, cfg, key=None):
         t = time.perf_counter()
         result = compress(net, codebook, cfg)
         info = evaluate_artifact(net, result.artifact, codebook)
         rep = result.report
         rows.append(row(net, method, info, time.perf_counter() - t, steps=rep["steps"],
-                        frozen_by_pnc=rep["frozen_by_pnc"], forced=rep["forced"]))
+                        frozen_by_pnc=rep["frozen_by_pnc"], forced=rep["forced"], settings=settings))
         log(rows[-1])
         if key:
             plots[key] = result
@@ -101,12 +104,12 @@ def measure(name, codebooks, sources_sub8, config, per_network, log):
 
 
 def to_markdown(rows):
-    lines = ["| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | steps | seconds |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | steps | settings | seconds |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r['network']} | {r['method']} | {r['metric']}{'' if r['higher_is_better'] else ' (lower is better)'} "
                      f"| {r['value']:.4f} | {r['ratio_to_fp']:.3f} | {r['bits_per_weight']:.3f} | {r['compression_ratio']:.2f} "
-                     f"| {r['compression_ratio_with_codebook']:.2f} | {r.get('steps', '')} | {r['seconds']:.0f} |")
+                     f"| {r['compression_ratio_with_codebook']:.2f} | {r.get('steps', '')} | {r.get('settings', '')} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -169,12 +172,25 @@ def main(argv=None) -> int:
     p.add_argument("--networks", default=",".join(zoo.NAMES))
     p.add_argument("--steps", type=int, default=CompressConfig().steps)
     p.add_argument("--per-network", type=int, default=1 << 18)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a CompressConfig field for these networks' trained rows (e.g. finish=nearest); "
+                        "recorded in their rows and shown in the table")
     p.add_argument("--out", default="benches/results/compress")
     p.add_argument("--force", action="store_true", help="re-measure networks already in OUT/rows")
     args = p.parse_args(argv)
     out = Path(args.out)
     (out / "rows").mkdir(parents=True, exist_ok=True)
-    config = CompressConfig(steps=args.steps)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)  # numbers and true/false
+        except ValueError:
+            overrides[key] = value  # a plain word such as nearest
+    unknown = set(overrides) - set(CompressConfig().to_dict())
+    if unknown:
+        p.error(f"--set: unknown CompressConfig fields {sorted(unknown)}")
+    config = CompressConfig.from_dict({**CompressConfig(steps=args.steps).to_dict(), **overrides})
 
     def log(r):
         print(f"[compress] {r['network']:<18} {r['method']:<36} {r['metric']} {r['value']:.4f} (FP {r['fp_value']:.4f}) "
@@ -202,7 +218,7 @@ def main(argv=None) -> int:
     header = (f"# Compression at ~2 bits/weight\n\nTrained methods: batch {config.batch_size} "
               f"on {config.calibration} calibration inputs, n={config.n}, alpha={config.alpha}, reg={config.reg}, "
               f"lr={config.lr}, for the step budget in the steps column (PNC may stop earlier; a network's "
-              f"methods share one budget); per-layer k-means trains its codebooks with the same budget. "
+              f"methods share one budget), with the settings column's changes to these defaults; per-layer k-means trains its codebooks with the same budget. "
               f"Compression: 32 bits x values represented / bits stored (ROM codebook not charged, then charged once).\n\n"
               f"![largest ratios](max_ratios.png)\n![codewords per layer](codewords.png)\n![metric vs compression](pareto.png)\n\n")
     atomic_write_bytes(out / "compress.md", (header + table + "\n").encode())
