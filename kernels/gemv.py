@@ -1,0 +1,128 @@
+"""Triton lookup GEMV (small M, split-K): y = x @ decode(codes, codebook, scales)^T.
+
+Blocked algorithm (one program per (output-row block, reduction slice)):
+
+    grid = (cdiv(N, BLOCK_N), SPLIT_K)        N = out_features, MC = ceil(IN / D) code columns
+    program (pn, ps) owns rows n0 = pn*BLOCK_N .. n0+BLOCK_N and code columns
+    [ps*J_PER_SPLIT, min((ps+1)*J_PER_SPLIT, MC)):
+      acc[BLOCK_M, BLOCK_N] = 0 (fp32)
+      for each step of BLOCK_J code columns j:
+        codes tile     [BLOCK_N, BLOCK_J]           uint8/uint16 -> int32 (codes >= 32768 stay positive)
+        codeword tile  [BLOCK_N, BLOCK_J, D_PAD]    gathered from codebook[code, 0:D]; D contiguous
+                                                    elements per codeword (one vector load when D is a
+                                                    power of two), reshaped to [BLOCK_N, BLOCK_J*D_PAD]
+        x tile         [BLOCK_M, BLOCK_J, D_PAD]    x[m, j*D + e], zero beyond IN (the padding of a
+                                                    ragged row meets zeros) and beyond the slice,
+                                                    reshaped to [BLOCK_M, BLOCK_J*D_PAD]
+        acc += sum_k x[:, None, k] * w[None, :, k]  (fp32 multiply-reduce on CUDA cores: at M <= 4 a
+                                                    tensor-core tile would be mostly padding)
+      acc *= scales[n] * codebook_scale              row and codebook scales on the accumulator
+      SPLIT_K == 1: store acc in y's dtype;  SPLIT_K > 1: fp32 atomic add into a zeroed buffer
+
+Memory: every code is read once (evict_first: streamed); codeword gathers are random reads of
+the codebook, which is 512 KiB (2^16 x 8 int8) and stays resident in L2 (evict_last); x is
+small and re-read from L1/L2 by every row block. The arithmetic is fp32 whatever x's dtype,
+so bf16 and fp16 inputs need no special case here.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .args import LookupArgs
+from .triton_support import interpreting, split_k as pick_split_k
+
+MAX_M = 4  # beyond this the [BLOCK_M, BLOCK_N, BLOCK_K] product outgrows the registers: use the GEMM
+
+
+@triton.jit
+def _lookup_gemv_kernel(
+    x_ptr, codes_ptr, codebook_ptr, scales_ptr, codebook_scale_ptr, y_ptr,
+    M, N, IN, MC, J_PER_SPLIT, stride_xm, stride_ym,
+    D: tl.constexpr, D_PAD: tl.constexpr, HAS_CODEBOOK_SCALE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, ATOMIC: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)          # [BLOCK_N]
+    row_ok = rows < N
+    bm = tl.arange(0, BLOCK_M)                              # [BLOCK_M]
+    bm_ok = bm < M
+    jj = tl.arange(0, BLOCK_J)                              # [BLOCK_J]
+    ee = tl.arange(0, D_PAD)                                # [D_PAD]
+    e_ok = ee < D
+    j_begin = pid_s * J_PER_SPLIT
+    j_end = tl.minimum(j_begin + J_PER_SPLIT, MC)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for j0 in range(j_begin, j_end, BLOCK_J):
+        j = j0 + jj
+        j_ok = j < j_end
+        codes = tl.load(codes_ptr + rows[:, None] * MC + j[None, :],
+                        mask=row_ok[:, None] & j_ok[None, :], other=0,
+                        eviction_policy="evict_first").to(tl.int32)          # [BLOCK_N, BLOCK_J]
+        w = tl.load(codebook_ptr + codes[:, :, None] * D + ee[None, None, :],
+                    mask=e_ok[None, None, :], other=0,
+                    eviction_policy="evict_last").to(tl.float32)              # [BLOCK_N, BLOCK_J, D_PAD]
+        w = tl.reshape(w, (BLOCK_N, BLOCK_J * D_PAD))
+        feat = j[:, None] * D + ee[None, :]                                    # [BLOCK_J, D_PAD]
+        feat_ok = e_ok[None, :] & j_ok[:, None] & (feat < IN)
+        xt = tl.load(x_ptr + bm[:, None, None] * stride_xm + feat[None, :, :],
+                     mask=bm_ok[:, None, None] & feat_ok[None, :, :], other=0.0).to(tl.float32)
+        xt = tl.reshape(xt, (BLOCK_M, BLOCK_J * D_PAD))                       # [BLOCK_M, BLOCK_J*D_PAD]
+        acc += tl.sum(xt[:, None, :] * w[None, :, :], axis=2)
+    scale = tl.load(scales_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+    if HAS_CODEBOOK_SCALE:
+        scale = scale * tl.load(codebook_scale_ptr)
+    out = acc * scale[None, :]
+    y_off = bm[:, None] * stride_ym + rows[None, :]
+    y_ok = bm_ok[:, None] & row_ok[None, :]
+    if ATOMIC:
+        tl.atomic_add(y_ptr + y_off, out, mask=y_ok)
+    else:
+        tl.store(y_ptr + y_off, out.to(y_ptr.dtype.element_ty), mask=y_ok)
+
+
+def config(batch: int, d: int) -> dict:
+    """Block sizes: BLOCK_K = BLOCK_J * D_PAD features per step, BLOCK_M * BLOCK_N <= 32 on CUDA so
+    the fp32 product tile stays at <= 64 values per thread with 4 warps. The interpreter gets
+    one config with big blocks: its cost grows with the number of (program x step) iterations."""
+    d_pad = triton.next_power_of_2(d)
+    block_m = triton.next_power_of_2(max(1, batch))
+    if interpreting():
+        return dict(BLOCK_M=block_m, BLOCK_N=32, BLOCK_J=max(1, 128 // d_pad), num_warps=1)
+    return dict(BLOCK_M=block_m, BLOCK_N=max(4, 32 // block_m), BLOCK_J=max(1, 256 // d_pad), num_warps=4)
+
+
+def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:
+    """Launch the GEMV: [M, out_features] in x's dtype. M must be <= MAX_M.
+
+    split_k: reduction slices (default: enough to give ~2 programs per SM); overrides: block
+    sizes (BLOCK_N, BLOCK_J, num_warps) for tests and benches.
+    """
+    if args.batch > MAX_M:
+        raise ValueError(f"x: the GEMV takes at most {MAX_M} rows, got {args.batch}; use impl='triton_gemm'")
+    x = args.x.contiguous()
+    codes = args.codes.contiguous()
+    codebook = args.codebook.contiguous()
+    n, mc, d = args.out_features, args.m_codes, args.d
+    cfg = {**config(args.batch, d), **overrides}
+    num_warps = cfg.pop("num_warps")
+    steps = triton.cdiv(mc, cfg["BLOCK_J"])
+    tiles = triton.cdiv(n, cfg["BLOCK_N"])
+    slices = pick_split_k(tiles, steps, x.device) if split_k is None else max(1, min(int(split_k), steps))
+    j_per_split = triton.cdiv(steps, slices) * cfg["BLOCK_J"]
+    slices = triton.cdiv(mc, j_per_split)  # no empty slice
+    atomic = slices > 1
+    y = (torch.zeros if atomic else torch.empty)((args.batch, n), device=x.device,
+                                                  dtype=torch.float32 if atomic else x.dtype)
+    if y.numel() == 0:
+        return y.to(x.dtype)
+    has_scale = args.codebook_scale is not None
+    _lookup_gemv_kernel[(tiles, slices)](
+        x, codes, codebook, args.scales, args.codebook_scale if has_scale else args.scales, y,
+        args.batch, n, args.in_features, mc, j_per_split, x.stride(0), y.stride(0),
+        D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale, ATOMIC=atomic,
+        num_warps=num_warps, **cfg)
+    return y.to(x.dtype) if atomic else y

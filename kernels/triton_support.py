@@ -1,0 +1,96 @@
+"""What the Triton kernels share: the lazy import with its errors, launch heuristics, dot dtypes.
+
+Nothing here imports triton at module import; `require_triton` does, on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from vq4all.errors import VQ4AllError
+
+
+class KernelUnavailableError(VQ4AllError, RuntimeError):
+    """A forced implementation cannot run here (no triton, or no CUDA and no interpreter)."""
+
+
+def triton_available() -> bool:
+    """Whether `import triton` would succeed (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreting() -> bool:
+    """Whether Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1).
+
+    Triton decides this when a kernel is decorated, i.e. when our kernel module is first
+    imported: set the variable before the first triton launch of the process.
+    """
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+def require_triton(impl: str, device: torch.device) -> None:
+    """Raise KernelUnavailableError, naming the way out, unless `impl` can launch on `device`."""
+    if not triton_available():
+        raise KernelUnavailableError(
+            f"impl '{impl}' needs triton, which is not installed: pip install 'vq4all[kernels]', or use impl='torch'")
+    if device.type == "cuda":
+        if interpreting():
+            raise KernelUnavailableError(
+                f"impl '{impl}': TRITON_INTERPRET=1 runs kernels on the CPU; pass CPU tensors or unset it for CUDA")
+        return
+    if device.type == "cpu" and interpreting():
+        return
+    raise KernelUnavailableError(
+        f"impl '{impl}' runs on CUDA tensors, got {device.type} tensors: use impl='torch' on {device.type}, "
+        "or set TRITON_INTERPRET=1 (Triton's slow CPU interpreter, for tests) before the first launch")
+
+
+@functools.lru_cache(maxsize=None)
+def num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def split_k(tiles: int, k_steps: int, device: torch.device) -> int:
+    """How many slices to cut the reduction into so that about two programs run per SM.
+
+    Small-M products of a few thousand rows launch fewer output tiles than an H200 has SMs
+    (132); splitting the code columns fills the machine at the price of fp32 atomics. Never
+    more slices than k-steps, never more than 16. The interpreter runs one slice (tests force
+    more through the launchers' `split_k` argument).
+    """
+    if device.type != "cuda":
+        return 1
+    want = -(-2 * num_sms(device.index or 0) // max(1, tiles))
+    return max(1, min(want, k_steps, 16))
+
+
+# Which operand dtype tl.dot multiplies in (constexpr codes shared by the GEMM kernel).
+DOT_FP32, DOT_FP16, DOT_BF16 = 0, 1, 2
+
+
+def dot_config(x_dtype: torch.dtype, codebook_dtype: torch.dtype) -> tuple[int, str]:
+    """(operand kind, input_precision) for tl.dot of an x tile with a decoded codeword tile.
+
+    The decoded tile holds raw codebook entries (int8 integers, or float16 values); the row and
+    codebook scales are applied to the fp32 accumulator afterwards. So:
+    - x float16: fp16 operands; int8 and fp16 codewords are exact in fp16.
+    - x bfloat16 with an int8 codebook: bf16 operands; |int8| <= 128 is exact in bf16.
+    - x bfloat16 with a float codebook, or x float32: fp32 operands. bf16 x and fp16 codewords
+      are both exact in tf32 (10 mantissa bits), so "tf32" loses nothing there; float32 x is
+      not exact in tf32, so it takes "ieee" (as torch.matmul does by default).
+    Under the interpreter every dot is fp32 "ieee": its bf16 dot gives wrong results.
+    """
+    if interpreting():
+        return DOT_FP32, "ieee"
+    if x_dtype == torch.float16 and codebook_dtype in (torch.int8, torch.float16):
+        return DOT_FP16, "ieee"
+    if x_dtype == torch.bfloat16 and codebook_dtype == torch.int8:
+        return DOT_BF16, "ieee"
+    if x_dtype == torch.bfloat16 and codebook_dtype == torch.float16:
+        return DOT_FP32, "tf32"
+    return DOT_FP32, "ieee"
