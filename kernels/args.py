@@ -81,8 +81,9 @@ def check_args(x, codes, codebook, scales, codebook_scale=None) -> LookupArgs:
 
     `codebook_scale` may be a Python float, a 0-d or [1] tensor; it becomes a [1] float32 tensor
     on the codebook's device (no host sync: a CUDA tensor stays on the GPU). Codes >= k are
-    rejected here for CPU tensors only; on CUDA that check would cost a device sync per call,
-    so it is left to whoever built the codes (the artifact reader and the VQ modules check it).
+    rejected here for CPU tensors only, and only where the code dtype can hold a code >= k (a
+    pass over the codes); on CUDA that check would cost a device sync per call, so it is left
+    to whoever built the codes (the artifact reader and the VQ modules check it).
     """
     for name, t in (("x", x), ("codes", codes), ("codebook", codebook), ("scales", scales)):
         if not isinstance(t, torch.Tensor):
@@ -126,7 +127,8 @@ def check_args(x, codes, codebook, scales, codebook_scale=None) -> LookupArgs:
     devices = {t.device for t in (x, codes, codebook, scales)}
     if len(devices) > 1:
         raise KernelArgumentError(f"x, codes, codebook, scales: expected one device, got {sorted(str(v) for v in devices)}")
-    if codes.device.type == "cpu" and codes.numel():
+    code_limit = 1 << (8 * codes.element_size())
+    if codes.device.type == "cpu" and codes.numel() and k < code_limit:  # else every code is < k by its dtype
         top = int(codes.to(torch.int32).max())  # torch has no max() for uint16
         if top >= k:
             raise KernelArgumentError(f"codes: expected every code < k={k}, found {top}")

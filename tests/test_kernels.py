@@ -148,8 +148,9 @@ def test_torch_path_decodes_in_row_blocks(monkeypatch):
     case = make_case(np.random.default_rng(4), 5, 23, 40, 256, 4, "int8")
     a = kargs.check_args(*to_torch(case, torch.float32, "cpu"))
     decoded_rows = []
-    decode = torch_path.decode
-    monkeypatch.setattr(torch_path, "decode", lambda codes, *rest: decoded_rows.append(len(codes)) or decode(codes, *rest))
+    decode_into = torch_path.decode_into
+    monkeypatch.setattr(torch_path, "decode_into",
+                        lambda weight, picked, codes, *rest: decoded_rows.append(len(codes)) or decode_into(weight, picked, codes, *rest))
     y = torch_path.lookup_matmul(a, block_rows=7)
     assert decoded_rows == [7, 7, 7, 2]
     check_close(y, a.x, case)
