@@ -214,9 +214,21 @@ def main(argv=None) -> int:
                      "L2": "warm = back-to-back calls; flushed = 256 MiB written before each call"})
     flush = torch.empty(FLUSH_BYTES // 4, device="cuda") if device == "cuda" else None
     rows, start, stopped = [], time.perf_counter(), None
-    for config in configs:
-        k, d = CONFIGS[config]
-        for label, out_features, in_features in shapes:
+
+    def write() -> str:
+        """Rewrite the table after every row: a run cut short by an outer timeout keeps its rows."""
+        meta["seconds"] = round(time.perf_counter() - start, 1)
+        if stopped:
+            meta["stopped"] = stopped
+        md = markdown(rows, device, meta)
+        atomic_write_bytes(out / "bench_kernels.md", md.encode())
+        atomic_write_bytes(out / "bench_kernels.json", json.dumps({"meta": meta, "rows": rows}, indent=1).encode())
+        return md
+
+    # shape-major order: a time cap cuts whole shapes, never one codebook config of a shape
+    for label, out_features, in_features in shapes:
+        for config in configs:
+            k, d = CONFIGS[config]
             codes, codebook, scales, cb_scale = operands(out_features, in_features, k, d, device)
             dense = decode(codes, codebook, scales, cb_scale, in_features)
             if device == "cuda":
@@ -224,7 +236,7 @@ def main(argv=None) -> int:
             shape_ops = (codes, codebook, scales, cb_scale, dense)
             for batch in batches:
                 if time.perf_counter() - start > args.time_cap:
-                    stopped = f"time cap {args.time_cap:.0f} s reached: stopped before {config} {label} M={batch}"
+                    stopped = f"time cap {args.time_cap:.0f} s reached: stopped before {label} {config} M={batch}"
                     break
                 if device == "cuda":
                     impls = [None]
@@ -235,18 +247,13 @@ def main(argv=None) -> int:
                 else:
                     rows.append(bench_cpu_row(label, config, shape_ops, batch, reps))
                 print(markdown(rows[-1:], device, {}).splitlines()[-1], flush=True)
+                write()
             del shape_ops, dense
             if stopped:
                 break
         if stopped:
             break
-    meta["seconds"] = round(time.perf_counter() - start, 1)
-    if stopped:
-        meta["stopped"] = stopped
-    md = markdown(rows, device, meta)
-    print(md)
-    atomic_write_bytes(out / "bench_kernels.md", md.encode())
-    atomic_write_bytes(out / "bench_kernels.json", json.dumps({"meta": meta, "rows": rows}, indent=1).encode())
+    print(write())
     return 0
 
 

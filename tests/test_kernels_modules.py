@@ -128,27 +128,32 @@ def test_codebook_table_keeps_its_dtypes_under_casts(codebook):
 # ----------------------------------------------------------------------------- vq4all.load
 @pytest.fixture(scope="module")
 def artifacts(codebook, tmp_path_factory):
-    """Hard-assignment artifacts of a conv net (mtcnn_pnet: Conv2d only), a conv + Linear net
-    (digits_cnn) and mtcnn_rnet (Conv2d, Linear, PReLU), written and read back as files."""
+    """(codebook file, artifact_of): artifact_of(name) writes the hard-assignment artifact of a
+    zoo network once and returns its path. Networks used: mtcnn_pnet (Conv2d only), digits_cnn
+    (Conv2d + Linear), mtcnn_rnet (Conv2d, Linear, PReLU)."""
     folder = tmp_path_factory.mktemp("artifacts")
     cb_path = folder / "codebook.safetensors"
     artifact.save_codebook(cb_path, codebook)
     paths = {}
-    for name in ("mtcnn_pnet", "digits_cnn", "mtcnn_rnet"):
-        net = zoo.load(name)
-        state = {k: v.numpy() for k, v in net.model.state_dict().items()}
-        paths[name] = folder / f"{name}.safetensors"
-        artifact.save_network(paths[name], hard_assign(name, state, net.compressible_keys(), codebook))
-    return cb_path, paths
+
+    def artifact_of(name):
+        if name not in paths:
+            net = zoo.load(name)
+            state = {k: v.numpy() for k, v in net.model.state_dict().items()}
+            paths[name] = folder / f"{name}.safetensors"
+            artifact.save_network(paths[name], hard_assign(name, state, net.compressible_keys(), codebook))
+        return paths[name]
+
+    return cb_path, artifact_of
 
 
 @pytest.mark.parametrize("name", ["mtcnn_pnet", "digits_cnn", "mtcnn_rnet"])
 def test_load_matches_the_reference_decoded_model(artifacts, name):
-    cb_path, paths = artifacts
-    model = vq4all.load(paths[name], codebook=cb_path)
+    cb_path, artifact_of = artifacts
+    model = vq4all.load(artifact_of(name), codebook=cb_path)
     net = zoo.load(name)
     cb = artifact.load_codebook(cb_path)
-    art = artifact.load_network(paths[name], cb)
+    art = artifact.load_network(artifact_of(name), cb)
     reference = net.with_weights({k: torch.from_numpy(np.array(v)) for k, v in artifact_weights(art, cb).items()})
     vq = [m for m in model.modules() if isinstance(m, (VQLinear, VQConv2d))]
     assert len(vq) == len(art.layers)  # every compressed weight of these nets is a plain Linear/Conv2d
@@ -159,12 +164,12 @@ def test_load_matches_the_reference_decoded_model(artifacts, name):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", ["mtcnn_rnet", "digits_cnn"])
-def test_loaded_model_on_cuda_runs_the_kernels(artifacts, name):
-    """On CUDA the VQ modules take the Triton kernels (im2col for convs); same tolerance."""
-    cb_path, paths = artifacts
-    net = zoo.load(name)
-    model = vq4all.load(paths[name], codebook=cb_path)
+def test_loaded_model_on_cuda_runs_the_kernels(artifacts):
+    """On CUDA the VQ modules take the Triton kernels (im2col for convs); same tolerance.
+    digits_cnn: its zoo entry needs only scikit-learn, which GPU images tend to have."""
+    cb_path, artifact_of = artifacts
+    net = zoo.load("digits_cnn")
+    model = vq4all.load(artifact_of("digits_cnn"), codebook=cb_path)
     x = net.calibration(32)
     with torch.no_grad():
         want = net.forward(model, x)
@@ -173,12 +178,12 @@ def test_loaded_model_on_cuda_runs_the_kernels(artifacts, name):
 
 
 def test_load_refuses_another_codebook(artifacts, codebook, tmp_path):
-    _, paths = artifacts
+    _, artifact_of = artifacts
     other = Codebook(codebook.codebook.copy(), codebook.codebook_scale * 2, {})
     with pytest.raises(VQ4AllError, match="not on the given codebook"):
-        vq4all.load(paths["digits_cnn"], codebook=other)
+        vq4all.load(artifact_of("digits_cnn"), codebook=other)
     with pytest.raises(VQ4AllError, match="pass codebook="):
-        vq4all.load(paths["digits_cnn"])
+        vq4all.load(artifact_of("digits_cnn"))
 
 
 def test_load_decodes_weights_of_other_modules(codebook):
