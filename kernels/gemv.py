@@ -85,14 +85,19 @@ def _lookup_gemv_kernel(
 
 
 def config(batch: int, d: int) -> dict:
-    """Block sizes: BLOCK_K = BLOCK_J * D_PAD features per step, BLOCK_M * BLOCK_N <= 32 on CUDA so
-    the fp32 product tile stays at <= 64 values per thread with 4 warps. The interpreter gets
-    one config with big blocks: its cost grows with the number of (program x step) iterations."""
+    """Block sizes, BLOCK_K = BLOCK_J * D_PAD features per step.
+
+    CUDA (untuned starting points): few rows per program and long steps, BLOCK_M * BLOCK_N *
+    BLOCK_K = 8192 (64 fp32 products per thread with 4 warps), so a 4096-row layer launches 512
+    programs at M = 1 and fills the GPU without split-K; split-K is left to small layers. The
+    interpreter gets one config with big blocks: its cost grows with (program x step) iterations.
+    """
     d_pad = triton.next_power_of_2(d)
     block_m = triton.next_power_of_2(max(1, batch))
     if interpreting():
         return dict(BLOCK_M=block_m, BLOCK_N=32, BLOCK_J=max(1, 128 // d_pad), num_warps=1)
-    return dict(BLOCK_M=block_m, BLOCK_N=max(4, 32 // block_m), BLOCK_J=max(1, 256 // d_pad), num_warps=4)
+    block_n = max(2, 8 // block_m)
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_J=max(1, 8192 // (block_m * block_n * d_pad)), num_warps=4)
 
 
 def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:
