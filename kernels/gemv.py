@@ -111,6 +111,7 @@ def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> to
     x = args.x.contiguous()
     codes = args.codes.contiguous()
     codebook = args.codebook.contiguous()
+    scales = args.scales.contiguous()
     n, mc, d = args.out_features, args.m_codes, args.d
     cfg = {**config(args.batch, d), **overrides}
     num_warps = cfg.pop("num_warps")
@@ -126,7 +127,7 @@ def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> to
         return y.to(x.dtype)
     has_scale = args.codebook_scale is not None
     _lookup_gemv_kernel[(tiles, slices)](
-        x, codes, codebook, args.scales, args.codebook_scale if has_scale else args.scales, y,
+        x, codes, codebook, scales, args.codebook_scale if has_scale else scales, y,
         args.batch, n, args.in_features, mc, j_per_split, x.stride(0), y.stride(0),
         D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale, ATOMIC=atomic,
         num_warps=num_warps, **cfg)

@@ -71,7 +71,7 @@ def lookup_matmul(args: LookupArgs, block_rows: int | None = None) -> torch.Tens
     xc = x.to(compute)
     n, m, d, in_features = args.out_features, args.m_codes, args.d, args.in_features
     if block_rows is None:
-        block_rows = max(1, BLOCK_BYTES.get(x.device.type, BLOCK_BYTES["cuda"]) // (4 * m * d))
+        block_rows = max(1, BLOCK_BYTES.get(x.device.type, BLOCK_BYTES["cuda"]) // (4 * max(1, m * d)))
     block_rows = min(block_rows, max(1, n))
     weight = torch.empty(block_rows, m * d, dtype=torch.float32, device=x.device)
     picked = torch.empty(block_rows * m, d, dtype=args.codebook.dtype, device=x.device)

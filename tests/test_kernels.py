@@ -136,6 +136,22 @@ def test_split_k_matches_reference(device, kernel):
         check_close(y, x, case)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_strided_operands_and_an_empty_batch(device, impl):
+    need_launch(impl, device)
+    batch = 17 if impl == "triton_gemm" else 3
+    case = make_case(np.random.default_rng(9), batch, 20, 30, 256, 4, "int8")
+    x, codes, codebook, scales, scale = to_torch(case, torch.float32, device)
+    x_strided = torch.zeros(batch, 60, device=device)[:, ::2]  # strides (60, 2)
+    x_strided.copy_(x)
+    scales_strided = scales.repeat_interleave(2)[::2]
+    y = lookup_matmul(x_strided, codes, codebook, scales_strided, codebook_scale=scale, impl=impl)
+    check_close(y, x, case)
+    empty = lookup_matmul(x[:0], codes, codebook, scales, codebook_scale=scale, impl=impl)
+    assert empty.shape == (0, 20) and empty.dtype == x.dtype
+
+
 def test_torch_decode_is_bit_identical_to_the_reference():
     x, codes, codebook, scales, scale = make_case(np.random.default_rng(3), 1, 30, 61, 1 << 16, 8, "int8")
     got = torch_path.decode(torch.from_numpy(codes), torch.from_numpy(codebook), torch.from_numpy(scales),
