@@ -178,6 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--hbm-peak-gbs", type=float, default=4800.0, help="HBM peak for the %% column (H200: 4800)")
     p.add_argument("--threads", type=int, default=None, help="cpu: torch threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="two tiny shapes, M in {1, 16}, 1 rep: a smoke test")
+    p.add_argument("--note", default=None, help="a line recorded with the results (e.g. what else ran on the machine)")
     p.add_argument("--out", default=None, help="folder (default benches/results/bench_kernels_<device>)")
     args = p.parse_args(argv)
 
@@ -207,6 +208,8 @@ def main(argv=None) -> int:
     meta = {"device": torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} torch threads",
             "torch": torch.__version__, "x dtype": "float16" if device == "cuda" else "float32", "reps": reps,
             "codebook": "int8 + float32 scale, random codes"}
+    if args.note:
+        meta["note"] = args.note
     if device == "cuda":
         import triton
 

@@ -118,8 +118,8 @@ def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> to
     steps = triton.cdiv(mc, cfg["BLOCK_J"])
     tiles = triton.cdiv(n, cfg["BLOCK_N"])
     slices = pick_split_k(tiles, steps, x.device) if split_k is None else max(1, min(int(split_k), steps))
-    j_per_split = triton.cdiv(steps, slices) * cfg["BLOCK_J"]
-    slices = triton.cdiv(mc, j_per_split)  # no empty slice
+    j_per_split = max(1, triton.cdiv(steps, slices)) * cfg["BLOCK_J"]
+    slices = max(1, triton.cdiv(mc, j_per_split))  # no empty slice (but one program column when mc = 0)
     atomic = slices > 1
     y = (torch.zeros if atomic else torch.empty)((args.batch, n), device=x.device,
                                                   dtype=torch.float32 if atomic else x.dtype)

@@ -150,6 +150,9 @@ def test_strided_operands_and_an_empty_batch(device, impl):
     check_close(y, x, case)
     empty = lookup_matmul(x[:0], codes, codebook, scales, codebook_scale=scale, impl=impl)
     assert empty.shape == (0, 20) and empty.dtype == x.dtype
+    no_features = lookup_matmul(torch.full((batch, 0), float("nan"), device=device), codes[:, :0], codebook, scales,
+                                codebook_scale=scale, impl=impl)  # an empty sum is 0
+    assert no_features.shape == (batch, 20) and bool((no_features == 0).all())
 
 
 def test_torch_decode_is_bit_identical_to_the_reference():
