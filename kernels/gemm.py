@@ -32,7 +32,11 @@ import triton
 import triton.language as tl
 
 from .args import LookupArgs
-from .triton_support import DOT_BF16, DOT_FP16, dot_config, interpreting, split_k as pick_split_k
+from .triton_support import DOT_BF16, DOT_FP16, Launch, dot_config, interpreting, split_k as pick_split_k
+
+# jit functions read globals only as tl.constexpr instances
+_DOT_FP16 = tl.constexpr(DOT_FP16)
+_DOT_BF16 = tl.constexpr(DOT_BF16)
 
 
 @triton.jit
@@ -71,9 +75,13 @@ def _lookup_gemm_kernel(
         codes = tl.load(codes_ptr + rows[:, None] * MC + j[None, :],
                         mask=row_ok[:, None] & j_ok[None, :], other=0,
                         eviction_policy="evict_first").to(tl.int32)          # [BLOCK_N, BLOCK_J]
-        w = tl.load(codebook_ptr + codes[:, :, None] * D + ee[None, None, :],
-                    mask=e_ok[None, None, :], other=0,
-                    eviction_policy="evict_last")                             # [BLOCK_N, BLOCK_J, D_PAD]
+        w_off = codes[:, :, None] * D + ee[None, None, :]                      # [BLOCK_N, BLOCK_J, D_PAD]
+        if D == D_PAD:  # each codeword is D contiguous, D-aligned entries: one unmasked vector load
+            w_off = tl.max_contiguous(tl.multiple_of(w_off, [1, 1, D]), [1, 1, D])
+            w = tl.load(codebook_ptr + w_off, eviction_policy="evict_last")
+        else:
+            w = tl.load(codebook_ptr + w_off, mask=e_ok[None, None, :], other=0,
+                        eviction_policy="evict_last")
         w = tl.reshape(w, (BLOCK_N, BLOCK_K))
         if D == D_PAD:  # features of the step are one contiguous run: a plain 2-D tile
             feat = j0 * D + tl.arange(0, BLOCK_K)                              # [BLOCK_K]
@@ -85,9 +93,9 @@ def _lookup_gemm_kernel(
             xt = tl.load(x_ptr + offs_m[:, None, None] * stride_xm + feat3[None, :, :],
                          mask=m_ok[:, None, None] & ok3[None, :, :], other=0.0)
             xt = tl.reshape(xt, (BLOCK_M, BLOCK_K))
-        if DOT_KIND == DOT_FP16:
+        if DOT_KIND == _DOT_FP16:
             acc = tl.dot(xt.to(tl.float16), tl.trans(w.to(tl.float16)), acc)
-        elif DOT_KIND == DOT_BF16:
+        elif DOT_KIND == _DOT_BF16:
             acc = tl.dot(xt.to(tl.bfloat16), tl.trans(w.to(tl.bfloat16)), acc)
         else:
             acc = tl.dot(xt.to(tl.float32), tl.trans(w.to(tl.float32)), acc, input_precision=PRECISION)
@@ -117,20 +125,15 @@ def config(batch: int, d: int) -> dict:
                 num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=3)
 
 
-def lookup_gemm(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:
-    """Launch the fused GEMM: [M, out_features] in x's dtype.
-
-    split_k: reduction slices (default: enough to give ~2 programs per SM, which matters at
-    M = 16); overrides: block sizes (BLOCK_M, BLOCK_N, BLOCK_J, GROUP_M, num_warps,
-    num_stages) for tests and benches.
-    """
+def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
+    """The launch for `args` (see `lookup_gemm`), without running it."""
     x = args.x.contiguous()
     codes = args.codes.contiguous()
     codebook = args.codebook.contiguous()
     scales = args.scales.contiguous()
     n, mc, d = args.out_features, args.m_codes, args.d
     cfg = {**config(args.batch, d), **overrides}
-    launch = {key: cfg.pop(key) for key in ("num_warps", "num_stages")}
+    options = {key: cfg.pop(key) for key in ("num_warps", "num_stages")}
     steps = triton.cdiv(mc, cfg["BLOCK_J"])
     tiles = triton.cdiv(args.batch, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"])
     slices = pick_split_k(tiles, steps, x.device) if split_k is None else max(1, min(int(split_k), steps))
@@ -139,13 +142,22 @@ def lookup_gemm(args: LookupArgs, split_k: int | None = None, **overrides) -> to
     atomic = slices > 1
     y = (torch.zeros if atomic else torch.empty)((args.batch, n), device=x.device,
                                                   dtype=torch.float32 if atomic else x.dtype)
-    if y.numel() == 0:
-        return y.to(x.dtype)
     dot_kind, precision = dot_config(x.dtype, codebook.dtype)
     has_scale = args.codebook_scale is not None
-    _lookup_gemm_kernel[(tiles, slices)](
-        x, codes, codebook, scales, args.codebook_scale if has_scale else scales, y,
-        args.batch, n, args.in_features, mc, j_per_split, x.stride(0), y.stride(0),
-        D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale,
-        DOT_KIND=dot_kind, PRECISION=precision, ATOMIC=atomic, **launch, **cfg)
-    return y.to(x.dtype) if atomic else y
+    return Launch(
+        grid=(tiles, slices),
+        args=(x, codes, codebook, scales, args.codebook_scale if has_scale else scales, y,
+              args.batch, n, args.in_features, mc, j_per_split, x.stride(0), y.stride(0)),
+        constexprs=dict(D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale,
+                        DOT_KIND=dot_kind, PRECISION=precision, ATOMIC=atomic, **cfg),
+        options=options, y=y, out_dtype=x.dtype)
+
+
+def lookup_gemm(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:
+    """Launch the fused GEMM: [M, out_features] in x's dtype.
+
+    split_k: reduction slices (default: enough to give ~2 programs per SM, which matters at
+    M = 16); overrides: block sizes (BLOCK_M, BLOCK_N, BLOCK_J, GROUP_M, num_warps,
+    num_stages) for tests and benches.
+    """
+    return plan(args, split_k, **overrides).run(_lookup_gemm_kernel)

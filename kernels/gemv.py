@@ -32,7 +32,7 @@ import triton
 import triton.language as tl
 
 from .args import LookupArgs
-from .triton_support import interpreting, split_k as pick_split_k
+from .triton_support import Launch, interpreting, split_k as pick_split_k
 
 MAX_M = 4  # beyond this the [BLOCK_M, BLOCK_N, BLOCK_K] product outgrows the registers: use the GEMM
 
@@ -62,9 +62,13 @@ def _lookup_gemv_kernel(
         codes = tl.load(codes_ptr + rows[:, None] * MC + j[None, :],
                         mask=row_ok[:, None] & j_ok[None, :], other=0,
                         eviction_policy="evict_first").to(tl.int32)          # [BLOCK_N, BLOCK_J]
-        w = tl.load(codebook_ptr + codes[:, :, None] * D + ee[None, None, :],
-                    mask=e_ok[None, None, :], other=0,
-                    eviction_policy="evict_last").to(tl.float32)              # [BLOCK_N, BLOCK_J, D_PAD]
+        w_off = codes[:, :, None] * D + ee[None, None, :]                      # [BLOCK_N, BLOCK_J, D_PAD]
+        if D == D_PAD:  # each codeword is D contiguous, D-aligned entries: one unmasked vector load
+            w_off = tl.max_contiguous(tl.multiple_of(w_off, [1, 1, D]), [1, 1, D])
+            w = tl.load(codebook_ptr + w_off, eviction_policy="evict_last").to(tl.float32)
+        else:
+            w = tl.load(codebook_ptr + w_off, mask=e_ok[None, None, :], other=0,
+                        eviction_policy="evict_last").to(tl.float32)
         w = tl.reshape(w, (BLOCK_N, BLOCK_J * D_PAD))
         feat = j[:, None] * D + ee[None, :]                                    # [BLOCK_J, D_PAD]
         feat_ok = e_ok[None, :] & j_ok[:, None] & (feat < IN)
@@ -100,12 +104,8 @@ def config(batch: int, d: int) -> dict:
     return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_J=max(1, 8192 // (block_m * block_n * d_pad)), num_warps=4)
 
 
-def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:
-    """Launch the GEMV: [M, out_features] in x's dtype. M must be <= MAX_M.
-
-    split_k: reduction slices (default: enough to give ~2 programs per SM); overrides: block
-    sizes (BLOCK_N, BLOCK_J, num_warps) for tests and benches.
-    """
+def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
+    """The launch for `args` (see `lookup_gemv`), without running it."""
     if args.batch > MAX_M:
         raise ValueError(f"x: the GEMV takes at most {MAX_M} rows, got {args.batch}; use impl='triton_gemm'")
     x = args.x.contiguous()
@@ -114,7 +114,7 @@ def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> to
     scales = args.scales.contiguous()
     n, mc, d = args.out_features, args.m_codes, args.d
     cfg = {**config(args.batch, d), **overrides}
-    num_warps = cfg.pop("num_warps")
+    options = {"num_warps": cfg.pop("num_warps")}
     steps = triton.cdiv(mc, cfg["BLOCK_J"])
     tiles = triton.cdiv(n, cfg["BLOCK_N"])
     slices = pick_split_k(tiles, steps, x.device) if split_k is None else max(1, min(int(split_k), steps))
@@ -123,12 +123,19 @@ def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> to
     atomic = slices > 1
     y = (torch.zeros if atomic else torch.empty)((args.batch, n), device=x.device,
                                                   dtype=torch.float32 if atomic else x.dtype)
-    if y.numel() == 0:
-        return y.to(x.dtype)
     has_scale = args.codebook_scale is not None
-    _lookup_gemv_kernel[(tiles, slices)](
-        x, codes, codebook, scales, args.codebook_scale if has_scale else scales, y,
-        args.batch, n, args.in_features, mc, j_per_split, x.stride(0), y.stride(0),
-        D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale, ATOMIC=atomic,
-        num_warps=num_warps, **cfg)
-    return y.to(x.dtype) if atomic else y
+    return Launch(
+        grid=(tiles, slices),
+        args=(x, codes, codebook, scales, args.codebook_scale if has_scale else scales, y,
+              args.batch, n, args.in_features, mc, j_per_split, x.stride(0), y.stride(0)),
+        constexprs=dict(D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale, ATOMIC=atomic, **cfg),
+        options=options, y=y, out_dtype=x.dtype)
+
+
+def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:
+    """Launch the GEMV: [M, out_features] in x's dtype. M must be <= MAX_M.
+
+    split_k: reduction slices (default: enough to give ~2 programs per SM); overrides: block
+    sizes (BLOCK_N, BLOCK_J, num_warps) for tests and benches.
+    """
+    return plan(args, split_k, **overrides).run(_lookup_gemv_kernel)

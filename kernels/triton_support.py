@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -94,3 +95,54 @@ def dot_config(x_dtype: torch.dtype, codebook_dtype: torch.dtype) -> tuple[int, 
     if x_dtype == torch.bfloat16 and codebook_dtype == torch.float16:
         return DOT_FP32, "tf32"
     return DOT_FP32, "ieee"
+
+
+@dataclass
+class Launch:
+    """One kernel launch, planned by a kernel module's `plan()` and run by `launch()`.
+
+    grid: program counts per axis; args: the kernel's runtime arguments in order (tensors and
+    ints); constexprs: its tl.constexpr arguments; options: num_warps/num_stages; y: the output
+    buffer (float32 when split-K accumulates with atomics); out_dtype: what y is cast to after.
+    """
+
+    grid: tuple[int, ...]
+    args: tuple
+    constexprs: dict
+    options: dict
+    y: torch.Tensor
+    out_dtype: torch.dtype
+
+    def run(self, kernel) -> torch.Tensor:
+        if self.y.numel():
+            kernel[self.grid](*self.args, **self.constexprs, **self.options)
+        return self.y if self.y.dtype == self.out_dtype else self.y.to(self.out_dtype)
+
+
+_SIGNATURE_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.int8: "i8",
+                     torch.uint8: "u8", torch.uint16: "u16", torch.int32: "i32"}
+
+
+def compile_for_gpu(kernel, launch: Launch, arch: int = 90):
+    """Compile a planned launch for an NVIDIA GPU of compute capability `arch` without one (the
+    compiler and ptxas ship with triton): catches what the interpreter cannot (constexpr rules,
+    layouts, dot shapes, register spills) on a CPU-only machine. Returns triton's CompiledKernel
+    (its .asm holds ttir, ttgir, ptx, cubin). The kernel must have been imported with
+    TRITON_INTERPRET unset."""
+    import inspect
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    names = list(inspect.signature(kernel.fn).parameters)
+    runtime = [n for n in names if n not in launch.constexprs]
+    if len(runtime) != len(launch.args):
+        raise ValueError(f"{kernel.fn.__name__}: {len(runtime)} runtime parameters, the plan has {len(launch.args)} args")
+    signature = {n: "constexpr" for n in launch.constexprs}
+    for name, value in zip(runtime, launch.args):
+        signature[name] = f"*{_SIGNATURE_DTYPES[value.dtype]}" if isinstance(value, torch.Tensor) else "i32"
+    signature = {n: signature[n] for n in names}
+    constexprs = {(names.index(n),): v for n, v in launch.constexprs.items()}
+    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                          target=GPUTarget("cuda", arch, 32), options=launch.options)
