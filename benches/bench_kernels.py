@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -210,6 +211,8 @@ def main(argv=None) -> int:
             "codebook": "int8 + float32 scale, random codes"}
     if args.note:
         meta["note"] = args.note
+    if device == "cpu":  # other processes' load is the main source of noise on a shared CPU
+        meta["load average at start"] = round(os.getloadavg()[0], 1)
     if device == "cuda":
         import triton
 
@@ -221,6 +224,8 @@ def main(argv=None) -> int:
     def write() -> str:
         """Rewrite the table after every row: a run cut short by an outer timeout keeps its rows."""
         meta["seconds"] = round(time.perf_counter() - start, 1)
+        if device == "cpu":
+            meta["load average now"] = round(os.getloadavg()[0], 1)
         if stopped:
             meta["stopped"] = stopped
         md = markdown(rows, device, meta)
