@@ -47,7 +47,6 @@ def _lookup_gemm_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr,
     DOT_KIND: tl.constexpr, PRECISION: tl.constexpr, ATOMIC: tl.constexpr,
 ):
-    BLOCK_K: tl.constexpr = BLOCK_J * D_PAD
     pid = tl.program_id(0)
     pid_s = tl.program_id(1)
     tiles_m = tl.cdiv(M, BLOCK_M)
@@ -82,9 +81,9 @@ def _lookup_gemm_kernel(
         else:
             w = tl.load(codebook_ptr + w_off, mask=e_ok[None, None, :], other=0,
                         eviction_policy="evict_last")
-        w = tl.reshape(w, (BLOCK_N, BLOCK_K))
+        w = tl.reshape(w, (BLOCK_N, BLOCK_J * D_PAD))                          # [BLOCK_N, BLOCK_K]
         if D == D_PAD:  # features of the step are one contiguous run: a plain 2-D tile
-            feat = j0 * D + tl.arange(0, BLOCK_K)                              # [BLOCK_K]
+            feat = j0 * D + tl.arange(0, BLOCK_J * D_PAD)                      # [BLOCK_K]
             xt = tl.load(x_ptr + offs_m[:, None] * stride_xm + feat[None, :],
                          mask=m_ok[:, None] & (feat < feat_end)[None, :], other=0.0)
         else:           # D_PAD - D dead lanes per codeword: load [BLOCK_M, BLOCK_J, D_PAD], flatten
@@ -92,7 +91,7 @@ def _lookup_gemm_kernel(
             ok3 = e_ok[None, :] & (feat3 < feat_end)
             xt = tl.load(x_ptr + offs_m[:, None, None] * stride_xm + feat3[None, :, :],
                          mask=m_ok[:, None, None] & ok3[None, :, :], other=0.0)
-            xt = tl.reshape(xt, (BLOCK_M, BLOCK_K))
+            xt = tl.reshape(xt, (BLOCK_M, BLOCK_J * D_PAD))
         if DOT_KIND == _DOT_FP16:
             acc = tl.dot(xt.to(tl.float16), tl.trans(w.to(tl.float16)), acc)
         elif DOT_KIND == _DOT_BF16:
