@@ -13,8 +13,9 @@ Blocked algorithm (one program per (output tile, reduction slice)):
         codeword tile  [BLOCK_N, BLOCK_J, D_PAD]    gathered from codebook[code, 0:D] (raw int8 or float
                                                     entries: scales come later), reshaped to
                                                     [BLOCK_N, BLOCK_K], cast to the dot dtype
-        x tile         [BLOCK_M, BLOCK_K]           x[m, j*D + e], zero beyond IN and beyond the slice
-                                                    (a ragged row's padding meets zeros)
+        x tile         [BLOCK_M, BLOCK_K]           x[m, j*D + e], zero beyond the slice; x comes
+                                                    zero-padded to MC*D (a ragged row's padding meets
+                                                    zeros), so the mask is per code column
         acc = tl.dot(x tile, codeword tile^T, acc)  [BLOCK_M, BLOCK_K] x [BLOCK_K, BLOCK_N]
       acc *= scales[n] * codebook_scale              row and codebook scales on the accumulator
       SPLIT_K == 1: store acc in y's dtype;  SPLIT_K > 1: fp32 atomic add into a zeroed buffer
@@ -84,8 +85,10 @@ def _lookup_gemm_kernel(
         w = tl.reshape(w, (BLOCK_N, BLOCK_J * D_PAD))                          # [BLOCK_N, BLOCK_K]
         if D == D_PAD:  # features of the step are one contiguous run: a plain 2-D tile
             feat = j0 * D + tl.arange(0, BLOCK_J * D_PAD)                      # [BLOCK_K]
+            # masked per code column (the wrapper zero-pads ragged rows of x to MC*D), so the
+            # mask is constant over each codeword's D features and the load stays vectorized
             xt = tl.load(x_ptr + offs_m[:, None] * stride_xm + feat[None, :],
-                         mask=m_ok[:, None] & (feat < feat_end)[None, :], other=0.0)
+                         mask=m_ok[:, None] & (feat // D < j_end)[None, :], other=0.0)
         else:           # D_PAD - D dead lanes per codeword: load [BLOCK_M, BLOCK_J, D_PAD], flatten
             feat3 = j[:, None] * D + ee[None, :]                               # [BLOCK_J, D_PAD]
             ok3 = e_ok[None, :] & (feat3 < feat_end)
@@ -127,6 +130,8 @@ def config(batch: int, d: int) -> dict:
 def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
     """The launch for `args` (see `lookup_gemm`), without running it."""
     x = args.x.contiguous()
+    if args.in_features != args.m_codes * args.d:  # a ragged row's padding meets zeros, not a mask
+        x = torch.nn.functional.pad(x, (0, args.m_codes * args.d - args.in_features))
     codes = args.codes.contiguous()
     codebook = args.codebook.contiguous()
     scales = args.scales.contiguous()
@@ -146,7 +151,7 @@ def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
     return Launch(
         grid=(tiles, slices),
         args=(x, codes, codebook, scales, args.codebook_scale if has_scale else scales, y,
-              args.batch, n, args.in_features, mc, j_per_split, x.stride(0), y.stride(0)),
+              args.batch, n, x.shape[1], mc, j_per_split, x.stride(0), y.stride(0)),
         constexprs=dict(D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale,
                         DOT_KIND=dot_kind, PRECISION=precision, ATOMIC=atomic, **cfg),
         options=options, y=y, out_dtype=x.dtype)
