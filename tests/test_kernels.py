@@ -175,7 +175,8 @@ def test_torch_path_decodes_in_row_blocks(monkeypatch):
     decoded_rows = []
     decode_into = torch_path.decode_into
     monkeypatch.setattr(torch_path, "decode_into",
-                        lambda weight, picked, codes, *rest: decoded_rows.append(len(codes)) or decode_into(weight, picked, codes, *rest))
+                        lambda weight, picked, codes, *rest, **kw: decoded_rows.append(len(codes))
+                        or decode_into(weight, picked, codes, *rest, **kw))
     y = torch_path.lookup_matmul(a, block_rows=7)
     assert decoded_rows == [7, 7, 7, 2]
     check_close(y, a.x, case)
