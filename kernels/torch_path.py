@@ -5,8 +5,9 @@ to at large M: decode, then cuBLAS). The decode is the reference's, in float32 t
     values = float32(codebook) * codebook_scale              [k, d]
     weight[o, :] = concat(values[codes[o, :]])[:in_features] * float32(scales[o])
 (codewords gathered before conversion, so a small layer never pays for the whole codebook),
-so a decoded row is bit-identical to `vq4all.reference.decode`; only the matmul's float32
-accumulation order differs from the reference's float64 one.
+so `decode` is bit-identical to `vq4all.reference.decode`. `lookup_matmul` differs from the
+reference's float64 product by its float32 accumulation order and, on CPU, by applying the
+scales to the outputs rather than to the weight.
 
 Memory: the weight is decoded `block_rows` output rows at a time (about BLOCK_BYTES of float32)
 into reused buffers, so a 28672 x 8192 layer never materialises its 940 MB float32 weight.
