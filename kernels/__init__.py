@@ -1,5 +1,29 @@
-"""Triton codebook-lookup GEMV/GEMM kernels (imported as `vq4all.kernels`).
+"""Codebook-lookup GEMV/GEMM kernels and inference modules (imported as `vq4all.kernels`).
 
-The kernels themselves arrive with the kernels issue; until then the numpy reference
-(`vq4all.reference.lookup_matmul`) is the only implementation of y = x @ decode(codes)^T.
+    from vq4all.kernels import lookup_matmul, IMPLS
+    y = lookup_matmul(x, codes, codebook, scales, codebook_scale=s)   # x @ decode(...)^T
+    y = lookup_matmul(..., impl="triton_gemm")                        # force one of IMPLS
+
+Files: dispatch.py (the entry point and its table), args.py (argument checks), torch_path.py
+(decode-then-matmul: the CPU path and the last dispatch row), gemv.py and gemm.py (one Triton
+kernel each), triton_support.py (lazy import, heuristics), modules.py (VQLinear, VQConv2d and the
+shared CodebookTable), loader.py (`vq4all.load`). Triton is imported only when a Triton
+implementation first runs, so this package imports without it. Every implementation is checked
+against `vq4all.reference.lookup_matmul`.
 """
+
+from .args import KernelArgumentError
+from .dispatch import DISPATCH, IMPLS, choose_impl, lookup_matmul
+from .modules import CodebookTable, VQConv2d, VQLinear
+from .torch_path import decode
+from .triton_support import KernelUnavailableError
+
+__all__ = ["lookup_matmul", "IMPLS", "DISPATCH", "choose_impl", "decode", "CodebookTable", "VQLinear",
+           "VQConv2d", "KernelArgumentError", "KernelUnavailableError", "load"]
+
+
+def load(path, codebook, *, impl=None):
+    """A runnable model from a network artifact; see `vq4all.kernels.loader.load`."""
+    from .loader import load as _load
+
+    return _load(path, codebook, impl=impl)

@@ -1,0 +1,237 @@
+"""lookup_matmul's implementations against the numpy reference, its dispatch and its errors.
+
+Triton kernels run on CUDA where present (marker gpu) and otherwise on the CPU under Triton's
+interpreter (TRITON_INTERPRET=1, set below before any kernel module is imported), on small shapes
+with ragged rows.
+
+Tolerance, and why: every implementation multiplies exact inputs (fp16/bf16 x, and int8/fp16
+codewords, are exact in fp32, and on tensor cores the operand dtypes are chosen so they stay
+exact) and accumulates in fp32, while the reference accumulates in float64. Recursive fp32
+summation of n terms errs by at most about n * 2^-24 * sum_k |x_k w_k|; with n <= 200 here that
+is 1.2e-5 of the absolute-product sum, so we allow 2e-5 of it. A 16-bit output adds its own
+rounding: half an ulp, 2^-11 of |y| for float16 and 2^-8 for bfloat16, except that Triton's
+interpreter truncates fp32 -> bf16 casts (a whole ulp, 2^-7), where CUDA rounds to nearest.
+The torch path on CUDA is decode-then-cuBLAS in x's dtype: its decoded weight is rounded to
+fp16/bf16 (2^-11 / 2^-8 of each |w|, so that much of the absolute-product sum again, doubled for
+cuBLAS's reduced-precision split-K reductions).
+"""
+
+import os
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from vq4all import reference  # noqa: E402
+from vq4all.errors import VQ4AllError  # noqa: E402
+from vq4all.kernels import IMPLS, KernelArgumentError, KernelUnavailableError, choose_impl, lookup_matmul  # noqa: E402
+from vq4all.kernels import args as kargs, dispatch, torch_path, triton_support  # noqa: E402
+
+ACC_TOL = 2e-5
+OUT_EPS = {torch.float32: 0.0, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def make_case(rng, batch, out_features, in_features, k, d, codebook_dtype):
+    """Numpy operands: x float32 [batch, in], codes [out, ceil(in/d)] (uint8 when k <= 256),
+    codebook [k, d] (int8 + scale, or float16), scales float16 [out]. For k > 32768 a quarter of
+    the codes are forced above 32767 (the int16 sign trap) and one is k - 1."""
+    m = -(-in_features // d)
+    codes = rng.integers(0, k, (out_features, m)).astype(np.uint8 if k <= 256 else np.uint16)
+    if k > 32768:
+        codes[::4] = rng.integers(32768, k, codes[::4].shape)
+        codes[0, 0] = k - 1
+    if codebook_dtype == "int8":
+        codebook, scale = rng.integers(-128, 128, (k, d), dtype=np.int8), np.array([1 / 64], np.float32)
+    else:
+        codebook, scale = (rng.standard_normal((k, d)) * 0.5).astype(np.float16), None
+    scales = rng.uniform(0.5, 2.0, out_features).astype(np.float16)
+    x = rng.standard_normal((batch, in_features)).astype(np.float32)
+    return x, codes, codebook, scales, scale
+
+
+def to_torch(case, x_dtype, device):
+    x, codes, codebook, scales, scale = case
+    t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    return t(x).to(x_dtype), t(codes), t(codebook), t(scales), None if scale is None else t(scale)
+
+
+def check_close(y: torch.Tensor, x_used: torch.Tensor, case, interpreted: bool = False,
+                weight_rounded: bool = False) -> None:
+    """y against the reference computed from the x actually passed (after its rounding to x's dtype)."""
+    _, codes, codebook, scales, scale = case
+    x64 = x_used.float().cpu().numpy().astype(np.float64)
+    want = reference.lookup_matmul(x64, codes, codebook, scales, scale).astype(np.float64)
+    weight = reference.decode(codes, codebook, scales, scale, in_features=x64.shape[1]).astype(np.float64)
+    bound = np.abs(x64) @ np.abs(weight).T
+    got = y.float().cpu().numpy().astype(np.float64)
+    assert y.dtype == x_used.dtype and got.shape == want.shape
+    err = np.abs(got - want)
+    out_eps = OUT_EPS[y.dtype]
+    if y.dtype == torch.bfloat16 and interpreted:
+        out_eps = 2.0**-7
+    acc_tol = ACC_TOL + (2 * OUT_EPS[y.dtype] if weight_rounded else 0.0)
+    allowed = acc_tol * bound + out_eps * np.abs(want) + 1e-30
+    worst = np.unravel_index(np.argmax(err / allowed), err.shape)
+    assert (err <= allowed).all(), f"error {err[worst]:.3g} > allowed {allowed[worst]:.3g} at {worst}"
+
+
+def need_launch(impl, device):
+    """Triton impls on CPU need the interpreter: skipped, visibly, on a CUDA machine (where the gpu
+    cases run them natively)."""
+    if impl != "torch" and device == "cpu" and not triton_support.interpreting():
+        pytest.skip("Triton on CPU runs only under TRITON_INTERPRET=1 (set here when CUDA is absent)")
+
+
+# (batch, out_features, in_features, k, d, codebook dtype): ragged rows everywhere but one
+SHAPES = {
+    "u16-int8-ragged": (1, 40, 100, 1 << 16, 8, "int8"),     # m = 13, pad 4, codes >= 32768
+    "u8-fp16-ragged": (3, 33, 37, 256, 4, "float16"),        # m = 10, pad 3, uint8 codes
+    "u16-int8-d3": (2, 21, 50, 512, 3, "int8"),              # d not a power of two
+    "u16-fp16-exact": (4, 24, 64, 4096, 8, "float16"),       # no padding
+}
+GEMM_BATCHES = {"u16-int8-ragged": 20, "u8-fp16-ragged": 33, "u16-int8-d3": 5, "u16-fp16-exact": 16}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_fp32_matches_reference(device, impl, name):
+    need_launch(impl, device)
+    batch, out_features, in_features, k, d, cb_dtype = SHAPES[name]
+    if impl != "triton_gemv":
+        batch = GEMM_BATCHES[name] if impl == "triton_gemm" else batch
+    case = make_case(np.random.default_rng(zlib.crc32(name.encode())), batch, out_features, in_features, k, d, cb_dtype)
+    x, codes, codebook, scales, scale = to_torch(case, torch.float32, device)
+    y = lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl=impl)
+    check_close(y, x, case)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("x_dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("cb_dtype", ["int8", "float16"])
+def test_half_inputs_match_reference(device, impl, x_dtype, cb_dtype):
+    need_launch(impl, device)
+    batch = 17 if impl == "triton_gemm" else 2
+    case = make_case(np.random.default_rng(7), batch, 36, 45, 1 << 16, 8, cb_dtype)
+    x, codes, codebook, scales, scale = to_torch(case, x_dtype, device)
+    y = lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl=impl)
+    check_close(y, x, case, interpreted=impl != "torch" and device == "cpu",
+                weight_rounded=impl == "torch" and device == "cuda")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kernel", ["gemv", "gemm"])
+def test_split_k_matches_reference(device, kernel):
+    """Reduction slices meet at fp32 atomics; ragged slices and a ragged row end included."""
+    need_launch("triton_" + kernel, device)
+    from vq4all.kernels import gemm, gemv
+
+    batch = 3 if kernel == "gemv" else 18
+    case = make_case(np.random.default_rng(11), batch, 50, 150, 1 << 16, 8, "int8")  # m = 19 codes, pad 2
+    for x_dtype in (torch.float32, torch.float16):
+        x, codes, codebook, scales, scale = to_torch(case, x_dtype, device)
+        a = kargs.check_args(x, codes, codebook, scales, scale)
+        run = gemv.lookup_gemv if kernel == "gemv" else gemm.lookup_gemm
+        y = run(a, split_k=3, BLOCK_J=2)  # 10 steps of 2 codes in slices of 4 steps: 4 + 4 + 2
+        check_close(y, x, case)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_strided_operands_and_an_empty_batch(device, impl):
+    need_launch(impl, device)
+    batch = 17 if impl == "triton_gemm" else 3
+    case = make_case(np.random.default_rng(9), batch, 20, 30, 256, 4, "int8")
+    x, codes, codebook, scales, scale = to_torch(case, torch.float32, device)
+    x_strided = torch.zeros(batch, 60, device=device)[:, ::2]  # strides (60, 2)
+    x_strided.copy_(x)
+    scales_strided = scales.repeat_interleave(2)[::2]
+    y = lookup_matmul(x_strided, codes, codebook, scales_strided, codebook_scale=scale, impl=impl)
+    check_close(y, x, case)
+    empty = lookup_matmul(x[:0], codes, codebook, scales, codebook_scale=scale, impl=impl)
+    assert empty.shape == (0, 20) and empty.dtype == x.dtype
+    no_features = lookup_matmul(torch.full((batch, 0), float("nan"), device=device), codes[:, :0], codebook, scales,
+                                codebook_scale=scale, impl=impl)  # an empty sum is 0
+    assert no_features.shape == (batch, 20) and bool((no_features == 0).all())
+
+
+def test_torch_decode_is_bit_identical_to_the_reference():
+    x, codes, codebook, scales, scale = make_case(np.random.default_rng(3), 1, 30, 61, 1 << 16, 8, "int8")
+    got = torch_path.decode(torch.from_numpy(codes), torch.from_numpy(codebook), torch.from_numpy(scales),
+                            torch.from_numpy(scale), in_features=61)
+    want = reference.decode(codes, codebook, scales, scale, in_features=61)
+    np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_torch_path_decodes_in_row_blocks(monkeypatch):
+    case = make_case(np.random.default_rng(4), 5, 23, 40, 256, 4, "int8")
+    a = kargs.check_args(*to_torch(case, torch.float32, "cpu"))
+    decoded_rows = []
+    decode_into = torch_path.decode_into
+    monkeypatch.setattr(torch_path, "decode_into",
+                        lambda weight, picked, codes, *rest, **kw: decoded_rows.append(len(codes))
+                        or decode_into(weight, picked, codes, *rest, **kw))
+    y = torch_path.lookup_matmul(a, block_rows=7)
+    assert decoded_rows == [7, 7, 7, 2]
+    check_close(y, a.x, case)
+
+
+def test_dispatch_table():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_impl(cpu, 1) == "torch" and choose_impl(cpu, 4096) == "torch"
+    if triton_support.triton_available():
+        assert [choose_impl(cuda, m) for m in (1, 4, 5, 256, 4096)] == ["triton_gemv"] * 2 + ["triton_gemm"] * 3
+    assert choose_impl(cuda, 100_000) == "torch"  # the last row matches everything
+    assert {row[2] for row in dispatch.DISPATCH} == set(IMPLS)
+
+
+def test_dispatch_skips_triton_when_it_is_not_installed(monkeypatch):
+    monkeypatch.setattr(dispatch, "triton_available", lambda: False)
+    assert choose_impl(torch.device("cuda"), 1) == "torch"
+
+
+def _operands():
+    case = make_case(np.random.default_rng(5), 2, 6, 10, 256, 4, "int8")
+    return to_torch(case, torch.float32, "cpu")
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a: {**a, "x": a["x"][0]}, r"^x: expected \[M, in_features\], got shape \[10\]$"),
+    (lambda a: {**a, "x": a["x"].double()}, r"^x: expected dtype float16, bfloat16, float32, got float64$"),
+    (lambda a: {**a, "x": a["x"][:, :7]}, r"^codes: x has 7 features, so codes of d=4 need ceil\(7/4\) = 2 columns, got 3$"),
+    (lambda a: {**a, "codes": a["codes"].to(torch.int16)}, r"^codes: expected dtype uint8, uint16, got int16$"),
+    (lambda a: {**a, "codebook": a["codebook"].float()[None]}, r"^codebook: expected \[k, d\], got shape \[1, 256, 4\]$"),
+    (lambda a: {**a, "scales": a["scales"][:5]}, r"^scales: expected shape \[6\] \(one per code row\), got \[5\]$"),
+    (lambda a: {**a, "codebook_scale": None}, r"^codebook_scale: an int8 codebook needs its scale"),
+    (lambda a: {**a, "codebook": a["codebook"].half()}, r"^codebook_scale: a float16 codebook holds its values; pass None$"),
+    (lambda a: {**a, "codebook": a["codebook"][:100]}, r"^codes: expected every code < k=100, found \d+$"),
+    (lambda a: {**a, "impl": "cuda"}, r"^impl: unknown 'cuda', choose one of triton_gemv, triton_gemm, torch"),
+])
+def test_bad_arguments_name_the_argument(change, match):
+    x, codes, codebook, scales, scale = _operands()
+    a = change({"x": x, "codes": codes, "codebook": codebook, "scales": scales, "codebook_scale": scale, "impl": None})
+    with pytest.raises(KernelArgumentError, match=match) as info:
+        lookup_matmul(a.pop("x"), a.pop("codes"), a.pop("codebook"), a.pop("scales"), **a)
+    assert isinstance(info.value, VQ4AllError) and isinstance(info.value, ValueError)
+
+
+def test_gemv_refuses_more_rows_than_it_takes():
+    x, codes, codebook, scales, scale = _operands()
+    with pytest.raises(KernelArgumentError, match="at most 4 rows, got 5"):
+        lookup_matmul(x.repeat(3, 1)[:5], codes, codebook, scales, codebook_scale=scale, impl="triton_gemv")
+
+
+def test_forcing_triton_where_it_cannot_run(monkeypatch):
+    x, codes, codebook, scales, scale = _operands()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(KernelUnavailableError, match=r"impl 'triton_gemm' runs on CUDA tensors, got cpu tensors: .*TRITON_INTERPRET=1"):
+        lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemm")
+    monkeypatch.setattr(triton_support, "triton_available", lambda: False)
+    with pytest.raises(KernelUnavailableError, match=r"needs triton, which is not installed: pip install 'vq4all\[kernels\]'"):
+        lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemv")
