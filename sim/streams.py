@@ -1,0 +1,211 @@
+"""The engine's environment, cycle by cycle: packs layers into stream beats, applies random
+valid/ready backpressure, collects results and checks them against the reference.
+
+One model serves both simulators: Amaranth's (unit tests) and cocotb's (`tb_engine.py` on Icarus
+or Verilator). Each cycle the caller
+  1. drives `inputs()` onto the ports (valid/payload of layer, acts, codes; ready of results),
+  2. lets the logic settle and passes the ports' ready/valid/payload to `observe(...)`,
+  3. lets the clock rise (every transfer seen in step 2 happens on that edge).
+Stream rules kept here: a beat once presented (valid high) stays presented, unchanged, until
+taken; whether a beat is presented, or a result accepted, is drawn per cycle with probability
+1 - backpressure from a seeded generator, so a run is reproducible.
+
+numpy only (runs inside the simulator's Python): no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..reference import lookup_matmul_int
+
+STREAMS = ("layer", "acts", "codes")
+
+
+@dataclass(frozen=True)
+class EngineShape:
+    """What the driver needs to know of an engine (EngineConfig's fields and widths)."""
+
+    k: int
+    d: int
+    lanes: int
+    acc_bits: int
+    m_bits: int
+    max_m: int
+    max_rows: int
+    latency: int
+
+    @property
+    def code_bits(self) -> int:
+        return self.k.bit_length() - 1
+
+    @classmethod
+    def of(cls, config) -> "EngineShape":
+        return cls(config.k, config.d, config.lanes, config.acc_bits, config.m_bits, config.max_m,
+                   config.max_rows, config.latency)
+
+
+def beats_per_row(m: int, lanes: int) -> int:
+    return -(-m // lanes)
+
+
+def pack_acts(x: np.ndarray, m: int, d: int, lanes: int) -> list[int]:
+    """x: [in_features] int8 -> ceil(m/lanes) beat words of lanes*d int8 values (value i of a beat
+    in bits [8i, 8i+8)), zero-padded past in_features."""
+    beats = beats_per_row(m, lanes)
+    flat = np.zeros(beats * lanes * d, dtype=np.int64)
+    flat[:x.size] = np.asarray(x, dtype=np.int64)
+    words = []
+    for b in range(beats):
+        word = 0
+        for i, v in enumerate(flat[b * lanes * d:(b + 1) * lanes * d].tolist()):
+            word |= (v & 0xFF) << (8 * i)
+        words.append(word)
+    return words
+
+
+def pack_codes(codes: np.ndarray, lanes: int, code_bits: int) -> list[int]:
+    """codes: [rows, m] -> rows * ceil(m/lanes) beat words, lane l of beat b of row o =
+    codes[o, b*lanes + l] in bits [l*code_bits, (l+1)*code_bits); idle lanes are 0."""
+    rows, m = codes.shape
+    beats = beats_per_row(m, lanes)
+    padded = np.zeros((rows, beats * lanes), dtype=np.int64)
+    padded[:, :m] = codes
+    words = []
+    for row in padded.tolist():
+        for b in range(beats):
+            word = 0
+            for lane, code in enumerate(row[b * lanes:(b + 1) * lanes]):
+                word |= code << (lane * code_bits)
+            words.append(word)
+    return words
+
+
+@dataclass
+class Job:
+    """One layer to run: x [in_features] int8, codes [rows, m] unsigned (< k)."""
+
+    name: str
+    x: np.ndarray
+    codes: np.ndarray
+
+
+def check_job(shape: EngineShape, job: Job) -> None:
+    """Raise ValueError for a layer this engine cannot run (before any simulation)."""
+    rows, m = job.codes.shape
+    if not 1 <= m <= shape.max_m:
+        raise ValueError(f"layer {job.name}: m={m} sub-vectors per row, the engine holds 1..{shape.max_m} (max_m)")
+    if not 1 <= rows <= shape.max_rows:
+        raise ValueError(f"layer {job.name}: {rows} rows, the engine counts 1..{shape.max_rows} (max_rows)")
+    if job.codes.size and int(job.codes.max()) >= shape.k:
+        raise ValueError(f"layer {job.name}: code {int(job.codes.max())} >= k={shape.k}")
+    if not (m - 1) * shape.d < job.x.size <= m * shape.d:
+        raise ValueError(f"layer {job.name}: {job.x.size} activations do not match m={m} sub-vectors of d={shape.d}")
+
+
+class StreamDriver:
+    """Drives a list of layers through the engine back to back and checks every result.
+
+    codebook: [k, d] int8, the ROM's contents (for the reference). backpressure: probability, per
+    cycle and per stream, that a beat is withheld / a result refused (0 = full speed).
+    """
+
+    def __init__(self, shape: EngineShape, jobs: list[Job], codebook: np.ndarray, *,
+                 backpressure: float = 0.0, seed: int = 0):
+        if not 0.0 <= backpressure < 1.0:
+            raise ValueError(f"backpressure={backpressure} must be in [0, 1)")
+        self.shape, self.jobs, self.p = shape, jobs, float(backpressure)
+        self.rng = np.random.default_rng(seed)
+        self.queues: dict[str, list[int]] = {s: [] for s in STREAMS}
+        self.expected: list[np.ndarray] = []
+        for job in jobs:
+            check_job(shape, job)
+            rows, m = job.codes.shape
+            self.queues["layer"].append(m | (rows << shape.m_bits))
+            self.queues["acts"] += pack_acts(job.x, m, shape.d, shape.lanes)
+            self.queues["codes"] += pack_codes(job.codes, shape.lanes, shape.code_bits)
+            self.expected.append(lookup_matmul_int(job.x[None, :].astype(np.int8), job.codes, codebook, shape.acc_bits)[0])
+        self.sent = {s: 0 for s in STREAMS}
+        self.presented = {s: False for s in STREAMS}
+        self.results: list[int] = []
+        self.cycle = 0
+        self.started: list[int] = []    # cycle each layer descriptor was taken
+        self.finished: list[int] = []   # cycle each layer's last result was taken
+        self._ready = False
+        self._boundaries = np.cumsum([job.codes.shape[0] for job in jobs]).tolist()
+
+    @property
+    def total_results(self) -> int:
+        return self._boundaries[-1] if self._boundaries else 0
+
+    @property
+    def done(self) -> bool:
+        return len(self.results) == self.total_results
+
+    def inputs(self) -> dict[str, int]:
+        """The values to drive this cycle: {stream}_valid/{stream}_payload for layer, acts and
+        codes, and results_ready."""
+        out = {}
+        for s in STREAMS:
+            queue, i = self.queues[s], self.sent[s]
+            if not self.presented[s] and i < len(queue):
+                self.presented[s] = self.p == 0.0 or self.rng.random() >= self.p
+            out[f"{s}_valid"] = int(self.presented[s])
+            out[f"{s}_payload"] = queue[i] if i < len(queue) else 0
+        self._ready = self.p == 0.0 or self.rng.random() >= self.p
+        out["results_ready"] = int(self._ready)
+        return out
+
+    def observe(self, *, layer_ready: int, acts_ready: int, codes_ready: int, results_valid: int,
+                results_payload: int) -> None:
+        """The ports after settling, in the cycle `inputs()` was driven; then the clock rises."""
+        readies = {"layer": layer_ready, "acts": acts_ready, "codes": codes_ready}
+        for s in STREAMS:
+            if self.presented[s] and readies[s]:
+                if s == "layer":
+                    self.started.append(self.cycle)
+                self.sent[s] += 1
+                self.presented[s] = False
+        if results_valid and self._ready:
+            bits = self.shape.acc_bits
+            value = int(results_payload) & ((1 << bits) - 1)
+            self.results.append(value - (1 << bits) if value >> (bits - 1) else value)
+            if len(self.results) in self._boundaries:
+                self.finished.append(self.cycle)
+        self.cycle += 1
+
+    def max_cycles(self) -> int:
+        """A bound no correct run reaches: every beat and result at the slowest expected rate."""
+        beats = sum(len(q) for q in self.queues.values()) + self.total_results
+        slow = 1.0 / (1.0 - self.p) ** 2
+        return int(50 * slow * (beats + 10 * len(self.jobs) * (self.shape.latency + 8))) + 1000
+
+    def report(self) -> dict:
+        """Per layer: outputs, mismatches (vs lookup_matmul_int), cycles (descriptor taken ..
+        last result taken, inclusive), mac_utilization = rows*in_features / (d*lanes*cycles)."""
+        layers = []
+        start = 0
+        for i, job in enumerate(self.jobs):
+            rows, m = job.codes.shape
+            got = np.array(self.results[start:start + rows], dtype=np.int64)
+            want = self.expected[i].astype(np.int64)
+            start += rows
+            mism = int((got != want[:got.size]).sum()) + (rows - got.size)
+            entry = {"name": job.name, "rows": rows, "m": m, "in_features": int(job.x.size),
+                     "outputs": int(got.size), "mismatches": mism}
+            if i < len(self.finished):
+                cycles = self.finished[i] - self.started[i] + 1
+                entry["cycles"] = cycles
+                entry["mac_utilization"] = rows * int(job.x.size) / (self.shape.d * self.shape.lanes * cycles)
+                # the same count at full speed: load (one row's beats) + rows * beats + pipeline latency
+                # + 2 (SyncFIFOBuffered: written word readable two cycles later) + 1 (inclusive count)
+                entry["ideal_cycles"] = (rows + 1) * beats_per_row(m, self.shape.lanes) + self.shape.latency + 3
+            if mism:
+                bad = np.flatnonzero(got != want[:got.size])[:5].tolist()
+                entry["first_mismatches"] = [{"row": r, "got": int(got[r]), "want": int(want[r])} for r in bad]
+            layers.append(entry)
+        return {"layers": layers, "outputs": sum(e["outputs"] for e in layers),
+                "mismatches": sum(e["mismatches"] for e in layers), "cycles": self.cycle,
+                "backpressure": self.p}
