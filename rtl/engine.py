@@ -104,9 +104,12 @@ class Engine(wiring.Component):
         last_beat = Signal()       # ...and it is its row's last
         m.d.comb += last_beat.eq(beat == beats - 1)
 
-        with m.FSM(name="phase"):
+        # Comb outputs are plain expressions of the state, outside the FSM's `with` blocks: a comb
+        # signal assigned under If/State becomes an `always @*` that Icarus never runs at time 0
+        # when all its inputs are registers (amaranth-lang/amaranth#1629), leaving e.g.
+        # layer.ready at X until the first state change; an expression becomes an `assign`.
+        with m.FSM(name="phase") as fsm:
             with m.State("IDLE"):
-                m.d.comb += self.layer.ready.eq(1)
                 with m.If(self.layer.valid):
                     lm, lr = self.layer.payload.m, self.layer.payload.rows
                     m.d.sync += [
@@ -119,10 +122,6 @@ class Engine(wiring.Component):
                     with m.If((lm != 0) & (lr != 0)):
                         m.next = "LOAD"
             with m.State("LOAD"):
-                m.d.comb += [
-                    self.acts.ready.eq(1),
-                    buf.w_en.eq(self.acts.valid), buf.w_addr.eq(beat), buf.w_data.eq(self.acts.payload),
-                ]
                 with m.If(self.acts.valid):
                     with m.If(last_beat):
                         m.d.sync += beat.eq(0)
@@ -130,7 +129,6 @@ class Engine(wiring.Component):
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
             with m.State("COMPUTE"):
-                m.d.comb += [self.codes.ready.eq(adv), fire.eq(self.codes.valid & adv)]
                 with m.If(fire):
                     with m.If(last_beat):
                         m.d.sync += [beat.eq(0), row.eq(row + 1)]
@@ -138,6 +136,14 @@ class Engine(wiring.Component):
                             m.next = "IDLE"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
+        idle, loading, computing = fsm.ongoing("IDLE"), fsm.ongoing("LOAD"), fsm.ongoing("COMPUTE")
+        m.d.comb += [
+            self.layer.ready.eq(idle),
+            self.acts.ready.eq(loading),
+            buf.w_en.eq(loading & self.acts.valid), buf.w_addr.eq(beat), buf.w_data.eq(self.acts.payload),
+            self.codes.ready.eq(computing & adv),
+            fire.eq(computing & self.codes.valid & adv),
+        ]
 
         # stage 0 -> 1: synchronous ROM and activation reads, with the beat's flags alongside
         m.d.comb += [rom.en.eq(adv), buf.r_en.eq(adv), buf.r_addr.eq(beat)]
