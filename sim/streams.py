@@ -209,3 +209,15 @@ class StreamDriver:
         return {"layers": layers, "outputs": sum(e["outputs"] for e in layers),
                 "mismatches": sum(e["mismatches"] for e in layers), "cycles": self.cycle,
                 "backpressure": self.p}
+
+
+def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """A real input vector to the engine's int8 activations: (x_int8 [n] int8, scale float).
+
+    Symmetric, one scale per vector: scale = max|x| / 127 (1.0 for an all-zero x),
+    x_int8 = clip(round_half_even(x / scale), -127, 127), so x ~= x_int8 * scale. The engine is
+    then checked against lookup_matmul_int on exactly these int8 values."""
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    scale = peak / 127.0 if peak > 0 else 1.0
+    return np.clip(np.rint(x / scale), -127, 127).astype(np.int8), scale
