@@ -63,6 +63,7 @@ class Engine(wiring.Component):
     (the ROM is the `$readmemh` module `vq4all_codebook_rom`, see rtl.rom)."""
 
     def __init__(self, config: EngineConfig, codebook=None, *, rom_init_file: str | None = None):
+        self._MustUse__silence = True  # a constructor that raises leaves nothing to elaborate
         if not isinstance(config, EngineConfig):
             raise VQ4AllError("Engine needs an EngineConfig")
         if (codebook is None) == (rom_init_file is None):
@@ -77,6 +78,7 @@ class Engine(wiring.Component):
             "codes": In(stream.Signature(unsigned(c.lanes * c.code_bits))),
             "results": Out(stream.Signature(signed(c.acc_bits))),
         })
+        self._MustUse__silence = False
 
     def elaborate(self, platform):
         c = self.config

@@ -32,6 +32,7 @@ class CodebookROM(wiring.Component):
     """
 
     def __init__(self, *, k: int, word_bits: int, ports: int, words=None, init_file: str | None = None):
+        self._MustUse__silence = True  # a constructor that raises leaves nothing to elaborate
         if (words is None) == (init_file is None):
             raise VQ4AllError("CodebookROM needs exactly one of words (inline ROM) or init_file ($readmemh ROM)")
         if words is not None:
@@ -48,6 +49,7 @@ class CodebookROM(wiring.Component):
             "addr": In(data.ArrayLayout(unsigned(self.addr_bits), ports)),
             "data": Out(data.ArrayLayout(unsigned(word_bits), ports)),
         })
+        self._MustUse__silence = False
 
     def elaborate(self, platform):
         m = Module()

@@ -63,3 +63,21 @@ def real_input(net, param: str, seed: int = 0) -> np.ndarray:
     if vec.size != row:
         raise VQ4AllError(f"{net.name}: captured {vec.size} inputs for '{module_name}', its rows have {row}")
     return vec
+
+
+def real_layer_job(network: str, param: str, codebook, seed: int = 0):
+    """A real layer ready for the engine: weight `param` of zoo network `network` hard-assigned
+    to `codebook` (an int8 artifact.Codebook; channel scales, which the engine does not apply),
+    with its real input vector quantised to int8 (sim.streams.quantize_int8).
+    Returns a sim.streams.Job named "network.layer"."""
+    from . import zoo
+    from .hard import assign
+    from .sim.streams import Job, quantize_int8
+
+    net = zoo.load(network)
+    weights = net.compressible()
+    if param not in weights:
+        raise VQ4AllError(f"{network} has no compressible weight '{param}': choose one of {', '.join(weights)}")
+    (layer,) = assign({param: weights[param].numpy()}, codebook)
+    x, _scale = quantize_int8(real_input(net, param, seed))
+    return Job(f"{network}.{layer.name}", x, layer.codes)
