@@ -131,7 +131,7 @@ def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = 
         try:
             runner.build(sources=[verilog], hdl_toplevel=TOP, build_dir=build_dir, timescale=("1ns", "1ps"),
                          build_args=build_args, log_file=build_log)
-        except Exception as e:  # the runner raises CalledProcessError and friends: report the log
+        except (Exception, SystemExit) as e:  # CalledProcessError and friends: report the log
             raise VQ4AllError(f"{simulator} could not build {verilog}: {e}; log tail:\n{_tail(build_log)}") from None
         build_seconds = time.perf_counter() - t
         work = Path(tempfile.mkdtemp(prefix=f"run-{simulator}-", dir=cache))
@@ -154,7 +154,7 @@ def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = 
                 tests, fails = get_results(Path(xml))
                 if tests != 1 or fails:
                     failed = f"{fails} of {tests} cocotb tests failed"
-            except Exception as e:
+            except (Exception, SystemExit) as e:  # the runner exits (SystemExit) when a cocotb test fails
                 failed = f"{type(e).__name__}: {e}"
             run_seconds = time.perf_counter() - t
             report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else None
