@@ -35,9 +35,10 @@ def random_layer(k: int, d: int, seed: int = 0, rows: int = 48, in_features: int
 
 def run_layer(codebook: np.ndarray, codes: np.ndarray, x: np.ndarray, *, name: str = "layer", lanes: int = 1,
               simulator: str = "icarus", backpressure: float = 0.0, seed: int = 0, acc_bits: int = 32,
-              sha256: str | None = None) -> dict:
+              sha256: str | None = None, verilog=None) -> dict:
     """Simulate one layer; the summary has outputs, mismatches, cycles, mac_utilization (useful
-    MACs rows*in_features / (d*lanes*cycles)), ideal_cycles and the run's details."""
+    MACs rows*in_features / (d*lanes*cycles)), ideal_cycles and the run's details.
+    verilog: a generated vq4all_engine.v of engine_for(...)'s config and this codebook, to reuse."""
     codebook = np.asarray(codebook)
     k, d = codebook.shape
     rows, m = codes.shape
@@ -45,7 +46,7 @@ def run_layer(codebook: np.ndarray, codes: np.ndarray, x: np.ndarray, *, name: s
     if x.dtype != np.int8:
         raise VQ4AllError(f"the engine takes int8 activations, got {x.dtype}")
     report = simulate(config, codebook, [Job(name, x, codes)], simulator=simulator, backpressure=backpressure,
-                      seed=seed, sha256=sha256)
+                      seed=seed, sha256=sha256, verilog=verilog)
     layer = report["layers"][0]
     return {**layer, "simulator": simulator, "lanes": lanes, "k": k, "d": d, "backpressure": backpressure,
             "build_seconds": report["build_seconds"], "run_seconds": report["run_seconds"],

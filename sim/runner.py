@@ -100,8 +100,11 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = "icarus",
              backpressure: float = 0.0, seed: int = 0, sha256: str | None = None, readmemh: bool = False,
-             cache: Path | None = None) -> dict:
+             cache: Path | None = None, verilog: Path | None = None) -> dict:
     """Run `jobs` back to back through the engine of (config, codebook) in `simulator`.
+
+    verilog: an already generated vq4all_engine.v of exactly this (config, codebook) (e.g. by
+    `vq4all rtl generate`; its simulator build goes next to it) instead of the cached one.
 
     codebook: [k, d] int8. Returns the testbench's report (sim.streams.StreamDriver.report) plus
     simulator, build_seconds, run_seconds; raises VQ4AllError when a result differs from the
@@ -123,7 +126,11 @@ def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = 
     sha256 = sha256 or codebook_sha256(np.asarray(codebook))
     with _tool_env(simulator):
         t = time.perf_counter()
-        verilog = cached_verilog(config, codebook, sha256=sha256, readmemh=readmemh, cache=cache)
+        if verilog is None:
+            verilog = cached_verilog(config, codebook, sha256=sha256, readmemh=readmemh, cache=cache)
+        verilog = Path(verilog)
+        if not verilog.is_file():
+            raise VQ4AllError(f"{verilog}: no such Verilog file")
         build_dir = verilog.parent / f"build-{simulator}"
         runner = get_runner(simulator)
         build_log = verilog.parent / f"build-{simulator}.log"
