@@ -1,8 +1,9 @@
-"""The activation buffer: the layer's int8 input vector, loaded once, read once per beat of every row.
+"""The activation buffer: a layer's int8 input vector, loaded once, read once per beat of every row.
 
 One memory word holds one stream beat: `lanes` sub-vectors of d int8 values (lanes * d * 8 bits),
 so the lanes of a beat read their activations together through a single synchronous read port,
-and loading a layer's input takes ceil(m / lanes) cycles, the time of one output row.
+and loading a layer's input takes ceil(m / lanes) cycles, the time of one output row. The engine
+uses it as two slots (address = slot, beat) so the next layer loads while this one computes.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class ActivationBuffer(wiring.Component):
         m = Module()
         m.submodules.memory = mem = memory.Memory(shape=unsigned(self.word_bits), depth=self.depth, init=[])
         w = mem.write_port(domain="sync")
-        # not transparent: a layer's reads and the next layer's writes never touch the same word
-        # in the same cycle (the engine loads only after every code beat of a layer has read)
+        # not transparent: reads and writes never touch the same word in the same cycle (the
+        # engine writes one slot while it reads the other, and frees a slot only after its last read)
         r = mem.read_port(domain="sync")
         m.d.comb += [
             w.en.eq(self.w_en), w.addr.eq(self.w_addr), w.data.eq(self.w_data),

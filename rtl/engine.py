@@ -10,12 +10,18 @@ Protocol (valid/ready streams, a transfer on a rising edge where both are high):
    row's last beat (m not a multiple of lanes) are ignored.
 4. `results`: rows values, signed acc_bits: results[o] = wrap_acc(sum_j sum_e x[j*d+e] *
    codebook[codes[o, j], e]), i.e. `reference.lookup_matmul_int(x, codes, codebook, acc_bits)`.
-   The next layer's descriptor may be sent as soon as the last code beat is accepted.
+   The next layer's descriptor and activations are taken while this layer computes (two
+   activation slots), so back-to-back layers stream without a bubble.
 
 Lanes take L sub-vectors of the SAME row per beat (L ROM read ports), rather than L rows in
 parallel: the code stream stays in the artifact's natural row-major order, every lane shares one
 activation-buffer word (one read port), and one accumulator serves all lanes. The price is that a
 row whose m is not a multiple of L wastes the idle lanes of its last beat.
+
+Activation buffer: two slots (ping-pong). A loader takes a descriptor into a free slot and fills
+it; the computer walks the loaded slot and frees it with the layer's last code beat. Alone, a
+layer of R rows costs (R + 1) * ceil(m / L) beats (the +1 is its load); in a stream of layers the
+load hides behind the previous layer's compute and a layer costs R * ceil(m / L).
 
 Pipeline (one beat per cycle, everything advances together on `adv`): accept a code beat and
 issue the ROM reads and the activation read -> products -> adder tree levels -> accumulate; the
@@ -25,7 +31,7 @@ finds the FIFO full, so a slow result consumer costs cycles only when fifo_depth
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -86,69 +92,85 @@ class Engine(wiring.Component):
         m = Module()
         m.submodules.rom = rom = CodebookROM(k=c.k, word_bits=c.word_bits, ports=L, words=self._words,
                                              init_file=self._rom_init_file)
-        m.submodules.actbuf = buf = ActivationBuffer(depth=c.beats_max, word_bits=L * c.d * ACT_BITS)
+        # two activation slots (ping-pong): the next layer's input loads while this one computes
+        beat_bits = max(1, (c.beats_max - 1).bit_length())
+        m.submodules.actbuf = buf = ActivationBuffer(depth=2 << beat_bits, word_bits=L * c.d * ACT_BITS)
         m.submodules.mac = mac = MACLanes(d=c.d, width=c.width, lanes=L)
         m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=c.acc_bits, depth=c.fifo_depth)
 
         lg = L.bit_length() - 1
-        rows = Signal(c.rows_bits)
-        beats = Signal(range(c.beats_max + 1))      # ceil(m / lanes) of the current layer
-        tail_mask = Signal(L)                        # lanes used by a row's last beat
-        beat = Signal(range(c.beats_max))            # beat index within the row (and buffer address)
-        row = Signal(c.rows_bits)
+        # per slot: its layer's descriptor (rows, beats = ceil(m / lanes), lanes used by a row's
+        # last beat), `owned` from descriptor to the layer's last code beat, `loaded` once its
+        # activations are all in
+        slot_rows = [Signal(c.rows_bits, name=f"rows_{i}") for i in range(2)]
+        slot_beats = [Signal(range(c.beats_max + 1), name=f"beats_{i}") for i in range(2)]
+        slot_tail = [Signal(L, name=f"tail_mask_{i}") for i in range(2)]
+        owned = [Signal(name=f"owned_{i}") for i in range(2)]
+        loaded = [Signal(name=f"loaded_{i}") for i in range(2)]
+
+        # loader: takes a descriptor into the free slot, then its ceil(m / lanes) activation beats
+        ld_slot, ld_busy, ld_beat = Signal(), Signal(), Signal(beat_bits)
+        # computer: walks the loaded slot's rows x beats code beats
+        cp_slot, beat, row = Signal(), Signal(beat_bits), Signal(c.rows_bits)
+
+        def pick(sel, pair):  # a 2-way Mux: an `assign` in Verilog (an Array read may not be)
+            return Mux(sel, pair[1], pair[0])
+
+        beats, rows, tail_mask = pick(cp_slot, slot_beats), pick(cp_slot, slot_rows), pick(cp_slot, slot_tail)
 
         # the one stall: the row's last beat reaches the accumulator and the FIFO is full
         adv = Signal()
         write = mac.out_valid & mac.out_last
         m.d.comb += adv.eq(~(write & ~out.w_rdy))
 
+        computing = Signal()
         fire = Signal()            # a code beat is accepted this cycle
         last_beat = Signal()       # ...and it is its row's last
-        m.d.comb += last_beat.eq(beat == beats - 1)
-
-        # Comb outputs are plain expressions of the state, outside the FSM's `with` blocks: a comb
-        # signal assigned under If/State becomes an `always @*` that Icarus never runs at time 0
-        # when all its inputs are registers (amaranth-lang/amaranth#1629), leaving e.g.
-        # layer.ready at X until the first state change; an expression becomes an `assign`.
-        with m.FSM(name="phase") as fsm:
-            with m.State("IDLE"):
-                with m.If(self.layer.valid):
-                    lm, lr = self.layer.payload.m, self.layer.payload.rows
-                    m.d.sync += [
-                        rows.eq(lr), beat.eq(0), row.eq(0),
-                        beats.eq((lm + (L - 1)) >> lg),
-                    ]
-                    # lane l works in a row's last beat iff l <= (m - 1) mod L
-                    for lane in range(L):
-                        m.d.sync += tail_mask[lane].eq(((lm - 1) & (L - 1)) >= lane)
-                    with m.If((lm != 0) & (lr != 0)):
-                        m.next = "LOAD"
-            with m.State("LOAD"):
-                with m.If(self.acts.valid):
-                    with m.If(last_beat):
-                        m.d.sync += beat.eq(0)
-                        m.next = "COMPUTE"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
-            with m.State("COMPUTE"):
-                with m.If(fire):
-                    with m.If(last_beat):
-                        m.d.sync += [beat.eq(0), row.eq(row + 1)]
-                        with m.If(row == rows - 1):
-                            m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
-        idle, loading, computing = fsm.ongoing("IDLE"), fsm.ongoing("LOAD"), fsm.ongoing("COMPUTE")
+        # Comb signals are plain expressions (no If/Switch in the comb domain): a comb signal
+        # assigned under If becomes an `always @*` that Icarus never runs at time 0 when all its
+        # inputs are registers (amaranth-lang/amaranth#1629), leaving e.g. layer.ready at X.
         m.d.comb += [
-            self.layer.ready.eq(idle),
-            self.acts.ready.eq(loading),
-            buf.w_en.eq(loading & self.acts.valid), buf.w_addr.eq(beat), buf.w_data.eq(self.acts.payload),
+            computing.eq(pick(cp_slot, loaded)),
+            last_beat.eq(beat == beats - 1),
+            self.layer.ready.eq(~ld_busy & ~pick(ld_slot, owned)),
+            self.acts.ready.eq(ld_busy),
+            buf.w_en.eq(ld_busy & self.acts.valid), buf.w_addr.eq(Cat(ld_beat, ld_slot)),
+            buf.w_data.eq(self.acts.payload),
             self.codes.ready.eq(computing & adv),
             fire.eq(computing & self.codes.valid & adv),
         ]
 
+        lm, lr = self.layer.payload.m, self.layer.payload.rows
+        take = self.layer.valid & self.layer.ready & (lm != 0) & (lr != 0)  # an empty layer is taken and ignored
+        loaded_last = ld_busy & self.acts.valid & (ld_beat == pick(ld_slot, slot_beats) - 1)
+        released = fire & last_beat & (row == rows - 1)  # the computed slot's last code beat
+        with m.If(take):
+            m.d.sync += [ld_busy.eq(1), ld_beat.eq(0)]
+        with m.If(ld_busy & self.acts.valid):
+            m.d.sync += ld_beat.eq(ld_beat + 1)
+            with m.If(loaded_last):
+                m.d.sync += [ld_busy.eq(0), ld_slot.eq(~ld_slot)]
+        # (the loader and the computer never change the same slot in one cycle: the loader only
+        # takes a slot that is not owned, the computer only releases a loaded one)
+        for i in range(2):
+            with m.If(take & (ld_slot == i)):
+                m.d.sync += [owned[i].eq(1), slot_rows[i].eq(lr), slot_beats[i].eq((lm + (L - 1)) >> lg),
+                             # lane l works in a row's last beat iff l <= (m - 1) mod L
+                             slot_tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L)))]
+            with m.If(loaded_last & (ld_slot == i)):
+                m.d.sync += loaded[i].eq(1)
+            with m.If(released & (cp_slot == i)):
+                m.d.sync += [owned[i].eq(0), loaded[i].eq(0)]
+        with m.If(fire):
+            with m.If(last_beat):
+                m.d.sync += [beat.eq(0), row.eq(row + 1)]
+                with m.If(row == rows - 1):
+                    m.d.sync += [row.eq(0), cp_slot.eq(~cp_slot)]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
         # stage 0 -> 1: synchronous ROM and activation reads, with the beat's flags alongside
-        m.d.comb += [rom.en.eq(adv), buf.r_en.eq(adv), buf.r_addr.eq(beat)]
+        m.d.comb += [rom.en.eq(adv), buf.r_en.eq(adv), buf.r_addr.eq(Cat(beat, cp_slot))]
         for lane in range(L):
             m.d.comb += rom.addr[lane].eq(self.codes.payload[lane * a:(lane + 1) * a])
         valid1, last1, mask1 = Signal(), Signal(), Signal(L)

@@ -182,11 +182,37 @@ class StreamDriver:
         slow = 1.0 / (1.0 - self.p) ** 2
         return int(50 * slow * (beats + 10 * len(self.jobs) * (self.shape.latency + 8))) + 1000
 
+    def ideal_finish(self) -> list[int]:
+        """The cycle each layer's last result is taken at full speed (no backpressure), counted
+        from the first descriptor's transfer (cycle 0), by the engine's schedule:
+        the loader takes descriptor i once it is idle and slot i % 2 is free, then loads B_i =
+        ceil(m_i / lanes) beats; the computer starts layer i the cycle after both its load and
+        layer i-1's code beats are done, takes R_i * B_i code beats and frees the slot with the
+        last; that beat's result is taken latency + 2 cycles later (MAC pipeline, then the
+        SyncFIFOBuffered, whose written word is readable two cycles later)."""
+        loader_free, slot_free, compute_end, finish = 0, [0, 0], -1, []
+        for i, job in enumerate(self.jobs):
+            rows, m = job.codes.shape
+            b = beats_per_row(m, self.shape.lanes)
+            taken = max(loader_free, slot_free[i % 2])
+            load_end = taken + b
+            loader_free = load_end + 1
+            compute_end = max(load_end + 1, compute_end + 1) + rows * b - 1
+            slot_free[i % 2] = compute_end + 1
+            finish.append(compute_end + self.shape.latency + 2)
+        return finish
+
     def report(self) -> dict:
-        """Per layer: outputs, mismatches (vs lookup_matmul_int), cycles (descriptor taken ..
-        last result taken, inclusive), mac_utilization = rows*in_features / (d*lanes*cycles)."""
+        """Per layer: outputs, mismatches (vs lookup_matmul_int), cycles, mac_utilization =
+        rows*in_features / (d*lanes*cycles), ideal_cycles (the same count at full speed).
+
+        cycles is what the layer adds to the run: for the first layer, from its descriptor's
+        transfer to its last result's (inclusive); for the others, from the previous layer's last
+        result to theirs. (A layer's load overlaps the previous layer's compute, so its own
+        descriptor-to-result span would count shared cycles twice.) The cycles sum to the run's."""
         layers = []
         start = 0
+        ideal = self.ideal_finish()
         for i, job in enumerate(self.jobs):
             rows, m = job.codes.shape
             got = np.array(self.results[start:start + rows], dtype=np.int64)
@@ -196,12 +222,10 @@ class StreamDriver:
             entry = {"name": job.name, "rows": rows, "m": m, "in_features": int(job.x.size),
                      "outputs": int(got.size), "mismatches": mism}
             if i < len(self.finished):
-                cycles = self.finished[i] - self.started[i] + 1
+                cycles = self.finished[i] - (self.started[0] - 1 if i == 0 else self.finished[i - 1])
                 entry["cycles"] = cycles
                 entry["mac_utilization"] = rows * int(job.x.size) / (self.shape.d * self.shape.lanes * cycles)
-                # the same count at full speed: load (one row's beats) + rows * beats + pipeline latency
-                # + 2 (SyncFIFOBuffered: written word readable two cycles later) + 1 (inclusive count)
-                entry["ideal_cycles"] = (rows + 1) * beats_per_row(m, self.shape.lanes) + self.shape.latency + 3
+                entry["ideal_cycles"] = ideal[i] - (-1 if i == 0 else ideal[i - 1])
             if mism:
                 bad = np.flatnonzero(got != want[:got.size])[:5].tolist()
                 entry["first_mismatches"] = [{"row": r, "got": int(got[r]), "want": int(want[r])} for r in bad]
