@@ -24,12 +24,12 @@ def real_input(net, param: str, seed: int = 0) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    module_name = param[: -len(".weight")] if param.endswith(".weight") else None
+    module_name, _, attr = param.rpartition(".")
     modules = dict(net.model.named_modules())
     module = modules.get(module_name)
     if module is None:
         raise VQ4AllError(f"{net.name}: no module owns weight '{param}'")
-    if not isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
+    if attr != "weight" or not isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
         raise VQ4AllError(f"{net.name}: layer '{module_name}' is a {type(module).__name__}; real inputs are "
                           "captured for Linear and Conv1d/Conv2d layers only")
     if getattr(module, "groups", 1) != 1:
