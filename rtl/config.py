@@ -8,7 +8,9 @@ Shapes and formats the RTL uses (all integers two's complement unless said other
 - activations: int8, `lanes` sub-vectors of d values per stream beat (value i of the beat in bits
   [8*i, 8*i+8)), i.e. the layer's input vector flattened, zero-padded to whole beats.
 - results: one signed `acc_bits`-bit accumulator per output row, wrapped like
-  `vq4all.reference.lookup_matmul_int(..., acc_bits)`.
+  `vq4all.reference.lookup_matmul_int(..., acc_bits)`; with `requant`, that accumulator times the
+  row's unsigned `mult_bits`-bit multiplier, rounded and shifted right by the layer's shift
+  (6 bits, 1..62) and saturated to signed `out_bits` (`vq4all.reference.requantize`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import asdict, dataclass
 from ..errors import VQ4AllError
 
 ACT_BITS = 8  # activations are int8: the reference's exact integer path (lookup_matmul_int)
+SHIFT_BITS = 6  # the requantization shift (1..62) in the layer descriptor
 MAX_K = 1 << 16
 MAX_LANES = 16
 
@@ -37,7 +40,10 @@ class EngineConfig:
     max_m: most sub-vectors per row the activation buffer holds (in_features <= max_m * d);
     max_rows: most output rows per layer (sets the row counter's width);
     fifo_depth: result FIFO entries (>= 2), so a slow result consumer stalls the pipeline only
-    when several results wait.
+    when several results wait;
+    requant: add the output stage (a `scales` stream of one multiplier per row, a shift per
+    layer, results saturated to out_bits); mult_bits: multiplier width (2..32); out_bits: result
+    width after requantization (2..acc_bits).
     """
 
     k: int
@@ -48,9 +54,14 @@ class EngineConfig:
     max_m: int = 2048
     max_rows: int = 65535
     fifo_depth: int = 4
+    requant: bool = False
+    mult_bits: int = 16
+    out_bits: int = 8
 
     def __post_init__(self):
-        for name in ("k", "d", "width", "lanes", "acc_bits", "max_m", "max_rows", "fifo_depth"):
+        if not isinstance(self.requant, bool):
+            raise VQ4AllError(f"engine requant={self.requant!r} must be True or False")
+        for name in ("k", "d", "width", "lanes", "acc_bits", "max_m", "max_rows", "fifo_depth", "mult_bits", "out_bits"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise VQ4AllError(f"engine {name}={value!r} must be an integer")
@@ -71,6 +82,10 @@ class EngineConfig:
             raise VQ4AllError(f"engine max_rows={self.max_rows} must be between 1 and {(1 << 24) - 1}")
         if not 2 <= self.fifo_depth <= 64:
             raise VQ4AllError(f"engine fifo_depth={self.fifo_depth} must be between 2 and 64")
+        if not 2 <= self.mult_bits <= 32:
+            raise VQ4AllError(f"engine mult_bits={self.mult_bits} must be between 2 and 32")
+        if not 2 <= self.out_bits <= self.acc_bits:
+            raise VQ4AllError(f"engine out_bits={self.out_bits} must be between 2 and acc_bits={self.acc_bits}")
 
     # ---- derived widths
     @property
@@ -104,15 +119,21 @@ class EngineConfig:
         return (self.d * self.lanes - 1).bit_length()
 
     @property
+    def result_bits(self) -> int:
+        """Width of a result: out_bits with requantization, else acc_bits."""
+        return self.out_bits if self.requant else self.acc_bits
+
+    @property
     def latency(self) -> int:
-        """Cycles from a code beat's acceptance to its partial sum reaching the accumulator:
-        ROM/activation read (1) + product register (1) + tree levels."""
-        return 2 + self.tree_levels
+        """Cycles from a code beat's acceptance to its result's write into the result FIFO:
+        ROM/activation read (1) + product register (1) + tree levels (+ 2 requantization stages)."""
+        return 2 + self.tree_levels + (2 if self.requant else 0)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def key(self) -> str:
-        """A short, file-name-safe description, e.g. k256_d8_w8_l2_acc32_m2048_r65535_f4."""
+        """A short, file-name-safe description, e.g. k256_d8_w8_l2_acc32_m2048_r65535_f4 (+ _rq16x8)."""
         return (f"k{self.k}_d{self.d}_w{self.width}_l{self.lanes}_acc{self.acc_bits}"
-                f"_m{self.max_m}_r{self.max_rows}_f{self.fifo_depth}")
+                f"_m{self.max_m}_r{self.max_rows}_f{self.fifo_depth}"
+                + (f"_rq{self.mult_bits}x{self.out_bits}" if self.requant else ""))

@@ -31,21 +31,25 @@ finds the FIFO full, so a slow result consumer costs cycles only when fifo_depth
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import VQ4AllError
 from ..reference import rom_words
 from .actbuf import ActivationBuffer
-from .config import ACT_BITS, EngineConfig
+from .config import ACT_BITS, SHIFT_BITS, EngineConfig
 from .mac import MACLanes
 from .rom import CodebookROM
 
 
 def layer_layout(config: EngineConfig) -> data.StructLayout:
-    """The `layer` descriptor: m in the least significant m_bits, rows above it."""
-    return data.StructLayout({"m": unsigned(config.m_bits), "rows": unsigned(config.rows_bits)})
+    """The `layer` descriptor: m in the least significant m_bits, rows above it, then (with
+    requant) the layer's shift in SHIFT_BITS bits."""
+    fields = {"m": unsigned(config.m_bits), "rows": unsigned(config.rows_bits)}
+    if config.requant:
+        fields["shift"] = unsigned(SHIFT_BITS)
+    return data.StructLayout(fields)
 
 
 def check_codebook(config: EngineConfig, codebook) -> list[int]:
@@ -78,12 +82,15 @@ class Engine(wiring.Component):
         self._words = None if codebook is None else check_codebook(config, codebook)
         self._rom_init_file = rom_init_file
         c = config
-        super().__init__({
+        ports = {
             "layer": In(stream.Signature(layer_layout(c))),
             "acts": In(stream.Signature(unsigned(c.lanes * c.d * ACT_BITS))),
             "codes": In(stream.Signature(unsigned(c.lanes * c.code_bits))),
-            "results": Out(stream.Signature(signed(c.acc_bits))),
-        })
+        }
+        if c.requant:  # one multiplier per output row, taken with the row's first code beat
+            ports["scales"] = In(stream.Signature(unsigned(c.mult_bits)))
+        ports["results"] = Out(stream.Signature(signed(c.result_bits)))
+        super().__init__(ports)
         self._MustUse__silence = False
 
     def elaborate(self, platform):
@@ -96,7 +103,7 @@ class Engine(wiring.Component):
         beat_bits = max(1, (c.beats_max - 1).bit_length())
         m.submodules.actbuf = buf = ActivationBuffer(depth=2 << beat_bits, word_bits=L * c.d * ACT_BITS)
         m.submodules.mac = mac = MACLanes(d=c.d, width=c.width, lanes=L)
-        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=c.acc_bits, depth=c.fifo_depth)
+        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=c.result_bits, depth=c.fifo_depth)
 
         lg = L.bit_length() - 1
         # per slot: its layer's descriptor (rows, beats = ceil(m / lanes), lanes used by a row's
@@ -105,6 +112,7 @@ class Engine(wiring.Component):
         slot_rows = [Signal(c.rows_bits, name=f"rows_{i}") for i in range(2)]
         slot_beats = [Signal(range(c.beats_max + 1), name=f"beats_{i}") for i in range(2)]
         slot_tail = [Signal(L, name=f"tail_mask_{i}") for i in range(2)]
+        slot_shift = [Signal(SHIFT_BITS, name=f"shift_{i}") for i in range(2)]
         owned = [Signal(name=f"owned_{i}") for i in range(2)]
         loaded = [Signal(name=f"loaded_{i}") for i in range(2)]
 
@@ -118,10 +126,11 @@ class Engine(wiring.Component):
 
         beats, rows, tail_mask = pick(cp_slot, slot_beats), pick(cp_slot, slot_rows), pick(cp_slot, slot_tail)
 
-        # the one stall: the row's last beat reaches the accumulator and the FIFO is full
+        # the one stall: a result is due in the FIFO and the FIFO is full
         adv = Signal()
-        write = mac.out_valid & mac.out_last
-        m.d.comb += adv.eq(~(write & ~out.w_rdy))
+        write = mac.out_valid & mac.out_last   # a row's last beat reaches the accumulator
+        rq_valid = Signal()                    # (requant) a result leaves the second requant stage
+        m.d.comb += adv.eq(~((rq_valid if c.requant else write) & ~out.w_rdy))
 
         computing = Signal()
         fire = Signal()            # a code beat is accepted this cycle
@@ -129,6 +138,8 @@ class Engine(wiring.Component):
         # Comb signals are plain expressions (no If/Switch in the comb domain): a comb signal
         # assigned under If becomes an `always @*` that Icarus never runs at time 0 when all its
         # inputs are registers (amaranth-lang/amaranth#1629), leaving e.g. layer.ready at X.
+        # with requant, a row's first code beat is taken together with the row's multiplier
+        scale_ok = (self.scales.valid | (beat != 0)) if c.requant else 1
         m.d.comb += [
             computing.eq(pick(cp_slot, loaded)),
             last_beat.eq(beat == beats - 1),
@@ -136,9 +147,11 @@ class Engine(wiring.Component):
             self.acts.ready.eq(ld_busy),
             buf.w_en.eq(ld_busy & self.acts.valid), buf.w_addr.eq(Cat(ld_beat, ld_slot)),
             buf.w_data.eq(self.acts.payload),
-            self.codes.ready.eq(computing & adv),
-            fire.eq(computing & self.codes.valid & adv),
+            self.codes.ready.eq(computing & adv & scale_ok),
+            fire.eq(computing & self.codes.valid & adv & scale_ok),
         ]
+        if c.requant:
+            m.d.comb += self.scales.ready.eq(computing & adv & self.codes.valid & (beat == 0))
 
         lm, lr = self.layer.payload.m, self.layer.payload.rows
         take = self.layer.valid & self.layer.ready & (lm != 0) & (lr != 0)  # an empty layer is taken and ignored
@@ -157,6 +170,8 @@ class Engine(wiring.Component):
                 m.d.sync += [owned[i].eq(1), slot_rows[i].eq(lr), slot_beats[i].eq((lm + (L - 1)) >> lg),
                              # lane l works in a row's last beat iff l <= (m - 1) mod L
                              slot_tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L)))]
+                if c.requant:
+                    m.d.sync += slot_shift[i].eq(self.layer.payload.shift)
             with m.If(loaded_last & (ld_slot == i)):
                 m.d.sync += loaded[i].eq(1)
             with m.If(released & (cp_slot == i)):
@@ -192,8 +207,45 @@ class Engine(wiring.Component):
                 m.d.sync += acc.eq(0)
             with m.Else():
                 m.d.sync += acc.eq(total)
-        m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(total)]
+        if not c.requant:
+            m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(total)]
+        else:
+            self._requant(m, adv, fire, beat, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac.latency)
         m.d.comb += [
             self.results.valid.eq(out.r_rdy), self.results.payload.eq(out.r_data), out.r_en.eq(self.results.ready),
         ]
         return m
+
+    def _requant(self, m, adv, fire, beat, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac_latency):
+        """The output stage (reference.requantize): the row's multiplier and the layer's shift
+        travel with every beat through the read and MAC stages (rows may be shorter than the
+        pipeline), then two registered stages: (1) acc * multiplier, (2) + 2^(shift-1), arithmetic
+        shift right, saturate to out_bits; the FIFO takes stage 2's result."""
+        c = self.config
+        row_mult = Signal(c.mult_bits)  # the current row's multiplier, held after its first beat
+        with m.If(fire & (beat == 0)):
+            m.d.sync += row_mult.eq(self.scales.payload)
+        tag = Signal(c.mult_bits + SHIFT_BITS, name="rq_tag_0")
+        m.d.comb += tag.eq(Cat(Mux(beat == 0, self.scales.payload, row_mult), pick(cp_slot, slot_shift)))
+        for i in range(1 + mac_latency):  # the read stage, then the MAC's stages
+            nxt = Signal(len(tag), name=f"rq_tag_{i + 1}")
+            with m.If(adv):
+                m.d.sync += nxt.eq(tag)
+            tag = nxt
+        mult, shift = tag[:c.mult_bits], tag[c.mult_bits:]
+        # stage 1: the exact product (acc_bits + mult_bits bits, signed)
+        v1 = Signal(name="rq_valid_1")
+        prod = Signal(signed(c.acc_bits + c.mult_bits + 1))
+        shift1 = Signal(SHIFT_BITS)
+        with m.If(adv):
+            m.d.sync += [v1.eq(write), prod.eq(total * mult.as_unsigned()), shift1.eq(shift)]
+        # stage 2: round half up, shift, saturate
+        lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
+        rounded = Signal(signed(c.acc_bits + c.mult_bits + 2))
+        shifted = Signal(signed(c.acc_bits + c.mult_bits + 2))
+        half = Const(1, 1) << (shift1 - 1)[:SHIFT_BITS]  # 2^(shift-1); shift is 1..62
+        m.d.comb += [rounded.eq(prod + half), shifted.eq(rounded >> shift1)]
+        y = Signal(signed(c.out_bits))
+        with m.If(adv):
+            m.d.sync += [rq_valid.eq(v1), y.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))]
+        m.d.comb += [out.w_en.eq(rq_valid & out.w_rdy), out.w_data.eq(y)]

@@ -36,7 +36,8 @@ PORT_NOTES = {
     "layer__payload": "layer descriptor: m (sub-vectors per row) in bits [0, m_bits), rows above",
     "acts__payload": "lanes*d int8 activations, value i in bits [8i, 8i+8)",
     "codes__payload": "lanes codes of log2(k) bits, lane 0 in the least significant bits",
-    "results__payload": "one output row: signed acc_bits accumulator (wrapped)",
+    "scales__payload": "requant: the row's unsigned multiplier, taken with the row's first code beat",
+    "results__payload": "one output row: the signed accumulator (wrapped), or with requant its int out_bits result",
 }
 
 
@@ -60,8 +61,9 @@ def header(config: EngineConfig, sha256: str, port_list: list[dict], what: str) 
              f"// codebook sha256: {sha256}",
              "// parameters: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()),
              f"//   code_bits={config.code_bits} m_bits={config.m_bits} rows_bits={config.rows_bits} "
-             f"activations int{ACT_BITS} latency={config.latency} (+2 result FIFO)",
-             "// results[o] = reference.lookup_matmul_int(x, codes, codebook, acc_bits)[o] (vq4all/reference.py)",
+             f"activations int{ACT_BITS} latency={config.latency} cycles to the result FIFO (+2 to its output)",
+             "// results[o] = reference.lookup_matmul_int(x, codes, codebook, acc_bits)[o] (vq4all/reference.py)"
+             + (", then reference.requantize(.., multiplier[o], shift, out_bits)" if config.requant else ""),
              "// ports:"]
     for p in port_list:
         lines.append(f"//   {p['direction']:<6} [{p['width']:>4}] {p['name']:<18} {p['note']}")

@@ -18,7 +18,7 @@ def run_engine(engine, driver: StreamDriver, vcd: str | None = None) -> dict:
     limit = driver.max_cycles()
 
     async def testbench(ctx):
-        ports = {s: getattr(engine, s) for s in ("layer", "acts", "codes")}
+        ports = {s: getattr(engine, s) for s in driver.streams}
         while not driver.done and driver.cycle < limit:
             values = driver.inputs()
             for s, port in ports.items():
@@ -28,7 +28,8 @@ def run_engine(engine, driver: StreamDriver, vcd: str | None = None) -> dict:
             ctx.set(engine.results.ready, values["results_ready"])
             driver.observe(layer_ready=ctx.get(engine.layer.ready), acts_ready=ctx.get(engine.acts.ready),
                            codes_ready=ctx.get(engine.codes.ready), results_valid=ctx.get(engine.results.valid),
-                           results_payload=ctx.get(engine.results.payload.as_unsigned()))
+                           results_payload=ctx.get(engine.results.payload.as_unsigned()),
+                           scales_ready=ctx.get(engine.scales.ready) if "scales" in ports else 0)
             await ctx.tick()
 
     sim.add_testbench(testbench)

@@ -161,6 +161,9 @@ def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = 
                 arrays[f"name_{i}"] = np.array(job.name)
                 arrays[f"x_{i}"] = np.asarray(job.x, dtype=np.int8)
                 arrays[f"codes_{i}"] = np.asarray(job.codes)
+                if job.multipliers is not None:
+                    arrays[f"mult_{i}"] = np.asarray(job.multipliers)
+                    arrays[f"shift_{i}"] = np.array(int(job.shift))
             np.savez(work / "input.npz", **arrays)
             spec = {"shape": shape.__dict__, "backpressure": float(backpressure), "seed": int(seed)}
             env = {"VQ4ALL_TB_INPUT": str(work / "input.npz"), "VQ4ALL_TB_SHAPE": json.dumps(spec),

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..reference import lookup_matmul_int
+from ..reference import lookup_matmul_int, requantize
 
-STREAMS = ("layer", "acts", "codes")
+STREAMS = ("layer", "acts", "codes", "scales")  # "scales" exists only on requant engines
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,26 @@ class EngineShape:
     max_m: int
     max_rows: int
     latency: int
+    rows_bits: int = 16
+    requant: bool = False
+    out_bits: int = 8
 
     @property
     def code_bits(self) -> int:
         return self.k.bit_length() - 1
 
+    @property
+    def result_bits(self) -> int:
+        return self.out_bits if self.requant else self.acc_bits
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return STREAMS if self.requant else STREAMS[:3]
+
     @classmethod
     def of(cls, config) -> "EngineShape":
         return cls(config.k, config.d, config.lanes, config.acc_bits, config.m_bits, config.max_m,
-                   config.max_rows, config.latency)
+                   config.max_rows, config.latency, config.rows_bits, config.requant, config.out_bits)
 
 
 def beats_per_row(m: int, lanes: int) -> int:
@@ -85,11 +96,14 @@ def pack_codes(codes: np.ndarray, lanes: int, code_bits: int) -> list[int]:
 
 @dataclass
 class Job:
-    """One layer to run: x [in_features] int8, codes [rows, m] unsigned (< k)."""
+    """One layer to run: x [in_features] int8, codes [rows, m] unsigned (< k); for a requant
+    engine also multipliers [rows] unsigned and the layer's shift (reference.requantize)."""
 
     name: str
     x: np.ndarray
     codes: np.ndarray
+    multipliers: np.ndarray | None = None
+    shift: int = 0
 
 
 def check_job(shape: EngineShape, job: Job) -> None:
@@ -103,6 +117,9 @@ def check_job(shape: EngineShape, job: Job) -> None:
         raise ValueError(f"layer {job.name}: code {int(job.codes.max())} >= k={shape.k}")
     if not (m - 1) * shape.d < job.x.size <= m * shape.d:
         raise ValueError(f"layer {job.name}: {job.x.size} activations do not match m={m} sub-vectors of d={shape.d}")
+    if shape.requant and (job.multipliers is None or np.asarray(job.multipliers).shape != (rows,)
+                          or not 1 <= int(job.shift) <= 62):
+        raise ValueError(f"layer {job.name}: a requant engine needs {rows} multipliers and a shift in 1..62")
 
 
 class StreamDriver:
@@ -118,17 +135,24 @@ class StreamDriver:
             raise ValueError(f"backpressure={backpressure} must be in [0, 1)")
         self.shape, self.jobs, self.p = shape, jobs, float(backpressure)
         self.rng = np.random.default_rng(seed)
-        self.queues: dict[str, list[int]] = {s: [] for s in STREAMS}
+        self.streams = shape.streams
+        self.queues: dict[str, list[int]] = {s: [] for s in self.streams}
         self.expected: list[np.ndarray] = []
         for job in jobs:
             check_job(shape, job)
             rows, m = job.codes.shape
-            self.queues["layer"].append(m | (rows << shape.m_bits))
+            acc = lookup_matmul_int(job.x[None, :].astype(np.int8), job.codes, codebook, shape.acc_bits)
+            descriptor = m | (rows << shape.m_bits)
+            if shape.requant:
+                descriptor |= int(job.shift) << (shape.m_bits + shape.rows_bits)
+                self.queues["scales"] += [int(v) for v in np.asarray(job.multipliers).tolist()]
+                acc = requantize(acc, np.asarray(job.multipliers), int(job.shift), shape.out_bits)
+            self.queues["layer"].append(descriptor)
             self.queues["acts"] += pack_acts(job.x, m, shape.d, shape.lanes)
             self.queues["codes"] += pack_codes(job.codes, shape.lanes, shape.code_bits)
-            self.expected.append(lookup_matmul_int(job.x[None, :].astype(np.int8), job.codes, codebook, shape.acc_bits)[0])
-        self.sent = {s: 0 for s in STREAMS}
-        self.presented = {s: False for s in STREAMS}
+            self.expected.append(acc[0])
+        self.sent = {s: 0 for s in self.streams}
+        self.presented = {s: False for s in self.streams}
         self.results: list[int] = []
         self.cycle = 0
         self.started: list[int] = []    # cycle each layer descriptor was taken
@@ -148,7 +172,7 @@ class StreamDriver:
         """The values to drive this cycle: {stream}_valid/{stream}_payload for layer, acts and
         codes, and results_ready."""
         out = {}
-        for s in STREAMS:
+        for s in self.streams:
             queue, i = self.queues[s], self.sent[s]
             if not self.presented[s] and i < len(queue):
                 self.presented[s] = self.p == 0.0 or self.rng.random() >= self.p
@@ -159,17 +183,17 @@ class StreamDriver:
         return out
 
     def observe(self, *, layer_ready: int, acts_ready: int, codes_ready: int, results_valid: int,
-                results_payload: int) -> None:
+                results_payload: int, scales_ready: int = 0) -> None:
         """The ports after settling, in the cycle `inputs()` was driven; then the clock rises."""
-        readies = {"layer": layer_ready, "acts": acts_ready, "codes": codes_ready}
-        for s in STREAMS:
+        readies = {"layer": layer_ready, "acts": acts_ready, "codes": codes_ready, "scales": scales_ready}
+        for s in self.streams:
             if self.presented[s] and readies[s]:
                 if s == "layer":
                     self.started.append(self.cycle)
                 self.sent[s] += 1
                 self.presented[s] = False
         if results_valid and self._ready:
-            bits = self.shape.acc_bits
+            bits = self.shape.result_bits
             value = int(results_payload) & ((1 << bits) - 1)
             self.results.append(value - (1 << bits) if value >> (bits - 1) else value)
             if len(self.results) in self._boundaries:

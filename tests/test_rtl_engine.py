@@ -184,3 +184,53 @@ def test_driver_rejects_a_layer_the_engine_cannot_hold():
         StreamDriver(shape, [Job("tall", np.zeros(4, np.int8), np.zeros((9, 1), np.uint8))], cb)
     with pytest.raises(ValueError, match="activations"):
         StreamDriver(shape, [Job("short", np.zeros(3, np.int8), np.zeros((2, 2), np.uint8))], cb)
+
+
+def requant_jobs(rng, k, d, shapes, mult_bits=16):
+    """Random layers with per-row multipliers that put the outputs around the int8 range (some
+    saturate), and a layer shift per job."""
+    jobs = random_jobs(rng, k, d, shapes)
+    for job in jobs:
+        rows = job.codes.shape[0]
+        shift = int(rng.integers(14, 24))
+        # |acc| ~ 128*128*in_features/sqrt(3)...; aim |y| ~ 100 with a spread of factors
+        typical = 128 * 128 * np.sqrt(job.x.size) / 3
+        mult = np.clip(rng.uniform(0.3, 2.5, rows) * 100 / typical * 2.0**shift, 0, (1 << mult_bits) - 1)
+        job.multipliers, job.shift = mult.astype(np.uint32 if mult_bits > 16 else np.uint16), shift
+    return jobs
+
+
+@pytest.mark.parametrize("lanes,backpressure", [(1, 0.0), (2, 0.4), (4, 0.0), (4, 0.4)])
+def test_requantization_matches_the_reference(lanes, backpressure):
+    rng = np.random.default_rng(20 + lanes)
+    codebook = rng.integers(-128, 128, (64, 8)).astype(np.int8)
+    config = EngineConfig(k=64, lanes=lanes, max_m=16, max_rows=15, requant=True)
+    jobs = requant_jobs(rng, 64, 8, SHAPES)
+    report = simulate(config, codebook, jobs, backpressure, seed=lanes)
+    assert report["mismatches"] == 0 and report["outputs"] == sum(rows for rows, _ in SHAPES), report["layers"]
+    if backpressure == 0:
+        assert all(layer["cycles"] == layer["ideal_cycles"] for layer in report["layers"])
+    # the check is not vacuous: outputs spread over the int8 range, some saturated
+    driver_out = np.concatenate([
+        np.clip(np.floor((lookup_matmul_int(j.x[None], j.codes, codebook)[0].astype(np.float64)
+                          * j.multipliers + 2.0 ** (j.shift - 1)) / 2.0**j.shift), -128, 127) for j in jobs])
+    assert (np.abs(driver_out) == 127).sum() + (driver_out == -128).sum() > 0 and np.unique(driver_out).size > 12  # of 27 outputs
+
+
+def test_requantization_wide_multipliers_and_outputs():
+    rng = np.random.default_rng(4)
+    codebook = rng.integers(-128, 128, (16, 4)).astype(np.int8)
+    config = EngineConfig(k=16, d=4, lanes=2, max_m=8, max_rows=8, requant=True, mult_bits=24, out_bits=12)
+    jobs = requant_jobs(rng, 16, 4, [(6, 29), (3, 4)], mult_bits=24)
+    assert simulate(config, codebook, jobs, 0.3, seed=1)["mismatches"] == 0
+
+
+def test_requant_parameter_errors():
+    for kwargs, words in [({"mult_bits": 1}, "mult_bits=1"), ({"mult_bits": 33}, "mult_bits=33"),
+                          ({"out_bits": 1}, "out_bits=1"), ({"out_bits": 40}, "out_bits=40"),
+                          ({"requant": 1}, "requant=1")]:
+        with pytest.raises(VQ4AllError, match=words):
+            EngineConfig(k=16, **kwargs)
+    shape = EngineShape.of(EngineConfig(k=16, d=4, max_m=4, max_rows=8, requant=True))
+    with pytest.raises(ValueError, match="multipliers and a shift"):
+        StreamDriver(shape, [Job("noscale", np.zeros(4, np.int8), np.zeros((2, 1), np.uint8))], np.zeros((16, 4), np.int8))

@@ -56,6 +56,10 @@ def test_cli_generate_and_its_errors(codebook_file, tmp_path):
     info = json.loads(proc.stdout)
     assert info["codebook_sha256"] == cb.sha256 and info["config"]["lanes"] == 4 and "vq4all_engine.v" in info["files"]
     assert (tmp_path / "o" / "codebook.mif").exists()
+    proc = run_cli("rtl", "generate", "--codebook", str(path), "--out-dir", str(tmp_path / "rq"), "--requant", "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["config"]["requant"], proc.stderr
+    head = (tmp_path / "rq" / "vq4all_engine.v").read_text().split("/* Generated", 1)[0]
+    assert "requant=True" in head and "scales__payload" in head and "scales__ready" in head
     cases = [
         (["--codebook", str(tmp_path / "none.safetensors")], "no such file"),
         (["--codebook", str(path), "--lanes", "3"], "lanes=3"),

@@ -124,6 +124,22 @@ def test_verilator(universal):
     assert [layer["cycles"] for layer in icarus["layers"]] == [layer["cycles"] for layer in pressed["layers"]]
 
 
+def test_icarus_requantization(universal):
+    """The output stage on real layers: multipliers from each layer's real scales, int8 results
+    equal to reference.requantize(lookup_matmul_int(...)) bit for bit."""
+    from vq4all.layer_inputs import real_layer_job
+
+    cb = codebook_k(universal, 4096)
+    jobs = [real_layer_job(net, param, cb, requant=True) for net, param in REAL_LAYERS]
+    config = EngineConfig(k=4096, lanes=2, max_m=64, max_rows=512, requant=True)
+    report = simulate(config, cb.codebook, jobs, backpressure=BACKPRESSURE, seed=7, sha256=cb.sha256)
+    check(report, jobs)
+    full = simulate(config, cb.codebook, jobs, sha256=cb.sha256)
+    check(full, jobs)
+    assert all(layer["cycles"] == layer["ideal_cycles"] for layer in full["layers"])
+    record("icarus-k4096-l2-requant", [report, full])
+
+
 def test_readmemh_rom(universal):
     """The FPGA variant: the ROM module loads codebook.hex with $readmemh."""
     run_config(universal, 256, 1, readmemh=True)

@@ -194,7 +194,7 @@ def cmd_rtl_generate(args) -> int:
 
     cb = _int8_codebook(args.codebook)
     given = {"lanes": args.lanes, "acc_bits": args.acc_bits, "max_m": args.max_m}
-    config = EngineConfig(k=cb.k, d=cb.d, **{k: v for k, v in given.items() if v is not None})
+    config = EngineConfig(k=cb.k, d=cb.d, requant=args.requant, **{k: v for k, v in given.items() if v is not None})
     start = time.perf_counter()
     manifest = generate(cb, args.out_dir, config, progress=not args.json)
     info = {"out_dir": args.out_dir, "files": sorted(manifest["files"]), "config": manifest["config"],
@@ -225,9 +225,12 @@ def cmd_sim(args) -> int:
     if not 0.0 <= backpressure < 1.0:
         raise VQ4AllError(f"--backpressure {backpressure} must be in [0, 1)")
     seed = 0 if args.seed is None else args.seed
+    row_factors = None
     if args.artifact is None:
         x, codes = random_layer(cb.k, cb.d, seed)
         name, source = "random", "random"
+        if args.requant:  # random per-row factors: the outputs still span the int8 range
+            row_factors = np.random.default_rng(seed).uniform(0.5, 2.0, codes.shape[0])
     else:
         art = load_network(args.artifact, cb)
         names = [layer.name for layer in art.layers]
@@ -245,9 +248,11 @@ def cmd_sim(args) -> int:
         except VQ4AllError as e:  # not a zoo network, or a layer without one shared input vector
             vec = np.random.default_rng(seed).standard_normal(layer.row)
             source = f"random normal ({e})"
-        x, _scale = quantize_int8(vec)
+        x, x_scale = quantize_int8(vec)
+        if args.requant:  # the layer's real scales: row scale x codebook scale x activation scale
+            row_factors = layer.scales.astype(np.float64) * float(cb.codebook_scale[0]) * x_scale
     result = run_layer(cb.codebook, codes, x, name=name, lanes=lanes, simulator=simulator,
-                       backpressure=backpressure, seed=seed, sha256=cb.sha256)
+                       backpressure=backpressure, seed=seed, sha256=cb.sha256, row_factors=row_factors)
     result["input"] = source
     _emit(args, result, f"{name}: {result['outputs']} outputs, {result['mismatches']} mismatches vs the reference, "
                         f"{result['cycles']} cycles, MAC utilization {result['mac_utilization']:.3f} "
@@ -271,6 +276,7 @@ def _add_hw_parsers(sub, with_json) -> None:
     g.add_argument("--lanes", type=int, help="codes per cycle (power of two, default 1)")
     g.add_argument("--acc-bits", type=int, help="accumulator width (default 32)")
     g.add_argument("--max-m", type=int, help="most sub-vectors per row the activation buffer holds (default 2048)")
+    g.add_argument("--requant", action="store_true", help="add the per-row fixed-point scale + int8 output stage")
     g.set_defaults(func=cmd_rtl_generate)
 
     s = with_json(sub.add_parser("sim", help="run one layer through the engine in an HDL simulator, checked against the reference"))
@@ -281,6 +287,7 @@ def _add_hw_parsers(sub, with_json) -> None:
     s.add_argument("--lanes", type=int, help="codes per cycle (power of two, default 1)")
     s.add_argument("--backpressure", type=float, help="probability a stream beat is withheld each cycle (default 0)")
     s.add_argument("--seed", type=int, help="default 0")
+    s.add_argument("--requant", action="store_true", help="with the requantization stage (int8 results from the real scales)")
     s.set_defaults(func=cmd_sim)
 
 

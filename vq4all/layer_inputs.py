@@ -3,7 +3,8 @@
 The engine computes one GEMV: y[o] = sum_i x[i] * weight_row_o[i], with x as long as a weight
 row. For a Linear layer x is the layer's input; for a Conv1d/Conv2d (groups = 1) it is one
 receptive-field patch of the layer's input, flattened in the weight's (in_channels, kernel...)
-order (torch's unfold), taken at the middle output position. The input comes from the network's
+order (torch's unfold), taken at the output position whose patch has the largest L2 norm (the
+middle of an image or a frame can be all background zeros). The input comes from the network's
 own calibration data (first sample), captured by a forward hook: a real activation, not a
 synthetic one. Layers whose rows do not see one shared input vector (grouped convolutions,
 recurrent and embedding weights) have no such vector here: `real_input` raises VQ4AllError.
@@ -57,7 +58,7 @@ def real_input(net, param: str, seed: int = 0) -> np.ndarray:
         if isinstance(padding, str):
             raise VQ4AllError(f"{net.name}: layer '{module_name}' uses padding='{padding}': not supported here")
         cols = F.unfold(x[:1], kernel, dilation=dilation, padding=padding, stride=stride)  # [1, C*kh*kw, P]
-        vec = cols[0, :, cols.shape[-1] // 2]
+        vec = cols[0, :, int(torch.argmax(cols[0].norm(dim=0)))]
     vec = vec.cpu().numpy().astype(np.float32)
     row = int(np.prod(module.weight.shape[1:]))
     if vec.size != row:
@@ -65,13 +66,16 @@ def real_input(net, param: str, seed: int = 0) -> np.ndarray:
     return vec
 
 
-def real_layer_job(network: str, param: str, codebook, seed: int = 0):
+def real_layer_job(network: str, param: str, codebook, seed: int = 0, requant: bool = False):
     """A real layer ready for the engine: weight `param` of zoo network `network` hard-assigned
-    to `codebook` (an int8 artifact.Codebook; channel scales, which the engine does not apply),
-    with its real input vector quantised to int8 (sim.streams.quantize_int8).
+    to `codebook` (an int8 artifact.Codebook; channel scales), with its real input vector
+    quantised to int8 (sim.streams.quantize_int8). With requant, also the multipliers and shift
+    of the engine's output stage from the layer's real scales (row scale x codebook scale x
+    activation scale, output scale = largest |output| / 127; sim.layer.requant_for).
     Returns a sim.streams.Job named "network.layer"."""
     from . import zoo
     from .hard import assign
+    from .sim.layer import requant_for
     from .sim.streams import Job, quantize_int8
 
     net = zoo.load(network)
@@ -79,5 +83,9 @@ def real_layer_job(network: str, param: str, codebook, seed: int = 0):
     if param not in weights:
         raise VQ4AllError(f"{network} has no compressible weight '{param}': choose one of {', '.join(weights)}")
     (layer,) = assign({param: weights[param].numpy()}, codebook)
-    x, _scale = quantize_int8(real_input(net, param, seed))
-    return Job(f"{network}.{layer.name}", x, layer.codes)
+    x, x_scale = quantize_int8(real_input(net, param, seed))
+    job = Job(f"{network}.{layer.name}", x, layer.codes)
+    if requant:
+        factors = layer.scales.astype(np.float64) * float(codebook.codebook_scale[0]) * x_scale
+        job.multipliers, job.shift = requant_for(x, layer.codes, codebook.codebook, factors)
+    return job
