@@ -5,10 +5,11 @@
         [--lanes 1,2,4] [--simulators icarus,verilator] [--out benches/results/rtl_sim]
 
 The codebook is the universal one (e.g. the demo's step 1, K=65536 from every zoo network); K < 65536
-uses its first K rows. Every compressible layer of crepe_tiny and digits_cnn except grouped convs
-is hard-assigned to each codebook and run on its real input vector (int8), plus random ragged
-layers; all layers of a configuration run back to back through one engine. Each configuration
-runs twice: at full speed (cycles, utilisation) and with backpressure 0.3 on every stream.
+uses its first K rows. Every compressible layer of crepe_tiny and digits_cnn is hard-assigned to
+each codebook and run on its real input vector (int8), plus random ragged layers; all layers of a
+configuration run back to back through one engine. Each configuration runs twice: at full speed
+(cycles, utilisation) and with backpressure 0.3 on every stream. "requant" rows add the output
+stage (int8 results; multipliers from each layer's real scales).
 Writes rtl_sim.md/.json; prints the table.
 """
 
@@ -30,8 +31,10 @@ from vq4all.sim.streams import Job
 NETWORKS = ("crepe_tiny", "digits_cnn")
 
 
-def jobs_for(cb: Codebook) -> list[Job]:
-    jobs = [real_layer_job(net, param, cb) for net in NETWORKS for param in zoo.load(net).compressible_keys()]
+def jobs_for(cb: Codebook, requant: bool = False) -> list[Job]:
+    jobs = [real_layer_job(net, param, cb, requant=requant) for net in NETWORKS for param in zoo.load(net).compressible_keys()]
+    if requant:
+        return jobs
     rng = np.random.default_rng(0)
     for rows, in_features in [(48, 293), (5, 3)]:
         m = -(-in_features // cb.d)
@@ -47,35 +50,42 @@ def main(argv=None) -> int:
     p.add_argument("--lanes", default="1,2,4")
     p.add_argument("--simulators", default="icarus,verilator")
     p.add_argument("--verilator-configs", default="4096:2", help="K:lanes pairs run on Verilator too")
+    p.add_argument("--requant-configs", default="4096:2", help="K:lanes pairs also run with the requantization stage (Icarus)")
     p.add_argument("--backpressure", type=float, default=0.3)
     p.add_argument("--out", default="benches/results/rtl_sim")
     args = p.parse_args(argv)
     universal = load_codebook(args.codebook)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = [("icarus", int(k), int(lanes)) for k in args.ks.split(",") for lanes in args.lanes.split(",")]
+    plan = [("icarus", int(k), int(lanes), False) for k in args.ks.split(",") for lanes in args.lanes.split(",")]
     if "verilator" in args.simulators.split(","):
-        plan += [("verilator", int(k), int(lanes)) for k, lanes in (c.split(":") for c in args.verilator_configs.split(","))]
+        plan += [("verilator", int(k), int(lanes), False) for k, lanes in (c.split(":") for c in args.verilator_configs.split(","))]
+    if args.requant_configs:
+        plan += [("icarus", int(k), int(lanes), True) for k, lanes in (c.split(":") for c in args.requant_configs.split(","))]
     start = time.perf_counter()
     rows, runs = [], []
     jobs_by_k = {}
-    for simulator, k, lanes in plan:
+    for simulator, k, lanes, requant in plan:
         cb = universal if k == universal.k else Codebook(universal.codebook[:k].copy(), universal.codebook_scale)
-        jobs = jobs_by_k.setdefault(k, jobs_for(cb))
-        config = engine_for(k, cb.d, max(j.codes.shape[1] for j in jobs), max(j.codes.shape[0] for j in jobs), lanes=lanes)
+        if (k, requant) not in jobs_by_k:
+            jobs_by_k[k, requant] = jobs_for(cb, requant)
+        jobs = jobs_by_k[k, requant]
+        config = engine_for(k, cb.d, max(j.codes.shape[1] for j in jobs), max(j.codes.shape[0] for j in jobs), lanes=lanes,
+                            requant=requant)
+        simulator_label = simulator + (" requant" if requant else "")
         t = time.perf_counter()
         full = simulate(config, cb.codebook, jobs, simulator=simulator, sha256=cb.sha256)
         pressed = simulate(config, cb.codebook, jobs, simulator=simulator, sha256=cb.sha256,
                            backpressure=args.backpressure, seed=lanes)
         wall = time.perf_counter() - t
-        runs.append({"simulator": simulator, "k": k, "lanes": lanes, "wall_seconds": wall, "full": full, "pressed": pressed})
+        runs.append({"simulator": simulator_label, "k": k, "lanes": lanes, "wall_seconds": wall, "full": full, "pressed": pressed})
         for a, b in zip(full["layers"], pressed["layers"]):
-            rows.append({"simulator": simulator, "k": k, "lanes": lanes, "layer": a["name"], "rows": a["rows"],
+            rows.append({"simulator": simulator_label, "k": k, "lanes": lanes, "layer": a["name"], "rows": a["rows"],
                          "m": a["m"], "in_features": a["in_features"], "outputs": a["outputs"] + b["outputs"],
                          "mismatches": a["mismatches"] + b["mismatches"], "cycles": a["cycles"],
                          "ideal_cycles": a["ideal_cycles"], "mac_utilization": a["mac_utilization"],
                          "cycles_backpressure": b["cycles"], "mac_utilization_backpressure": b["mac_utilization"]})
-        print(f"{simulator} k={k} lanes={lanes}: {full['outputs'] + pressed['outputs']} outputs, "
+        print(f"{simulator_label} k={k} lanes={lanes}: {full['outputs'] + pressed['outputs']} outputs, "
               f"{full['mismatches'] + pressed['mismatches']} mismatches, {full['cycles']} + {pressed['cycles']} cycles, "
               f"build {full['build_seconds']:.1f} s, runs {full['run_seconds']:.1f} + {pressed['run_seconds']:.1f} s", flush=True)
     seconds = time.perf_counter() - start
