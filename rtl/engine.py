@@ -12,6 +12,9 @@ Protocol (valid/ready streams, a transfer on a rising edge where both are high):
    codebook[codes[o, j], e]), i.e. `reference.lookup_matmul_int(x, codes, codebook, acc_bits)`.
    The next layer's descriptor and activations are taken while this layer computes (two
    activation slots), so back-to-back layers stream without a bubble.
+5. With `requant`: the descriptor also carries the layer's shift (1..62), a `scales` stream
+   brings one unsigned multiplier per row (taken together with the row's first code beat), and
+   results[o] = reference.requantize(acc, multiplier[o], shift, out_bits), signed out_bits.
 
 Lanes take L sub-vectors of the SAME row per beat (L ROM read ports), rather than L rows in
 parallel: the code stream stays in the artifact's natural row-major order, every lane shares one
