@@ -90,3 +90,29 @@ def test_rom_words_narrow_width_and_float16():
     with pytest.raises(ValueError, match="fit 4 bits"):
         reference.rom_words(np.array([[8]], np.int8), width=4)
     assert reference.rom_words(np.array([[1.0, -2.0]], np.float16)) == [0xC000_3C00]
+
+
+def test_requantize_hand_examples():
+    # shift 2 (quarters): 10 * 3/4 = 7.5 -> 8 (half up); -10 * 3/4 = -7.5 -> -7 (half up, towards +inf)
+    acc = np.array([[10, -10, 1000, -1000, 0]], np.int64)
+    mult = np.array([3, 3, 1, 1, 7], np.uint16)
+    got = reference.requantize(acc, mult, 2)
+    # 1000/4 = 250 -> 127 (saturated); -1000/4 = -250 -> -128
+    np.testing.assert_array_equal(got, [[8, -7, 127, -128, 0]])
+    assert got.dtype == np.int8
+    assert reference.requantize(np.array([[5]]), np.array([1], np.uint16), 1).tolist() == [[3]]  # 2.5 -> 3
+    assert reference.requantize(np.array([[-5]]), np.array([1], np.uint16), 1).tolist() == [[-2]]  # -2.5 -> -2
+    with pytest.raises(ValueError, match="shift"):
+        reference.requantize(acc, mult, 0)
+    with pytest.raises(ValueError, match="multiplier"):
+        reference.requantize(acc, mult[:2], 2)
+
+
+def test_requant_parameters():
+    mult, shift = reference.requant_parameters([0.5, 0.001, 0.0], mult_bits=16)
+    assert mult.max() < 1 << 16 and shift == 16  # 0.5 * 2^17 = 65536 would not fit
+    np.testing.assert_array_equal(mult, [32768, 66, 0])
+    # the fixed point tracks the real factor to within half a unit of the last place
+    f = np.random.default_rng(0).uniform(0, 3e-4, 50)
+    mult, shift = reference.requant_parameters(f)
+    assert np.abs(mult / 2.0**shift - f).max() <= 2.0 ** -(shift + 1)

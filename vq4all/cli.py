@@ -157,6 +157,141 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- hardware (rtl/, sim/)
+def _int8_codebook(path):
+    from .artifact import load_codebook
+
+    cb = load_codebook(path)
+    if cb.dtype != "int8":
+        raise VQ4AllError(f"{path}: a {cb.dtype} codebook has no integer datapath: the engine and its ROM files need an int8 codebook")
+    return cb
+
+
+def cmd_rom_export(args) -> int:
+    from .artifact import atomic_write_bytes, check_writable
+    from .reference import rom_words
+    from .rtl.romfiles import FORMATS, rom_file_text
+
+    if args.format not in FORMATS:
+        raise VQ4AllError(f"unknown ROM format '{args.format}': choose one of {', '.join(FORMATS)}")
+    check_writable(args.out)
+    cb = _int8_codebook(args.codebook)
+    width = 8 if args.width is None else args.width
+    try:
+        words = rom_words(cb.codebook, width)
+    except ValueError as e:
+        raise VQ4AllError(f"{args.codebook}: {e}") from None
+    text = rom_file_text(args.format, words, d=cb.d, width=width, sha256=cb.sha256)
+    atomic_write_bytes(args.out, text.encode())
+    info = {"file": args.out, "format": args.format, "k": cb.k, "d": cb.d, "width": width,
+            "word_bits": cb.d * width, "sha256": cb.sha256}
+    _emit(args, info, f"wrote {args.out}: {args.format} ROM of {cb.k} words x {cb.d * width} bits, codebook sha256={cb.sha256}")
+    return 0
+
+
+def cmd_rtl_generate(args) -> int:
+    from .rtl.config import EngineConfig
+    from .rtl.generate import generate
+
+    cb = _int8_codebook(args.codebook)
+    given = {"lanes": args.lanes, "acc_bits": args.acc_bits, "max_m": args.max_m}
+    config = EngineConfig(k=cb.k, d=cb.d, requant=args.requant, **{k: v for k, v in given.items() if v is not None})
+    start = time.perf_counter()
+    manifest = generate(cb, args.out_dir, config, progress=not args.json)
+    info = {"out_dir": args.out_dir, "files": sorted(manifest["files"]), "config": manifest["config"],
+            "codebook_sha256": cb.sha256, "seconds": round(time.perf_counter() - start, 3)}
+    _emit(args, info, f"wrote {len(manifest['files'])} files + manifest.json to {args.out_dir}: engine k={cb.k} d={cb.d} "
+                      f"lanes={config.lanes} ({info['seconds']:.1f} s), codebook sha256={cb.sha256}")
+    return 0
+
+
+def cmd_sim(args) -> int:
+    import numpy as np
+
+    from .artifact import load_network
+    from .rtl.config import EngineConfig
+    from .sim.layer import random_layer, run_layer
+    from .sim.runner import SIMULATORS
+    from .sim.streams import quantize_int8
+
+    simulator = args.simulator or "icarus"
+    if simulator not in SIMULATORS:
+        raise VQ4AllError(f"unknown simulator '{simulator}': choose one of {', '.join(SIMULATORS)}")
+    if (args.artifact is None) != (args.layer is None):
+        raise VQ4AllError("give --artifact FILE and --layer NAME together (or neither, for a random layer)")
+    cb = _int8_codebook(args.codebook)
+    lanes = 1 if args.lanes is None else args.lanes
+    EngineConfig(k=cb.k, d=cb.d, lanes=lanes)  # a bad --lanes fails here, before any work
+    backpressure = 0.0 if args.backpressure is None else args.backpressure
+    if not 0.0 <= backpressure < 1.0:
+        raise VQ4AllError(f"--backpressure {backpressure} must be in [0, 1)")
+    seed = 0 if args.seed is None else args.seed
+    row_factors = None
+    if args.artifact is None:
+        x, codes = random_layer(cb.k, cb.d, seed)
+        name, source = "random", "random"
+        if args.requant:  # random per-row factors: the outputs still span the int8 range
+            row_factors = np.random.default_rng(seed).uniform(0.5, 2.0, codes.shape[0])
+    else:
+        art = load_network(args.artifact, cb)
+        names = [layer.name for layer in art.layers]
+        if args.layer not in names:
+            raise VQ4AllError(f"unknown layer '{args.layer}' in {args.artifact}: choose one of {', '.join(names)}")
+        layer = art.layers[names.index(args.layer)]
+        codes, name = layer.codes, layer.name
+        from . import zoo
+
+        try:
+            from .layer_inputs import real_input
+
+            vec = real_input(zoo.load(art.network), layer.param, seed)
+            source = f"real ({art.network} calibration sample, int8 by max|x|/127)"
+        except VQ4AllError as e:  # not a zoo network, or a layer without one shared input vector
+            vec = np.random.default_rng(seed).standard_normal(layer.row)
+            source = f"random normal ({e})"
+        x, x_scale = quantize_int8(vec)
+        if args.requant:  # the layer's real scales: row scale x codebook scale x activation scale
+            row_factors = layer.scales.astype(np.float64) * float(cb.codebook_scale[0]) * x_scale
+    result = run_layer(cb.codebook, codes, x, name=name, lanes=lanes, simulator=simulator,
+                       backpressure=backpressure, seed=seed, sha256=cb.sha256, row_factors=row_factors)
+    result["input"] = source
+    _emit(args, result, f"{name}: {result['outputs']} outputs, {result['mismatches']} mismatches vs the reference, "
+                        f"{result['cycles']} cycles, MAC utilization {result['mac_utilization']:.3f} "
+                        f"({simulator}, k={cb.k}, lanes={lanes}, input {source})")
+    return 0 if result["mismatches"] == 0 else 1
+
+
+def _add_hw_parsers(sub, with_json) -> None:
+    rom_p = sub.add_parser("rom", help="ROM init files of the codebook").add_subparsers(dest="rom_command", required=True)
+    r = with_json(rom_p.add_parser("export", help="write the codebook ROM as hex ($readmemh), mem (Lattice), coe (Xilinx) or mif (Intel)"))
+    r.add_argument("--codebook", required=True)
+    r.add_argument("--format", required=True, help="hex, mem, coe or mif")
+    r.add_argument("--width", type=int, help="bits per codeword value (default 8)")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=cmd_rom_export)
+
+    rtl_p = sub.add_parser("rtl", help="the accelerator's RTL").add_subparsers(dest="rtl_command", required=True)
+    g = with_json(rtl_p.add_parser("generate", help="Verilog, RTLIL, ROM files and manifest of the engine for a codebook"))
+    g.add_argument("--codebook", required=True)
+    g.add_argument("--out-dir", required=True)
+    g.add_argument("--lanes", type=int, help="codes per cycle (power of two, default 1)")
+    g.add_argument("--acc-bits", type=int, help="accumulator width (default 32)")
+    g.add_argument("--max-m", type=int, help="most sub-vectors per row the activation buffer holds (default 2048)")
+    g.add_argument("--requant", action="store_true", help="add the per-row fixed-point scale + int8 output stage")
+    g.set_defaults(func=cmd_rtl_generate)
+
+    s = with_json(sub.add_parser("sim", help="run one layer through the engine in an HDL simulator, checked against the reference"))
+    s.add_argument("--codebook", required=True)
+    s.add_argument("--artifact", help="network artifact (with --layer); default: a random layer")
+    s.add_argument("--layer", help="layer name in the artifact")
+    s.add_argument("--simulator", help="icarus (default) or verilator")
+    s.add_argument("--lanes", type=int, help="codes per cycle (power of two, default 1)")
+    s.add_argument("--backpressure", type=float, help="probability a stream beat is withheld each cycle (default 0)")
+    s.add_argument("--seed", type=int, help="default 0")
+    s.add_argument("--requant", action="store_true", help="with the requantization stage (int8 results from the real scales)")
+    s.set_defaults(func=cmd_sim)
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vq4all", description="Universal-codebook neural network compression.")
@@ -227,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = with_json(sub.add_parser("inspect", help="validate and summarise a codebook or network file"))
     i.add_argument("file")
     i.set_defaults(func=cmd_inspect)
+
+    _add_hw_parsers(sub, with_json)
     return p
 
 

@@ -7,6 +7,10 @@
 4. Prints the hard-assignment quality table (universal codebook with and without the network,
    universal 256x4, per-layer k-means, 2-bit RTN) for the networks that evaluate in a few
    minutes on two cores, or for all of them with --full (as benches/quality.py does).
+5. Hardware: exports the codebook's ROM files (.hex/.mem/.coe/.mif), generates the engine's
+   Verilog and RTLIL for it (out/rtl/), and runs one real layer of the step-3 artifact (crepe_tiny's
+   classifier on its real input, int8) through the engine in Icarus, checked bit for bit against
+   the reference.
 """
 
 from __future__ import annotations
@@ -89,9 +93,41 @@ def main(argv=None) -> int:
     atomic_write_bytes(out / "quality.json", json.dumps(rows_to_json(rows), indent=2).encode())
     plot_sqnr(rows, out / "quality.png")
     print("\n" + table)
+
+    hardware_step(out, cb, out / "crepe_tiny_vq4all.safetensors")
     print(f"\nwrote {out}/codebook.safetensors, crepe_tiny.safetensors, crepe_tiny_vq4all.safetensors, quality.md/.json/.png "
           f"in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def hardware_step(out: Path, cb, artifact_path: Path, layer_name: str = "classifier") -> dict:
+    """Step 5: ROM files + RTL for codebook `cb` in out/rtl, and one real layer of the artifact
+    simulated in Icarus (the Verilog just generated, compiled once). Returns the sim summary."""
+    from . import zoo
+    from .artifact import load_network
+    from .layer_inputs import real_input
+    from .rtl.generate import TOP, generate
+    from .sim.layer import engine_for, run_layer
+    from .sim.streams import quantize_int8
+
+    t = time.perf_counter()
+    art = load_network(artifact_path, cb)
+    layer = next(layer for layer in art.layers if layer.name == layer_name)
+    rows, m = layer.codes.shape
+    config = engine_for(cb.k, cb.d, m, rows)
+    print(f"\n[5] hardware: the engine for this codebook (k={cb.k}, d={cb.d}, {config.lanes} lane), "
+          f"one real layer in simulation", flush=True)
+    generate(cb, out / "rtl", config, progress=True)
+    print(f"    {out / 'rtl'}: codebook.hex/.mem/.coe/.mif (ROM init), {TOP}.v, {TOP}.il (RTLIL), "
+          f"{TOP}_readmemh.v, manifest.json ({time.perf_counter() - t:.1f} s)", flush=True)
+    t = time.perf_counter()
+    x, _scale = quantize_int8(real_input(zoo.load(art.network), layer.param))
+    result = run_layer(cb.codebook, layer.codes, x, name=f"{art.network}.{layer.name}", sha256=cb.sha256,
+                       verilog=out / "rtl" / f"{TOP}.v")
+    print(f"    icarus: {result['name']} ({rows} rows x {result['in_features']} int8 inputs): {result['outputs']} outputs, "
+          f"{result['mismatches']} mismatches vs the reference, {result['cycles']} cycles, "
+          f"MAC utilization {result['mac_utilization']:.3f} ({time.perf_counter() - t:.1f} s)")
+    return result
 
 
 if __name__ == "__main__":

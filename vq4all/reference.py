@@ -165,3 +165,54 @@ def unpack_rom_words(words, d: int, width: int = 8) -> np.ndarray:
             v = (int(word) >> (e * width)) & mask
             out[i, e] = (v ^ half) - half
     return out
+
+
+def requantize(acc, multiplier, shift: int, out_bits: int = 8) -> np.ndarray:
+    """The engine's optional output stage: each row's accumulator scaled by a fixed-point factor
+    and saturated to out_bits: [M, out_features] int8 (int16/int32 for wider out_bits).
+
+    acc: [M, out_features] integers (lookup_matmul_int's result); multiplier: [out_features]
+    unsigned integers, the row's real factor in fixed point with `shift` fraction bits
+    (real = multiplier / 2^shift; see `requant_parameters`); shift: 1..62, shared by the layer.
+      y = clamp(floor((acc * multiplier + 2^(shift-1)) / 2^shift), -2^(out_bits-1), 2^(out_bits-1) - 1)
+    i.e. round half up (towards +inf), computed exactly in Python integers (acc * multiplier
+    needs acc_bits + multiplier bits), then saturated.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    multiplier = np.asarray(multiplier)
+    if acc.ndim != 2:
+        raise ValueError(f"acc must be [M, out_features], got shape {acc.shape}")
+    if multiplier.shape != (acc.shape[1],) or multiplier.dtype.kind not in "ui" or (multiplier < 0).any():
+        raise ValueError(f"multiplier must be [{acc.shape[1]}] non-negative integers, got {multiplier.dtype} {multiplier.shape}")
+    if not 1 <= int(shift) <= 62:
+        raise ValueError(f"shift must be in 1..62, got {shift}")
+    if not 2 <= out_bits <= 32:
+        raise ValueError(f"out_bits must be in 2..32, got {out_bits}")
+    shift = int(shift)
+    lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
+    mult = [int(v) for v in multiplier.tolist()]
+    out = [[min(hi, max(lo, (a * mlt + (1 << (shift - 1))) >> shift)) for a, mlt in zip(row, mult)]
+           for row in acc.tolist()]
+    return np.array(out, dtype=np.int8 if out_bits <= 8 else np.int16 if out_bits <= 16 else np.int32).reshape(acc.shape)
+
+
+def requant_parameters(factors, mult_bits: int = 16) -> tuple[np.ndarray, int]:
+    """Fixed-point form of per-row real factors ([out_features] float, >= 0) for `requantize`:
+    (multiplier [out_features] uint16/uint32 < 2^mult_bits, shift), with the largest shift in
+    1..62 that keeps every multiplier within mult_bits, multiplier = round_half_even(f * 2^shift).
+    For a layer: factor[o] = scales[o] * codebook_scale * x_scale / y_scale (row scale, codebook
+    scale, activation scale, output scale)."""
+    factors = np.asarray(factors, dtype=np.float64).reshape(-1)
+    if not (np.isfinite(factors).all() and (factors >= 0).all()):
+        raise ValueError("requantization factors must be finite and >= 0")
+    if not 2 <= mult_bits <= 32:
+        raise ValueError(f"mult_bits must be in 2..32, got {mult_bits}")
+    top = float(factors.max()) if factors.size else 0.0
+    limit = (1 << mult_bits) - 1
+    shift = 62
+    while shift > 1 and np.rint(top * 2.0**shift) > limit:
+        shift -= 1
+    mult = np.rint(factors * 2.0**shift)
+    if (mult > limit).any():
+        raise ValueError(f"a factor of {top} needs more than {mult_bits} bits even with shift=1")
+    return mult.astype(np.uint16 if mult_bits <= 16 else np.uint32), shift

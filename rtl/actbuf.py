@@ -1,0 +1,42 @@
+"""The activation buffer: a layer's int8 input vector, loaded once, read once per beat of every row.
+
+One memory word holds one stream beat: `lanes` sub-vectors of d int8 values (lanes * d * 8 bits),
+so the lanes of a beat read their activations together through a single synchronous read port,
+and loading a layer's input takes ceil(m / lanes) cycles, the time of one output row. The engine
+uses it as two slots (address = slot, beat) so the next layer loads while this one computes.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+
+class ActivationBuffer(wiring.Component):
+    """depth words of `word_bits`; write: w_addr/w_data/w_en (one cycle); read: r_addr with r_en,
+    r_data registered one cycle later and held while r_en is low."""
+
+    def __init__(self, *, depth: int, word_bits: int):
+        self.depth, self.word_bits = depth, word_bits
+        super().__init__({
+            "w_en": In(1),
+            "w_addr": In(range(depth)),
+            "w_data": In(unsigned(word_bits)),
+            "r_en": In(1),
+            "r_addr": In(range(depth)),
+            "r_data": Out(unsigned(word_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = mem = memory.Memory(shape=unsigned(self.word_bits), depth=self.depth, init=[])
+        w = mem.write_port(domain="sync")
+        # not transparent: reads and writes never touch the same word in the same cycle (the
+        # engine writes one slot while it reads the other, and frees a slot only after its last read)
+        r = mem.read_port(domain="sync")
+        m.d.comb += [
+            w.en.eq(self.w_en), w.addr.eq(self.w_addr), w.data.eq(self.w_data),
+            r.en.eq(self.r_en), r.addr.eq(self.r_addr), self.r_data.eq(r.data),
+        ]
+        return m

@@ -1,0 +1,139 @@
+"""The engine's parameters, validated once: every impossible combination is a one-line error.
+
+Shapes and formats the RTL uses (all integers two's complement unless said otherwise):
+- codebook ROM: `k` words of `d * width` bits, element e of codeword i in bits
+  [e*width, (e+1)*width) (`vq4all.reference.rom_words`).
+- codes: log2(k)-bit unsigned indices, `lanes` of them per stream beat (lane l in bits
+  [l*code_bits, (l+1)*code_bits)).
+- activations: int8, `lanes` sub-vectors of d values per stream beat (value i of the beat in bits
+  [8*i, 8*i+8)), i.e. the layer's input vector flattened, zero-padded to whole beats.
+- results: one signed `acc_bits`-bit accumulator per output row, wrapped like
+  `vq4all.reference.lookup_matmul_int(..., acc_bits)`; with `requant`, that accumulator times the
+  row's unsigned `mult_bits`-bit multiplier, rounded and shifted right by the layer's shift
+  (6 bits, 1..62) and saturated to signed `out_bits` (`vq4all.reference.requantize`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from ..errors import VQ4AllError
+
+ACT_BITS = 8  # activations are int8: the reference's exact integer path (lookup_matmul_int)
+SHIFT_BITS = 6  # the requantization shift (1..62) in the layer descriptor
+MAX_K = 1 << 16
+MAX_LANES = 16
+
+
+def _power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Parameters of one generated engine.
+
+    k: codewords in the ROM (power of two, 2..65536); d: values per codeword (1..64);
+    width: bits per stored codeword value (1..8, int8 codebooks at their stored precision);
+    lanes: codes consumed per cycle, all from the same output row (power of two, 1..16);
+    acc_bits: accumulator width (width+8 .. 64: at least one product must fit);
+    max_m: most sub-vectors per row the activation buffer holds (in_features <= max_m * d);
+    max_rows: most output rows per layer (sets the row counter's width);
+    fifo_depth: result FIFO entries (>= 2), so a slow result consumer stalls the pipeline only
+    when several results wait;
+    requant: add the output stage (a `scales` stream of one multiplier per row, a shift per
+    layer, results saturated to out_bits); mult_bits: multiplier width (2..32); out_bits: result
+    width after requantization (2..acc_bits).
+    """
+
+    k: int
+    d: int = 8
+    width: int = 8
+    lanes: int = 1
+    acc_bits: int = 32
+    max_m: int = 2048
+    max_rows: int = 65535
+    fifo_depth: int = 4
+    requant: bool = False
+    mult_bits: int = 16
+    out_bits: int = 8
+
+    def __post_init__(self):
+        if not isinstance(self.requant, bool):
+            raise VQ4AllError(f"engine requant={self.requant!r} must be True or False")
+        for name in ("k", "d", "width", "lanes", "acc_bits", "max_m", "max_rows", "fifo_depth", "mult_bits", "out_bits"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise VQ4AllError(f"engine {name}={value!r} must be an integer")
+        if not (_power_of_two(self.k) and 2 <= self.k <= MAX_K):
+            raise VQ4AllError(f"engine k={self.k} must be a power of two between 2 and {MAX_K}")
+        if not 1 <= self.d <= 64:
+            raise VQ4AllError(f"engine d={self.d} must be between 1 and 64")
+        if not 1 <= self.width <= 8:
+            raise VQ4AllError(f"engine codeword width={self.width} must be between 1 and 8 bits (int8 codebooks)")
+        if not (_power_of_two(self.lanes) and self.lanes <= MAX_LANES):
+            raise VQ4AllError(f"engine lanes={self.lanes} must be a power of two between 1 and {MAX_LANES}")
+        if not ACT_BITS + self.width <= self.acc_bits <= 64:
+            raise VQ4AllError(f"engine acc_bits={self.acc_bits} must be between {ACT_BITS + self.width} "
+                              f"(one int8 x {self.width}-bit product) and 64")
+        if not 1 <= self.max_m <= 1 << 20:
+            raise VQ4AllError(f"engine max_m={self.max_m} (sub-vectors per row) must be between 1 and {1 << 20}")
+        if not 1 <= self.max_rows <= (1 << 24) - 1:
+            raise VQ4AllError(f"engine max_rows={self.max_rows} must be between 1 and {(1 << 24) - 1}")
+        if not 2 <= self.fifo_depth <= 64:
+            raise VQ4AllError(f"engine fifo_depth={self.fifo_depth} must be between 2 and 64")
+        if not 2 <= self.mult_bits <= 32:
+            raise VQ4AllError(f"engine mult_bits={self.mult_bits} must be between 2 and 32")
+        if not 2 <= self.out_bits <= self.acc_bits:
+            raise VQ4AllError(f"engine out_bits={self.out_bits} must be between 2 and acc_bits={self.acc_bits}")
+
+    # ---- derived widths
+    @property
+    def code_bits(self) -> int:
+        """Bits of one code: log2(k)."""
+        return self.k.bit_length() - 1
+
+    @property
+    def word_bits(self) -> int:
+        """Bits of one ROM word: d * width."""
+        return self.d * self.width
+
+    @property
+    def beats_max(self) -> int:
+        """Activation buffer depth: stream beats of the longest row, ceil(max_m / lanes)."""
+        return -(-self.max_m // self.lanes)
+
+    @property
+    def m_bits(self) -> int:
+        """Width of the layer descriptor's m field (holds 0..max_m)."""
+        return self.max_m.bit_length()
+
+    @property
+    def rows_bits(self) -> int:
+        """Width of the layer descriptor's rows field (holds 0..max_rows)."""
+        return self.max_rows.bit_length()
+
+    @property
+    def tree_levels(self) -> int:
+        """Registered adder-tree levels over the d * lanes products: ceil(log2(d * lanes))."""
+        return (self.d * self.lanes - 1).bit_length()
+
+    @property
+    def result_bits(self) -> int:
+        """Width of a result: out_bits with requantization, else acc_bits."""
+        return self.out_bits if self.requant else self.acc_bits
+
+    @property
+    def latency(self) -> int:
+        """Cycles from a code beat's acceptance to its result's write into the result FIFO:
+        ROM/activation read (1) + product register (1) + tree levels (+ 2 requantization stages)."""
+        return 2 + self.tree_levels + (2 if self.requant else 0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        """A short, file-name-safe description, e.g. k256_d8_w8_l2_acc32_m2048_r65535_f4 (+ _rq16x8)."""
+        return (f"k{self.k}_d{self.d}_w{self.width}_l{self.lanes}_acc{self.acc_bits}"
+                f"_m{self.max_m}_r{self.max_rows}_f{self.fifo_depth}"
+                + (f"_rq{self.mult_bits}x{self.out_bits}" if self.requant else ""))

@@ -1,0 +1,254 @@
+"""The engine's top: codebook ROM + activation buffer + MAC lanes + accumulator + result FIFO.
+
+Protocol (valid/ready streams, a transfer on a rising edge where both are high):
+1. `layer`: one descriptor {m: sub-vectors per row (1..max_m), rows: output rows (1..max_rows)}.
+   (m = 0 or rows = 0 is accepted and does nothing.)
+2. `acts`: ceil(m / lanes) beats, the input vector x (int8, zero-padded to ceil(m/lanes)*lanes*d
+   values), value i of beat b = x[b*lanes*d + i] in bits [8i, 8i+8).
+3. `codes`: rows * ceil(m / lanes) beats, the layer's codes [rows, m] row by row, lane l of beat
+   b of row o = codes[o, b*lanes + l] (log2(k) bits each, lane 0 in the LSBs); the idle lanes of a
+   row's last beat (m not a multiple of lanes) are ignored.
+4. `results`: rows values, signed acc_bits: results[o] = wrap_acc(sum_j sum_e x[j*d+e] *
+   codebook[codes[o, j], e]), i.e. `reference.lookup_matmul_int(x, codes, codebook, acc_bits)`.
+   The next layer's descriptor and activations are taken while this layer computes (two
+   activation slots), so back-to-back layers stream without a bubble.
+5. With `requant`: the descriptor also carries the layer's shift (1..62), a `scales` stream
+   brings one unsigned multiplier per row (taken together with the row's first code beat), and
+   results[o] = reference.requantize(acc, multiplier[o], shift, out_bits), signed out_bits.
+
+Lanes take L sub-vectors of the SAME row per beat (L ROM read ports), rather than L rows in
+parallel: the code stream stays in the artifact's natural row-major order, every lane shares one
+activation-buffer word (one read port), and one accumulator serves all lanes. The price is that a
+row whose m is not a multiple of L wastes the idle lanes of its last beat.
+
+Activation buffer: two slots (ping-pong). A loader takes a descriptor into a free slot and fills
+it; the computer walks the loaded slot and frees it with the layer's last code beat. Alone, a
+layer of R rows costs (R + 1) * ceil(m / L) beats (the +1 is its load); in a stream of layers the
+load hides behind the previous layer's compute and a layer costs R * ceil(m / L).
+
+Pipeline (one beat per cycle, everything advances together on `adv`): accept a code beat and
+issue the ROM reads and the activation read -> products -> adder tree levels -> accumulate; the
+row's last beat writes acc + partial sum into the result FIFO. `adv` is low only while that write
+finds the FIFO full, so a slow result consumer costs cycles only when fifo_depth results wait.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..errors import VQ4AllError
+from ..reference import rom_words
+from .actbuf import ActivationBuffer
+from .config import ACT_BITS, SHIFT_BITS, EngineConfig
+from .mac import MACLanes
+from .rom import CodebookROM
+
+
+def layer_layout(config: EngineConfig) -> data.StructLayout:
+    """The `layer` descriptor: m in the least significant m_bits, rows above it, then (with
+    requant) the layer's shift in SHIFT_BITS bits."""
+    fields = {"m": unsigned(config.m_bits), "rows": unsigned(config.rows_bits)}
+    if config.requant:
+        fields["shift"] = unsigned(SHIFT_BITS)
+    return data.StructLayout(fields)
+
+
+def check_codebook(config: EngineConfig, codebook) -> list[int]:
+    """ROM words of an int8 codebook [k, d] for this config (k, d and value range checked)."""
+    import numpy as np
+
+    codebook = np.asarray(codebook)
+    if codebook.dtype != np.int8 or codebook.ndim != 2:
+        raise VQ4AllError(f"the engine needs an int8 codebook [k, d], got {codebook.dtype} {list(codebook.shape)} "
+                          "(a float16 codebook has no integer datapath)")
+    if codebook.shape != (config.k, config.d):
+        raise VQ4AllError(f"codebook shape {list(codebook.shape)} does not match the engine's k={config.k}, d={config.d}")
+    try:
+        return rom_words(codebook, config.width)
+    except ValueError as e:
+        raise VQ4AllError(f"codebook does not fit the engine's width={config.width}: {e}") from None
+
+
+class Engine(wiring.Component):
+    """The generated accelerator. codebook: [k, d] int8 (inline ROM), or None with rom_init_file
+    (the ROM is the `$readmemh` module `vq4all_codebook_rom`, see rtl.rom)."""
+
+    def __init__(self, config: EngineConfig, codebook=None, *, rom_init_file: str | None = None):
+        self._MustUse__silence = True  # a constructor that raises leaves nothing to elaborate
+        if not isinstance(config, EngineConfig):
+            raise VQ4AllError("Engine needs an EngineConfig")
+        if (codebook is None) == (rom_init_file is None):
+            raise VQ4AllError("Engine needs exactly one of codebook (inline ROM) or rom_init_file ($readmemh ROM)")
+        self.config = config
+        self._words = None if codebook is None else check_codebook(config, codebook)
+        self._rom_init_file = rom_init_file
+        c = config
+        ports = {
+            "layer": In(stream.Signature(layer_layout(c))),
+            "acts": In(stream.Signature(unsigned(c.lanes * c.d * ACT_BITS))),
+            "codes": In(stream.Signature(unsigned(c.lanes * c.code_bits))),
+        }
+        if c.requant:  # one multiplier per output row, taken with the row's first code beat
+            ports["scales"] = In(stream.Signature(unsigned(c.mult_bits)))
+        ports["results"] = Out(stream.Signature(signed(c.result_bits)))
+        super().__init__(ports)
+        self._MustUse__silence = False
+
+    def elaborate(self, platform):
+        c = self.config
+        L, a = c.lanes, c.code_bits
+        m = Module()
+        m.submodules.rom = rom = CodebookROM(k=c.k, word_bits=c.word_bits, ports=L, words=self._words,
+                                             init_file=self._rom_init_file)
+        # two activation slots (ping-pong): the next layer's input loads while this one computes
+        beat_bits = max(1, (c.beats_max - 1).bit_length())
+        m.submodules.actbuf = buf = ActivationBuffer(depth=2 << beat_bits, word_bits=L * c.d * ACT_BITS)
+        m.submodules.mac = mac = MACLanes(d=c.d, width=c.width, lanes=L)
+        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=c.result_bits, depth=c.fifo_depth)
+
+        lg = L.bit_length() - 1
+        # per slot: its layer's descriptor (rows, beats = ceil(m / lanes), lanes used by a row's
+        # last beat), `owned` from descriptor to the layer's last code beat, `loaded` once its
+        # activations are all in
+        slot_rows = [Signal(c.rows_bits, name=f"rows_{i}") for i in range(2)]
+        slot_beats = [Signal(range(c.beats_max + 1), name=f"beats_{i}") for i in range(2)]
+        slot_tail = [Signal(L, name=f"tail_mask_{i}") for i in range(2)]
+        slot_shift = [Signal(SHIFT_BITS, name=f"shift_{i}") for i in range(2)]
+        owned = [Signal(name=f"owned_{i}") for i in range(2)]
+        loaded = [Signal(name=f"loaded_{i}") for i in range(2)]
+
+        # loader: takes a descriptor into the free slot, then its ceil(m / lanes) activation beats
+        ld_slot, ld_busy, ld_beat = Signal(), Signal(), Signal(beat_bits)
+        # computer: walks the loaded slot's rows x beats code beats
+        cp_slot, beat, row = Signal(), Signal(beat_bits), Signal(c.rows_bits)
+
+        def pick(sel, pair):  # a 2-way Mux: an `assign` in Verilog (an Array read may not be)
+            return Mux(sel, pair[1], pair[0])
+
+        beats, rows, tail_mask = pick(cp_slot, slot_beats), pick(cp_slot, slot_rows), pick(cp_slot, slot_tail)
+
+        # the one stall: a result is due in the FIFO and the FIFO is full
+        adv = Signal()
+        write = mac.out_valid & mac.out_last   # a row's last beat reaches the accumulator
+        rq_valid = Signal()                    # (requant) a result leaves the second requant stage
+        m.d.comb += adv.eq(~((rq_valid if c.requant else write) & ~out.w_rdy))
+
+        computing = Signal()
+        fire = Signal()            # a code beat is accepted this cycle
+        last_beat = Signal()       # ...and it is its row's last
+        # Comb signals are plain expressions (no If/Switch in the comb domain): a comb signal
+        # assigned under If becomes an `always @*` that Icarus never runs at time 0 when all its
+        # inputs are registers (amaranth-lang/amaranth#1629), leaving e.g. layer.ready at X.
+        # with requant, a row's first code beat is taken together with the row's multiplier
+        scale_ok = (self.scales.valid | (beat != 0)) if c.requant else 1
+        m.d.comb += [
+            computing.eq(pick(cp_slot, loaded)),
+            last_beat.eq(beat == beats - 1),
+            self.layer.ready.eq(~ld_busy & ~pick(ld_slot, owned)),
+            self.acts.ready.eq(ld_busy),
+            buf.w_en.eq(ld_busy & self.acts.valid), buf.w_addr.eq(Cat(ld_beat, ld_slot)),
+            buf.w_data.eq(self.acts.payload),
+            self.codes.ready.eq(computing & adv & scale_ok),
+            fire.eq(computing & self.codes.valid & adv & scale_ok),
+        ]
+        if c.requant:
+            m.d.comb += self.scales.ready.eq(computing & adv & self.codes.valid & (beat == 0))
+
+        lm, lr = self.layer.payload.m, self.layer.payload.rows
+        take = self.layer.valid & self.layer.ready & (lm != 0) & (lr != 0)  # an empty layer is taken and ignored
+        loaded_last = ld_busy & self.acts.valid & (ld_beat == pick(ld_slot, slot_beats) - 1)
+        released = fire & last_beat & (row == rows - 1)  # the computed slot's last code beat
+        with m.If(take):
+            m.d.sync += [ld_busy.eq(1), ld_beat.eq(0)]
+        with m.If(ld_busy & self.acts.valid):
+            m.d.sync += ld_beat.eq(ld_beat + 1)
+            with m.If(loaded_last):
+                m.d.sync += [ld_busy.eq(0), ld_slot.eq(~ld_slot)]
+        # (the loader and the computer never change the same slot in one cycle: the loader only
+        # takes a slot that is not owned, the computer only releases a loaded one)
+        for i in range(2):
+            with m.If(take & (ld_slot == i)):
+                m.d.sync += [owned[i].eq(1), slot_rows[i].eq(lr), slot_beats[i].eq((lm + (L - 1)) >> lg),
+                             # lane l works in a row's last beat iff l <= (m - 1) mod L
+                             slot_tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L)))]
+                if c.requant:
+                    m.d.sync += slot_shift[i].eq(self.layer.payload.shift)
+            with m.If(loaded_last & (ld_slot == i)):
+                m.d.sync += loaded[i].eq(1)
+            with m.If(released & (cp_slot == i)):
+                m.d.sync += [owned[i].eq(0), loaded[i].eq(0)]
+        with m.If(fire):
+            with m.If(last_beat):
+                m.d.sync += [beat.eq(0), row.eq(row + 1)]
+                with m.If(row == rows - 1):
+                    m.d.sync += [row.eq(0), cp_slot.eq(~cp_slot)]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        # stage 0 -> 1: synchronous ROM and activation reads, with the beat's flags alongside
+        m.d.comb += [rom.en.eq(adv), buf.r_en.eq(adv), buf.r_addr.eq(Cat(beat, cp_slot))]
+        for lane in range(L):
+            m.d.comb += rom.addr[lane].eq(self.codes.payload[lane * a:(lane + 1) * a])
+        valid1, last1, mask1 = Signal(), Signal(), Signal(L)
+        with m.If(adv):
+            m.d.sync += [valid1.eq(fire), last1.eq(last_beat), mask1.eq(Mux(last_beat, tail_mask, (1 << L) - 1))]
+        m.d.comb += [
+            mac.adv.eq(adv), mac.valid.eq(valid1), mac.last.eq(last1), mac.mask.eq(mask1),
+            mac.acts.eq(buf.r_data),
+        ]
+        for lane in range(L):
+            m.d.comb += mac.codewords[lane].eq(rom.data[lane])
+
+        # accumulate; a row's last beat emits acc + partial sum (wrapped to acc_bits) and clears acc
+        acc = Signal(signed(c.acc_bits))
+        total = Signal(signed(c.acc_bits))
+        m.d.comb += total.eq(acc + mac.out_sum)  # truncation = two's-complement wrap, as the reference
+        with m.If(adv & mac.out_valid):
+            with m.If(mac.out_last):
+                m.d.sync += acc.eq(0)
+            with m.Else():
+                m.d.sync += acc.eq(total)
+        if not c.requant:
+            m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(total)]
+        else:
+            self._requant(m, adv, fire, beat, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac.latency)
+        m.d.comb += [
+            self.results.valid.eq(out.r_rdy), self.results.payload.eq(out.r_data), out.r_en.eq(self.results.ready),
+        ]
+        return m
+
+    def _requant(self, m, adv, fire, beat, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac_latency):
+        """The output stage (reference.requantize): the row's multiplier and the layer's shift
+        travel with every beat through the read and MAC stages (rows may be shorter than the
+        pipeline), then two registered stages: (1) acc * multiplier, (2) + 2^(shift-1), arithmetic
+        shift right, saturate to out_bits; the FIFO takes stage 2's result."""
+        c = self.config
+        row_mult = Signal(c.mult_bits)  # the current row's multiplier, held after its first beat
+        with m.If(fire & (beat == 0)):
+            m.d.sync += row_mult.eq(self.scales.payload)
+        tag = Signal(c.mult_bits + SHIFT_BITS, name="rq_tag_0")
+        m.d.comb += tag.eq(Cat(Mux(beat == 0, self.scales.payload, row_mult), pick(cp_slot, slot_shift)))
+        for i in range(1 + mac_latency):  # the read stage, then the MAC's stages
+            nxt = Signal(len(tag), name=f"rq_tag_{i + 1}")
+            with m.If(adv):
+                m.d.sync += nxt.eq(tag)
+            tag = nxt
+        mult, shift = tag[:c.mult_bits], tag[c.mult_bits:]
+        # stage 1: the exact product (acc_bits + mult_bits bits, signed)
+        v1 = Signal(name="rq_valid_1")
+        prod = Signal(signed(c.acc_bits + c.mult_bits + 1))
+        shift1 = Signal(SHIFT_BITS)
+        with m.If(adv):
+            m.d.sync += [v1.eq(write), prod.eq(total * mult.as_unsigned()), shift1.eq(shift)]
+        # stage 2: round half up, shift, saturate
+        lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
+        rounded = Signal(signed(c.acc_bits + c.mult_bits + 2))
+        shifted = Signal(signed(c.acc_bits + c.mult_bits + 2))
+        half = Const(1, 1) << (shift1 - 1)[:SHIFT_BITS]  # 2^(shift-1); shift is 1..62
+        m.d.comb += [rounded.eq(prod + half), shifted.eq(rounded >> shift1)]
+        y = Signal(signed(c.out_bits))
+        with m.If(adv):
+            m.d.sync += [rq_valid.eq(v1), y.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))]
+        m.d.comb += [out.w_en.eq(rq_valid & out.w_rdy), out.w_data.eq(y)]

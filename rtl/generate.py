@@ -1,0 +1,153 @@
+"""Generation: the engine's Verilog and RTLIL, its ROM init files and a manifest, for one codebook.
+
+Files written into the output folder (every write atomic):
+  vq4all_engine.v           Verilog, ROM contents inline (simulators, ASIC flows)
+  vq4all_engine.il          RTLIL of the same design: what yosys should read for synthesis (yosys
+                            0.23 took 281 s to read the inline-ROM Verilog of a 16384-row ROM,
+                            0.36 s for its RTLIL; HARDWARE.md)
+  vq4all_engine_readmemh.v  the same engine whose ROM (`vq4all_codebook_rom`, defined at the end
+                            of the file) loads codebook.hex with $readmemh: swap the codebook
+                            without regenerating
+  codebook.hex/.mem/.coe/.mif   ROM init files (rtl.romfiles)
+  manifest.json             parameters, codebook SHA-256, ports, files with their SHA-256
+Each .v starts with a header comment: codebook SHA-256, parameters, port list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..artifact import atomic_write_bytes, codebook_sha256
+from ..errors import VQ4AllError
+from .config import ACT_BITS, EngineConfig
+from .engine import Engine, check_codebook
+from .rom import readmemh_module
+from .romfiles import FORMATS, SUFFIX, rom_file_text
+
+TOP = "vq4all_engine"
+PORT_NOTES = {
+    "clk": "clock (rising edge)",
+    "rst": "synchronous reset, active high",
+    "layer__payload": "layer descriptor: m (sub-vectors per row) in bits [0, m_bits), rows above",
+    "acts__payload": "lanes*d int8 activations, value i in bits [8i, 8i+8)",
+    "codes__payload": "lanes codes of log2(k) bits, lane 0 in the least significant bits",
+    "scales__payload": "requant: the row's unsigned multiplier, taken with the row's first code beat",
+    "results__payload": "one output row: the signed accumulator (wrapped), or with requant its int out_bits result",
+}
+
+
+def ports(engine: Engine) -> list[dict]:
+    """The top's ports: [{name, direction, width, note}], clock and reset first (read from the
+    signature: the engine is not elaborated)."""
+    engine._MustUse__silence = True  # only its signature is read here
+    out = [{"name": "clk", "direction": "input", "width": 1, "note": PORT_NOTES["clk"]},
+           {"name": "rst", "direction": "input", "width": 1, "note": PORT_NOTES["rst"]}]
+    for path, member, value in engine.signature.flatten(engine):
+        name = "__".join(str(p) for p in path)
+        width = len(value.as_value()) if hasattr(value, "as_value") else len(value)
+        out.append({"name": name, "direction": "input" if member.flow.name == "In" else "output",
+                    "width": width, "note": PORT_NOTES.get(name, "valid/ready handshake")})
+    return out
+
+
+def header(config: EngineConfig, sha256: str, port_list: list[dict], what: str) -> str:
+    """A Verilog comment block: what the file is, the codebook hash, parameters, ports."""
+    lines = [f"// {TOP}: VQ4ALL universal-codebook engine ({what})",
+             f"// codebook sha256: {sha256}",
+             "// parameters: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()),
+             f"//   code_bits={config.code_bits} m_bits={config.m_bits} rows_bits={config.rows_bits} "
+             f"activations int{ACT_BITS} latency={config.latency} cycles to the result FIFO (+2 to its output)",
+             "// results[o] = reference.lookup_matmul_int(x, codes, codebook, acc_bits)[o] (vq4all/reference.py)"
+             + (", then reference.requantize(.., multiplier[o], shift, out_bits)" if config.requant else ""),
+             "// ports:"]
+    for p in port_list:
+        lines.append(f"//   {p['direction']:<6} [{p['width']:>4}] {p['name']:<18} {p['note']}")
+    return "\n".join(lines) + "\n"
+
+
+def engine_verilog(config: EngineConfig, codebook: np.ndarray, *, sha256: str | None = None,
+                   rom_init_file: str | None = None) -> str:
+    """Verilog of the engine with the header: ROM inline (default) or, with rom_init_file, the
+    $readmemh ROM module appended (INIT_FILE = rom_init_file, relative to the simulator's or
+    synthesis tool's working folder unless absolute)."""
+    from amaranth.back import verilog
+
+    sha256 = sha256 or codebook_sha256(np.asarray(codebook))
+    if rom_init_file is None:
+        engine = Engine(config, codebook)
+        text = verilog.convert(engine, name=TOP)
+        return header(config, sha256, ports(engine), "ROM inline") + text
+    check_codebook(config, codebook)
+    engine = Engine(config, rom_init_file=rom_init_file)
+    text = verilog.convert(engine, name=TOP)
+    rom = readmemh_module(k=config.k, word_bits=config.word_bits, ports=config.lanes)
+    return (header(config, sha256, ports(engine), f"ROM loaded by $readmemh(\"{rom_init_file}\")")
+            + text + "\n" + rom)
+
+
+def engine_rtlil(config: EngineConfig, codebook: np.ndarray) -> str:
+    from amaranth.back import rtlil
+
+    return rtlil.convert(Engine(config, codebook), name=TOP)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def generate(codebook, out_dir, config: EngineConfig, *, sha256: str | None = None, progress: bool = False) -> dict:
+    """Write every generated file for `codebook` ([k, d] int8, or an artifact.Codebook) into
+    `out_dir` (created if missing); return the manifest (also written as manifest.json)."""
+    if hasattr(codebook, "codebook"):  # an artifact.Codebook
+        sha256 = sha256 or codebook.sha256
+        codebook = codebook.codebook
+    codebook = np.asarray(codebook)
+    words = check_codebook(config, codebook)
+    sha256 = sha256 or codebook_sha256(codebook)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise VQ4AllError(f"{out}: exists and is not a folder: choose another --out-dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VQ4AllError(f"{out}: cannot create the folder ({e.strerror})") from None
+    steps = [("Verilog (ROM inline)", f"{TOP}.v", lambda: engine_verilog(config, codebook, sha256=sha256)),
+             ("RTLIL", f"{TOP}.il", lambda: engine_rtlil(config, codebook)),
+             ("Verilog ($readmemh ROM)", f"{TOP}_readmemh.v",
+              lambda: engine_verilog(config, codebook, sha256=sha256, rom_init_file="codebook.hex"))]
+    steps += [(f"ROM file .{fmt}", f"codebook{SUFFIX[fmt]}",
+               (lambda f=fmt: rom_file_text(f, words, d=config.d, width=config.width, sha256=sha256)))
+              for fmt in FORMATS]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(steps), desc=f"rtl k={config.k}", unit="file", leave=False)
+    files, seconds = {}, {}
+    for label, name, make in steps:
+        if bar is not None:
+            bar.set_postfix_str(label)
+        t = time.perf_counter()
+        data = make().encode()
+        atomic_write_bytes(out / name, data)
+        files[name] = {"sha256": _sha(data), "bytes": len(data)}
+        seconds[name] = round(time.perf_counter() - t, 3)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    manifest = {
+        "format": "vq4all-rtl", "format_version": 1, "top": TOP,
+        "codebook_sha256": sha256, "config": config.to_dict(),
+        "derived": {"code_bits": config.code_bits, "word_bits": config.word_bits, "m_bits": config.m_bits,
+                    "rows_bits": config.rows_bits, "tree_levels": config.tree_levels, "latency": config.latency},
+        "ports": ports(Engine(config, rom_init_file="codebook.hex")),
+        "files": files, "seconds": seconds,
+    }
+    atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return manifest

@@ -1,0 +1,85 @@
+"""The decoder + MAC lanes: codewords x activations, summed by a registered balanced adder tree.
+
+Per beat (all lanes of one output row): lane l brings one codeword (d values of `width` bits,
+already read from the ROM: that read is the "decode" of a code) and its activation sub-vector
+(d int8 values). The d * lanes products (int8 x int`width`, exact in 8 + width bits) go into a
+register, then a balanced tree of registered pairwise adders (one level per cycle, one bit wider
+per level) reduces them to one partial sum of 8 + width + ceil(log2(d * lanes)) bits.
+
+Why a registered tree and not `sum()`: Python's sum builds a chain of d adders in one cycle
+(measured 35 MHz vs 65 MHz for the pipelined tree on iCE40 UP5K, HARDWARE.md). Idle lanes (the
+tail of a row whose m is not a multiple of lanes) are masked to a zero product, so whatever their
+ROM port or activation word holds never reaches the sum.
+
+Everything advances together on `adv` (the engine's single stall signal); `out_valid` and
+`out_last` travel with each beat, `latency` = 1 + tree levels cycles after the inputs.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import ACT_BITS
+
+
+class MACLanes(wiring.Component):
+    """codewords: [lanes] x (d*width) bits (ROM words); acts: lanes*d int8 packed (value i in bits
+    [8i, 8i+8)); mask: [lanes] lane enables; valid/last: the beat's flags.
+    out_sum: signed(sum_bits), the masked sum of the beat's d*lanes products, with out_valid and
+    out_last, `latency` cycles of `adv` later."""
+
+    def __init__(self, *, d: int, width: int, lanes: int):
+        self.d, self.width, self.lanes = d, width, lanes
+        self.levels = (d * lanes - 1).bit_length()
+        self.latency = 1 + self.levels
+        self.sum_bits = ACT_BITS + width + self.levels
+        super().__init__({
+            "adv": In(1),
+            "valid": In(1),
+            "last": In(1),
+            "mask": In(lanes),
+            "codewords": In(data.ArrayLayout(unsigned(d * width), lanes)),
+            "acts": In(unsigned(lanes * d * ACT_BITS)),
+            "out_valid": Out(1),
+            "out_last": Out(1),
+            "out_sum": Out(signed(self.sum_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        d, w = self.d, self.width
+        # stage 1: the products, registered
+        terms = []
+        for lane in range(self.lanes):
+            for e in range(d):
+                cw = self.codewords[lane][e * w:(e + 1) * w].as_signed()
+                i = lane * d + e
+                act = self.acts[i * ACT_BITS:(i + 1) * ACT_BITS].as_signed()
+                product = Signal(signed(ACT_BITS + w), name=f"product_l{lane}_e{e}")
+                with m.If(self.adv):
+                    m.d.sync += product.eq(Mux(self.mask[lane], act * cw, 0))
+                terms.append(product)
+        valid, last = Signal(name="valid_p"), Signal(name="last_p")
+        with m.If(self.adv):
+            m.d.sync += [valid.eq(self.valid), last.eq(self.last)]
+        # stages 2..: one registered level of pairwise sums per cycle (an odd term passes through
+        # its register unchanged, so every path has the same length)
+        for level in range(self.levels):
+            bits = ACT_BITS + w + level + 1
+            nxt = []
+            for i in range(0, len(terms), 2):
+                s = Signal(signed(bits), name=f"tree{level}_{i // 2}")
+                pair = terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                with m.If(self.adv):
+                    m.d.sync += s.eq(pair)
+                nxt.append(s)
+            terms = nxt
+            v, la = Signal(name=f"valid_t{level}"), Signal(name=f"last_t{level}")
+            with m.If(self.adv):
+                m.d.sync += [v.eq(valid), la.eq(last)]
+            valid, last = v, la
+        assert len(terms) == 1
+        m.d.comb += [self.out_sum.eq(terms[0]), self.out_valid.eq(valid), self.out_last.eq(last)]
+        return m
