@@ -69,9 +69,9 @@ def measure(name, codebooks, sources_sub8, config, per_network, log):
     log(rows[-1])
 
     default = CompressConfig().to_dict()
-    settings = ", ".join(f"{k}={v}" for k, v in config.to_dict().items() if k != "steps" and v != default[k])
 
     def trained(method, codebook, cfg, key=None):
+        settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in ("steps", "pnc") and v != default[k])
         t = time.perf_counter()
         result = compress(net, codebook, cfg)
         info = evaluate_artifact(net, result.artifact, codebook)
@@ -84,7 +84,8 @@ def measure(name, codebooks, sources_sub8, config, per_network, log):
         return result
 
     vq = trained("vq4all 65536x8, PNC", cb, config, "pnc")
-    trained("vq4all 65536x8, no PNC", cb, CompressConfig.from_dict({**config.to_dict(), "pnc": False}), "no_pnc")
+    # the paper's ablation: the same budget without PNC, then every argmax
+    trained("vq4all 65536x8, no PNC", cb, CompressConfig.from_dict({**config.to_dict(), "pnc": False, "finish": "argmax"}), "no_pnc")
     if name in sources_sub8 and len(sources_sub8) > 1:
         others = {n: s for n, s in sources_sub8.items() if n != name}
         loo = build_from_subvectors(others, CodebookConfig(networks=tuple(others), per_network=per_network))
