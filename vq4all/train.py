@@ -214,7 +214,8 @@ class _Run:
             self._restore(path, meta, arrays)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             # the container parsed, but what it holds does not fit this run (edited or damaged)
-            raise VQ4AllError(f"{path}: damaged checkpoint ({e.__class__.__name__}: {str(e)[:200]}): "
+            detail = " ".join(str(e).split())[:200]  # torch's messages span lines; keep one
+            raise VQ4AllError(f"{path}: damaged checkpoint ({e.__class__.__name__}: {detail}): "
                               "delete it and run without --resume") from None
 
     def _restore(self, path, meta: dict, arrays: dict) -> None:
