@@ -24,7 +24,8 @@ _ODD_VALUES = [None, True, False, 0, -1, 1, 2, 3, 2**31, 2**63, 2**64 + 1, -2**6
 
 
 def seed_files() -> dict[str, bytes]:
-    """{name: bytes} of small valid files: 'codebook' (int8, k=16, d=4), 'codebook_f16', 'network'."""
+    """{name: bytes} of valid files: 'codebook' (int8, k=16, d=4), 'codebook_f16', 'network' (~1 KiB),
+    'network_big' (the network plus a 1 MiB leftover)."""
     import tempfile
     from pathlib import Path
 
@@ -42,12 +43,16 @@ def seed_files() -> dict[str, bytes]:
     leftovers = {"conv.bias": rng.standard_normal(6).astype(np.float32), "fc.bias": rng.standard_normal(5).astype(np.float16),
                  "bn.num_batches_tracked": np.array(3, np.int64)}
     net = NetworkArtifact("toy", cb.sha256, 16, layers, leftovers, {"method": "fuzz"})
+    # the same with 1 MiB of leftovers: data dominates the file, so allocation bounds bite
+    big = NetworkArtifact("toy", cb.sha256, 16, layers, {**leftovers, "big": rng.standard_normal(1 << 18).astype(np.float32)},
+                          {"method": "fuzz"})
     with tempfile.TemporaryDirectory() as tmp:
         save_codebook(Path(tmp) / "cb", cb)
         save_codebook(Path(tmp) / "f16", f16)
         save_network(Path(tmp) / "net", net)
+        save_network(Path(tmp) / "big", big)
         return {"codebook": (Path(tmp) / "cb").read_bytes(), "codebook_f16": (Path(tmp) / "f16").read_bytes(),
-                "network": (Path(tmp) / "net").read_bytes()}
+                "network": (Path(tmp) / "net").read_bytes(), "network_big": (Path(tmp) / "big").read_bytes()}
 
 
 def split(data: bytes) -> tuple[dict, bytes]:
