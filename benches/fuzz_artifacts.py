@@ -25,13 +25,14 @@ import numpy as np
 
 from vq4all import artifact, fuzzing
 from vq4all.artifact import atomic_write_bytes
-from vq4all.errors import ArtifactError, VQ4AllError
+from vq4all.errors import ArtifactError, VQ4AllError, printable
 
 ALLOC_FACTOR, ALLOC_CONST = 8, 2 << 20
 
 
 def rule_class(message: str) -> str:
     """A rule's message with its numbers and quoted values taken out, so equal rules group."""
+    message = printable(message)  # rules quote names from the file: lone surrogates, line breaks
     text = re.sub(r"'[^']*'|\"[^\"]*\"|\[[^\]]*\]|\b\d+(\.\d+)?\b|[0-9a-f]{16}\.\.\.", "_", message)
     return text[:100]
 
