@@ -119,7 +119,7 @@ def test_interrupted_compress_resumes_to_the_same_artifact(tmp_path):
     deadline = time.monotonic() + 240
     while not ckpt.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    time.sleep(0.1)  # a few more steps: the kill lands while later checkpoints are being written
+    time.sleep(0.05)  # a few more steps: the kill lands while later checkpoints are being written
     os.kill(child.pid, signal.SIGKILL)
     child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL, "the run finished before it could be interrupted"
