@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from vq4all import zoo
-from vq4all.artifact import atomic_write_bytes
+from vq4all.artifact import atomic_write_bytes, save_figure
 from vq4all.codebook import build_from_subvectors, network_subvectors
 from vq4all.config import CodebookConfig, CompressConfig
 from vq4all.evaluate import evaluate_artifact
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
             ax.set_ylabel(pts[0]["metric"], fontsize=8)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "ablations.png", dpi=110)
+    save_figure(fig, out / "ablations.png", dpi=110)
     plt.close(fig)
     print("\n".join(lines))
     return 0

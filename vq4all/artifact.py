@@ -21,6 +21,8 @@ Reading parses and checks the safetensors header itself before touching any data
 offsets against the file's real length, a bounded header), so a malformed or hostile file ends
 in one `ArtifactError` naming the file, the tensor and the rule, and never allocates more than
 the file's own size. Writes are atomic: a temporary file in the same folder, fsync, rename.
+The temporary file is named `.<name>.<random>.tmp`: a crash can leave one behind, but it never
+has the artifact's name, so no reader mistakes it for the artifact (delete leftovers freely).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -169,6 +172,16 @@ def atomic_write_bytes(path, data: bytes) -> None:
         pass  # some filesystems refuse fsync on folders; the rename itself is still atomic
 
 
+def save_figure(fig, path, **kwargs) -> None:
+    """matplotlib's fig.savefig(path, **kwargs), atomically: render into memory, then
+    atomic_write_bytes (a plot interrupted mid-write never replaces a good one)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def check_writable(path) -> None:
     """Fail early, before long work, if `path` cannot be written (missing or read-only folder)."""
     path = Path(path)
@@ -232,6 +245,9 @@ def _read_raw(path) -> tuple[dict, dict[str, np.ndarray]]:
     """Parse a safetensors file with every size checked against the file: (manifest, tensors)."""
     path = Path(path)
     try:
+        # only regular files: a FIFO, /dev/zero or a socket would block or never end
+        if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+            raise VQ4AllError(f"{path}: not a regular file (a device, pipe or socket): give an artifact file")
         data = path.read_bytes()
     except FileNotFoundError:
         raise VQ4AllError(f"{path}: no such file") from None
@@ -249,7 +265,8 @@ def _read_raw(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise ArtifactError(path, None, f"header of {header_len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
     try:
         header = json.loads(data[8:8 + header_len].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    # ValueError: also integers past Python's digit limit; RecursionError: deeply nested arrays
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ArtifactError(path, None, f"header is not valid JSON ({e.__class__.__name__}): not a safetensors file or corrupted") from None
     if not isinstance(header, dict):
         raise ArtifactError(path, None, "header must be a JSON object")
@@ -260,8 +277,8 @@ def _read_raw(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise ArtifactError(path, None, "the 'vq4all' manifest must be a JSON string")
     try:
         manifest = json.loads(meta["vq4all"])
-    except json.JSONDecodeError as e:
-        raise ArtifactError(path, None, f"the 'vq4all' manifest is not valid JSON ({e.msg})") from None
+    except (ValueError, RecursionError) as e:
+        raise ArtifactError(path, None, f"the 'vq4all' manifest is not valid JSON ({getattr(e, 'msg', e.__class__.__name__)})") from None
     if not isinstance(manifest, dict):
         raise ArtifactError(path, None, "the 'vq4all' manifest must be a JSON object")
     body = memoryview(data)[8 + header_len:]
@@ -287,7 +304,10 @@ def _read_raw(path) -> tuple[dict, dict[str, np.ndarray]]:
         if end - begin != nbytes:
             raise ArtifactError(path, name, f"shape {shape} of {info['dtype']} needs {nbytes} bytes, data_offsets give {end - begin}")
         spans.append((begin, end, name))
-        tensors[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
+        try:
+            tensors[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
+        except ValueError:  # an empty tensor passes the size check whatever its other dimensions
+            raise ArtifactError(path, name, f"shape {shape} cannot be held by numpy (too many or too large dimensions)") from None
     spans.sort()
     for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
@@ -299,7 +319,7 @@ def _check_common(path, manifest: dict, kind: str | None = None) -> None:
     if manifest.get("format") != FORMAT:
         raise ArtifactError(path, None, f"manifest format is {manifest.get('format')!r}, expected {FORMAT!r}")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:  # JSON 1.0 and true also equal 1 in Python
         raise ArtifactError(path, None, f"unknown format_version {version!r}: this vq4all reads version {FORMAT_VERSION}; use a matching vq4all release")
     if manifest.get("kind") not in ("codebook", "network"):
         raise ArtifactError(path, None, f"manifest kind {manifest.get('kind')!r} must be 'codebook' or 'network'")
@@ -390,7 +410,8 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
             raise ArtifactError(path, f"{name}.codes", f"d={d} does not match the codebook's d={codebook.d}")
         row = math.prod(shape[1:]) if len(shape) > 1 else 1
         m = -(-row // d)
-        if layer.get("pad") != m * d - row:
+        pad = layer.get("pad")
+        if not isinstance(pad, int) or isinstance(pad, bool) or pad != m * d - row:
             raise ArtifactError(path, f"{name}.codes", f"pad {layer.get('pad')!r} must be m*d - row = {m * d - row} for shape {shape} and d={d}")
         if layer.get("scale_granularity") not in _GRANULARITIES:
             raise ArtifactError(path, f"{name}.scales", f"scale_granularity {layer.get('scale_granularity')!r} must be one of {', '.join(_GRANULARITIES)}")

@@ -146,9 +146,12 @@ def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int, init:
     """
     if not 1 <= n <= codebook.k:
         raise VQ4AllError(f"n={n} candidates must be between 1 and k={codebook.k}")
-    values = torch.from_numpy(codebook.values())
     owners = {key: weight_owner(model, key) for key in keys}
-    splits = [split(getattr(module, attr).detach().cpu().numpy(), codebook.d, granularity) for module, attr in owners.values()]
+    if not owners:
+        raise VQ4AllError("the network has no compressible layer (no weight with >= 2 dimensions to code): nothing to compress")
+    values = torch.from_numpy(codebook.values())
+    splits = [split(getattr(module, attr).detach().cpu().numpy(), codebook.d, granularity, name=f"weight '{key}'")
+              for key, (module, attr) in owners.items()]
     found = candidates(splits, codebook.values(), n, device=device, progress=progress)
     out = {}
     for (key, (module, attr)), s, (cand, dist) in zip(owners.items(), splits, found):

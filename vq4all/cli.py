@@ -2,13 +2,15 @@
 
 Every flag defaults to None and falls back to the config dataclasses' defaults. A `VQ4AllError`
 (bad input the user can fix) prints one line and exits with status 2; `--debug` shows the
-traceback instead.
+traceback instead. Output into a pipe whose reader has gone (`... --json | head -1`) ends the
+command quietly with status 141 (128 + SIGPIPE, as for tools the signal kills).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
@@ -367,11 +369,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `yes | head -1` reports for `yes`
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # a name from a file's header may hold lone surrogates: escape them rather than crash printing
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows up here at the latest
+        return status
+    except BrokenPipeError:
+        # the reader went away (`vq4all inspect F --json | head -1`): stop quietly, like a tool
+        # killed by SIGPIPE, instead of a traceback
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except VQ4AllError as e:
         if args.debug:
             raise

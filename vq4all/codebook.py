@@ -85,7 +85,7 @@ def network_subvectors(weights: dict, d: int, granularity: str) -> np.ndarray:
     weights: {state-dict key: tensor or array [out_features, ...]}."""
     from .subvectors import split
 
-    parts = [split(np.asarray(w, dtype=np.float32), d, granularity).full() for w in weights.values()]
+    parts = [split(np.asarray(w, dtype=np.float32), d, granularity, name=f"weight '{key}'").full() for key, w in weights.items()]
     parts = [p for p in parts if p.size]
     return np.concatenate(parts) if parts else np.zeros((0, d), np.float32)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .artifact import Codebook, LayerCodes, NetworkArtifact, code_dtype
+from .errors import VQ4AllError
 from .reference import decode
 from .search import candidates
 from .subvectors import split
@@ -21,7 +22,10 @@ def assign(weights: dict, codebook: Codebook, granularity: str = "channel", *, d
     One search over the sub-vectors of all layers at once (`vq4all.search.candidates`, which
     matches the ragged tails of rows on their real values only).
     """
-    splits = {key: split(np.asarray(w, dtype=np.float32), codebook.d, granularity) for key, w in weights.items()}
+    if not weights:
+        raise VQ4AllError("the network has no compressible layer (no weight with >= 2 dimensions to code): nothing to compress")
+    splits = {key: split(np.asarray(w, dtype=np.float32), codebook.d, granularity, name=f"weight '{key}'")
+              for key, w in weights.items()}
     found = candidates(list(splits.values()), codebook.values(), 1, device=device, progress=progress)
     dtype = code_dtype(codebook.k)
     layers = []

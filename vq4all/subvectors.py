@@ -72,13 +72,15 @@ def row_scales(rows: np.ndarray, granularity: str = "channel") -> np.ndarray:
     return np.clip(rms, _SCALE_MIN, _SCALE_MAX).astype(np.float16)
 
 
-def split(weight, d: int, granularity: str = "channel") -> Split:
-    """Cut `weight` ([out_features, ...], any float dtype) into normalised sub-vectors of d values."""
+def split(weight, d: int, granularity: str = "channel", name: str = "the weight") -> Split:
+    """Cut `weight` ([out_features, ...], any float dtype) into normalised sub-vectors of d values.
+    name: the weight's state-dict key, for error messages."""
     if int(d) < 1:
         raise VQ4AllError(f"sub-vector dimension d must be >= 1, got {d}")
     weight = np.asarray(weight, dtype=np.float32)
     if not np.isfinite(weight).all():
-        raise VQ4AllError("the weight holds NaN or Inf values: fix the network before compressing it")
+        bad = int((~np.isfinite(weight)).sum())
+        raise VQ4AllError(f"{name} holds {bad} NaN or Inf values: fix the network (or its checkpoint) before compressing it")
     out_features, row = row_count(weight.shape)
     rows = weight.reshape(out_features, row)
     scales = row_scales(rows, granularity)

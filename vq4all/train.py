@@ -210,6 +210,15 @@ class _Run:
         if not path.is_file():
             raise VQ4AllError(f"{path}: no checkpoint to resume from: run without --resume first")
         meta, arrays = read_container(path)  # the artifact reader's checked parse: no pickle, bounded sizes
+        try:
+            self._restore(path, meta, arrays)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            # the container parsed, but what it holds does not fit this run (edited or damaged)
+            detail = " ".join(str(e).split())[:200]  # torch's messages span lines; keep one
+            raise VQ4AllError(f"{path}: damaged checkpoint ({e.__class__.__name__}: {detail}): "
+                              "delete it and run without --resume") from None
+
+    def _restore(self, path, meta: dict, arrays: dict) -> None:
         tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise VQ4AllError(f"{path}: not a vq4all checkpoint")
