@@ -8,8 +8,10 @@ PNC); vq4all without PNC; vq4all on the codebook built without the network (leav
 vq4all on a universal 256x4 codebook. Columns: task metric, its ratio to FP, bits/weight, the
 compression ratio without and with the codebook, wall time.
 
-Long: each network's rows are written to OUT/rows/<network>.json as soon as they are measured
-and a rerun skips networks already there (--force re-measures), so an interrupted run resumes.
+Long: each row is written to OUT/rows/<network>.partial.json as soon as it is measured, and a
+network's rows to OUT/rows/<network>.json when all are; a rerun skips networks already there
+(--force re-measures) and, inside a network, the methods already measured with the same
+configuration, so an interrupted run resumes at its next method.
 Writes compress.md, compress.json and the plots max_ratios.png (largest ratios at the end of
 training with and without PNC), codewords.png (distinct codewords per layer), pareto.png
 (metric vs compression ratio).
@@ -41,66 +43,81 @@ def row(net, method, info, seconds, **extra):
             "compression_ratio_with_codebook": info["compression_ratio_with_codebook"], "seconds": seconds, **extra}
 
 
-def measure(name, codebooks, sources_sub8, config, per_network, log):
+def measure(name, codebooks, sources_sub8, config, per_network, log, partial: Path):
+    """Every method's row for one network. Each finished row (and what the plots need of it) is
+    written to `partial` at once, and a rerun takes the rows already there, so a run interrupted
+    in the middle of a large network resumes at its next method."""
     net = zoo.load(name)
-    rows, plots = [], {}
-    rows.append(row(net, "FP32", evaluate_baseline(net, "fp"), 0.0))
-    t = time.perf_counter()
-    rows.append(row(net, "RTN 2-bit per channel", evaluate_baseline(net, "rtn2"), time.perf_counter() - t))
+    saved = json.loads(partial.read_text()) if partial.exists() else {}
+    # rows measured with another configuration are not this run's: start the network again
+    done = saved.get("methods", {}) if saved.get("config") == config.to_dict() else {}
 
-    t = time.perf_counter()
-    state, stored, rep = finetune_kmeans(net, config)
+    def measured(method, fn):
+        if method not in done:
+            t = time.perf_counter()
+            info, extra, more = fn()
+            done[method] = {"row": row(net, method, info, time.perf_counter() - t, **more), "extra": extra}
+            atomic_write_bytes(partial, json.dumps({"config": config.to_dict(), "methods": done}).encode())
+        log(done[method]["row"])
+        return done[method]
+
     weights = numpy_weights(net)
-    count = sum(w.size for w in weights.values())
-    left = {k: v for k, v in state.items() if k not in weights}
-    left_values = sum(int(np.size(v)) for v in left.values())
-    left_bits = sum(int(np.size(v)) * np.asarray(v).itemsize * 8 for v in left.values())
-    ratio = 32 * (count + left_values) / (stored + left_bits)
-    info = {"value": task_metric(net, state)["value"], "bits_per_weight": stored / count, "compression_ratio": ratio,
-            "compression_ratio_with_codebook": ratio}
-    rows.append(row(net, "per-layer k-means 256x4, fine-tuned", info, time.perf_counter() - t, steps=rep["steps"]))
-    log(rows[-1])
+    measured("FP32", lambda: (evaluate_baseline(net, "fp"), {}, {}))
+    measured("RTN 2-bit per channel", lambda: (evaluate_baseline(net, "rtn2"), {}, {}))
+
+    def kmeans_finetuned():
+        state, stored, rep = finetune_kmeans(net, config)
+        count = sum(w.size for w in weights.values())
+        left = {k: v for k, v in state.items() if k not in weights}
+        left_values = sum(int(np.size(v)) for v in left.values())
+        left_bits = sum(int(np.size(v)) * np.asarray(v).itemsize * 8 for v in left.values())
+        ratio = 32 * (count + left_values) / (stored + left_bits)
+        info = {"value": task_metric(net, state)["value"], "bits_per_weight": stored / count,
+                "compression_ratio": ratio, "compression_ratio_with_codebook": ratio}
+        return info, {}, {"steps": rep["steps"]}
+
+    measured("per-layer k-means 256x4, fine-tuned", kmeans_finetuned)
 
     cb = codebooks["u16_all"]
-    t = time.perf_counter()
-    state_np = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
-    art = hard_assign(net.name, state_np, list(weights), cb)
-    rows.append(row(net, "universal 65536x8, hard", evaluate_artifact(net, art, cb), time.perf_counter() - t))
-    log(rows[-1])
 
+    def hard():
+        state_np = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
+        return evaluate_artifact(net, hard_assign(net.name, state_np, list(weights), cb), cb), {}, {}
+
+    measured("universal 65536x8, hard", hard)
     default = CompressConfig().to_dict()
 
-    def trained(method, codebook, cfg, key=None):
-        settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in ("steps", "pnc") and v != default[k])
-        t = time.perf_counter()
-        result = compress(net, codebook, cfg)
-        info = evaluate_artifact(net, result.artifact, codebook)
-        rep = result.report
-        rows.append(row(net, method, info, time.perf_counter() - t, steps=rep["steps"],
-                        frozen_by_pnc=rep["frozen_by_pnc"], forced=rep["forced"], settings=settings))
-        log(rows[-1])
-        if key:
-            plots[key] = result
-        return result
+    def trained(method, codebook_of, cfg, plot=None):
+        def run():
+            codebook = codebook_of()
+            result = compress(net, codebook, cfg)
+            rep = result.report
+            extra = {}
+            if plot:  # what the plots need, kept small
+                extra[f"max_ratios_{plot}"] = result.max_ratios.tolist()[:200000]
+            if plot == "pnc":
+                layers = result.artifact.layers
+                extra["distinct_codewords"] = {l.param: int(np.unique(l.codes).size) for l in layers}
+                extra["codes_per_layer"] = {l.param: int(l.codes.size) for l in layers}
+            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in ("steps", "pnc") and v != default[k])
+            more = {"steps": rep["steps"], "frozen_by_pnc": rep["frozen_by_pnc"], "forced": rep["forced"], "settings": settings}
+            return evaluate_artifact(net, result.artifact, codebook), extra, more
+        return measured(method, run)
 
-    vq = trained("vq4all 65536x8, PNC", cb, config, "pnc")
+    def leave_one_out():
+        if name in sources_sub8 and len(sources_sub8) > 1:
+            others = {n: s for n, s in sources_sub8.items() if n != name}
+            return build_from_subvectors(others, CodebookConfig(networks=tuple(others), per_network=per_network))
+        return cb  # never a source: the all-sources codebook already leaves it out
+
+    trained("vq4all 65536x8, PNC", lambda: cb, config, "pnc")
     # the paper's ablation: the same budget without PNC, then every argmax
-    trained("vq4all 65536x8, no PNC", cb, CompressConfig.from_dict({**config.to_dict(), "pnc": False, "finish": "argmax"}), "no_pnc")
-    if name in sources_sub8 and len(sources_sub8) > 1:
-        others = {n: s for n, s in sources_sub8.items() if n != name}
-        loo = build_from_subvectors(others, CodebookConfig(networks=tuple(others), per_network=per_network))
-    else:
-        loo = cb  # never a source: the all-sources codebook already leaves it out
-    trained("vq4all 65536x8, PNC, leave-one-out", loo, config)
-    trained("vq4all 256x4, PNC", codebooks["u256_all"], config)
-
-    # what the plots need, kept small: largest ratios before the final freeze, codewords per layer
-    extra = {
-        "max_ratios_pnc": plots["pnc"].max_ratios.tolist()[:200000],
-        "max_ratios_no_pnc": plots["no_pnc"].max_ratios.tolist()[:200000],
-        "distinct_codewords": {layer.param: int(np.unique(layer.codes).size) for layer in vq.artifact.layers},
-        "codes_per_layer": {layer.param: int(layer.codes.size) for layer in vq.artifact.layers},
-    }
+    trained("vq4all 65536x8, no PNC", lambda: cb,
+            CompressConfig.from_dict({**config.to_dict(), "pnc": False, "finish": "argmax"}), "no_pnc")
+    trained("vq4all 65536x8, PNC, leave-one-out", leave_one_out, config)
+    trained("vq4all 256x4, PNC", lambda: codebooks["u256_all"], config)
+    rows = [entry["row"] for entry in done.values()]
+    extra = {k: v for entry in done.values() for k, v in entry["extra"].items()}
     return rows, extra
 
 
@@ -207,8 +224,12 @@ def main(argv=None) -> int:
             "u256_all": build_from_subvectors(sub4, CodebookConfig(networks=zoo.NAMES, k=256, d=4, per_network=args.per_network)),
         }
         for name in todo:
-            rows, extra = measure(name, codebooks, sub8, config, args.per_network, log)
+            partial = out / "rows" / f"{name}.partial.json"
+            if args.force and partial.exists():
+                partial.unlink()
+            rows, extra = measure(name, codebooks, sub8, config, args.per_network, log, partial)
             atomic_write_bytes(out / "rows" / f"{name}.json", json.dumps({"rows": rows, "extra": extra}).encode())
+            partial.unlink()
     results = {}
     for name in zoo.NAMES:  # the table holds every network measured so far, in zoo order
         path = out / "rows" / f"{name}.json"
