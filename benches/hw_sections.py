@@ -211,11 +211,21 @@ def _res(r) -> str:
     return "fits"
 
 
+def _signal(cell: str) -> str:
+    """A yosys cell name cut to the engine signal it was built from (mapping suffixes dropped)."""
+    for cut in ("_SB_", "_TRELLIS", "_DFF", "_LUT4", "$"):
+        cell = cell.split(cut)[0] if cut in cell[1:] else cell
+    return cell[:48]
+
+
 def synth_md(report) -> list[str]:
-    lines = ["| device | K | lanes | result | LUT/LC | FF | block RAM | DSP | Fmax MHz |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| device | K | lanes | result | LUT/LC | FF | block RAM | DSP | Fmax MHz | critical path: to (logic steps) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["synth"]:
+        cp = r.get("critical_path")
+        path = f"{_signal(cp['to_cell'])} ({cp['logic_steps']})" if cp else ""
         cells = (f"{r.get('lut', '')} | {r.get('ff', '')} | {r.get('bram', '')} | {r.get('dsp', '-')} | "
-                 f"{r['fmax_mhz']:.1f}") if r["fits"] else " |  |  |  | "
+                 f"{r['fmax_mhz']:.1f} | {path}") if r["fits"] else " |  |  |  |  | "
         lines.append(f"| {r['device']} | {r['k']} | {r['lanes']} | {_res(r)} | {cells} |")
     return lines
 

@@ -22,6 +22,9 @@ def test_parse_report_of_a_routed_design():
     s = summarize(DEVICES["ice40-up5k"], parsed, ffs=745)
     assert (s["lut"], s["bram"], s["dsp"], s["io"], s["ff"]) == (1028, 12, 8, 4, 745)
     assert s["bram_available"] == 30 and s["dsp_available"] == 8
+    path = s["critical_path"]  # the fixture's: engine control logic, clk-to-q to a slot flag
+    assert path["logic_steps"] > 5 and abs(1000 / path["delay_ns"] - parsed["fmax_mhz"]) < 1.0
+    assert path["to_cell"].startswith("engine.")
 
 
 def test_overflow_names_the_cell_nextpnr_stopped_on():

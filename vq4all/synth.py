@@ -121,14 +121,31 @@ _UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)")
 _FMAX_LINE = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz")
 
 
+def critical_path(report: dict) -> dict | None:
+    """The slowest clock-to-clock path of a nextpnr report: {from_cell, to_cell, delay_ns,
+    logic_steps} (cell names are yosys's, which keep the engine's signal names: what limits Fmax).
+    None if the report lists no register-to-register path."""
+    best = None
+    for cp in report.get("critical_paths", []):
+        path = cp.get("path", [])
+        if not path or "posedge" not in str(cp.get("from", "")):
+            continue
+        delay = sum(float(step.get("delay", 0.0)) for step in path)
+        if best is None or delay > best["delay_ns"]:
+            best = {"from_cell": path[0].get("from", {}).get("cell", ""), "to_cell": path[-1].get("to", {}).get("cell", ""),
+                    "delay_ns": round(delay, 2), "logic_steps": sum(step.get("type") == "logic" for step in path)}
+    return best
+
+
 def parse_report(report: dict, device: Device) -> dict:
-    """nextpnr's `--report` JSON -> {utilization: {cell type: {used, available}}, fmax_mhz}.
+    """nextpnr's `--report` JSON -> {utilization: {cell type: {used, available}}, fmax_mhz,
+    critical_path}.
 
     fmax_mhz is the lowest achieved frequency over the report's clocks (the design has one)."""
     util = {cell: {"used": int(v["used"]), "available": int(v["available"])}
             for cell, v in report.get("utilization", {}).items()}
     fmax = [float(v["achieved"]) for v in report.get("fmax", {}).values()]
-    return {"utilization": util, "fmax_mhz": min(fmax) if fmax else None}
+    return {"utilization": util, "fmax_mhz": min(fmax) if fmax else None, "critical_path": critical_path(report)}
 
 
 _STOP_LINE = re.compile(r"no BELs remaining to implement cell type '(\w+)'")
@@ -168,7 +185,7 @@ def summarize(device: Device, parsed: dict, ffs: int) -> dict:
 
     iCE40 has no separate FF count in the report (a logic cell holds a LUT and a FF): ff comes
     from the netlist there."""
-    out = {"fmax_mhz": parsed["fmax_mhz"], "ff": ffs}
+    out = {"fmax_mhz": parsed["fmax_mhz"], "ff": ffs, "critical_path": parsed["critical_path"]}
     for cell, role in device.resources:
         entry = parsed["utilization"].get(cell)
         if entry is not None:
