@@ -68,18 +68,25 @@ def main(argv=None) -> int:
     p.add_argument("--ks", default="256,1024,4096,16384")
     p.add_argument("--lanes", default="1,2,4")
     p.add_argument("--readme", default=str(ROOT / "README.md"), help="README to update ('' to skip)")
+    p.add_argument("--synth-from-cache", action="store_true",
+                   help="run no synthesis: configurations missing from <out>/synth_cache.json show as not measured")
     p.add_argument("--render-only", action="store_true",
-                   help="measure nothing: rewrite the markdown, plots and README block from <out>/hw_report.json")
+                   help="measure nothing: rewrite the report from <out>/hw_report.json and <out>/synth_cache.json")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.render_only:
-        write(json.loads((out / "hw_report.json").read_text()), out, args.readme)
+    devices = [d for d in args.devices.split(",") if d in DEVICES]
+    ks, lanes = [int(k) for k in args.ks.split(",")], [int(v) for v in args.lanes.split(",")]
+    cache = out / "synth_cache.json"
+    if args.render_only:  # synthesis results come from the cache, which a separate sweep may have filled since
+        report = json.loads((out / "hw_report.json").read_text())
+        synthesis(report, None, devices, ks, lanes, cache, cache_only=True)
+        atomic_write_bytes(out / "hw_report.json", (json.dumps(report, indent=1, default=float) + "\n").encode())
+        write(report, out, args.readme)
         return 0
     start = time.perf_counter()
     cb = universal_codebook(args.codebook)
     print(f"universal codebook {cb.sha256[:16]}... K={cb.k} d={cb.d}", flush=True)
-    lanes = [int(v) for v in args.lanes.split(",")]
     report = {"codebook_sha256": cb.sha256, "k": cb.k, "d": cb.d, "quick": args.quick}
 
     print("[1/4] throughput (Icarus)", flush=True)
@@ -89,14 +96,8 @@ def main(argv=None) -> int:
     report["traffic"] = traffic_table(cb, nets)
     report["traffic_confirm"] = traffic_confirm(cb, "digits_cnn", report["traffic"])
     print("[3/4] synthesis", flush=True)
-    devices = [d for d in args.devices.split(",") if d in DEVICES]
-    cache = out / "synth_cache.json"
-    if args.quick and not cache.exists():
-        raise SystemExit(f"--quick reads synthesis from {cache}: run once without --quick first")
-    synth = sweep(cb.codebook, cb.sha256, devices, [int(k) for k in args.ks.split(",")], lanes, cache,
-                  resynth=args.resynth, progress=lambda s: print(s, flush=True))
-    report["synth"] = [{k: v for k, v in r.items() if k != "utilization"} for r in synth]
-    report["fit"] = fit_table(synth)
+    synthesis(report, cb, devices, ks, lanes, cache, resynth=args.resynth,
+              cache_only=args.quick or args.synth_from_cache)
     print("[4/4] several networks, one ROM", flush=True)
     report["multi_network"] = multi_network(cb)
     report["seconds"] = round(time.perf_counter() - start, 1)
@@ -104,6 +105,15 @@ def main(argv=None) -> int:
     atomic_write_bytes(out / "hw_report.json", (json.dumps(report, indent=1, default=float) + "\n").encode())
     write(report, out, args.readme)
     return 0
+
+
+def synthesis(report: dict, cb, devices, ks, lanes, cache: Path, *, resynth: bool = False,
+              cache_only: bool = False) -> None:
+    """report["synth"] (every configuration, measured or cached) and report["fit"]."""
+    synth = sweep(None if cb is None else cb.codebook, report["codebook_sha256"], devices, ks, lanes, cache,
+                  resynth=resynth, cache_only=cache_only, progress=lambda s: print(s, flush=True))
+    report["synth"] = [{k: v for k, v in r.items() if k != "utilization"} for r in synth]
+    report["fit"] = fit_table(synth)
 
 
 def write(report: dict, out: Path, readme: str) -> None:

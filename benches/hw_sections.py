@@ -204,6 +204,8 @@ def throughput_md(report, per_layer: bool) -> list[str]:
 
 
 def _res(r) -> str:
+    if r.get("missing"):
+        return "not measured (not in the synthesis cache: rerun without --quick/--synth-from-cache)"
     if r.get("implied_by"):
         return f"does not fit (ROM larger than k at {r['implied_by']}, which overflows block RAM)"
     if not r["fits"]:

@@ -261,14 +261,16 @@ def cache_key(device: str, config, sha256: str) -> str:
     return f"{device}|{config.key()}|{sha256[:16]}|rtl{rtl_digest()}"
 
 
-def sweep(codebook: np.ndarray, sha256: str, devices: list[str], ks: list[int], lanes: list[int], cache_path,
-          *, resynth: bool = False, progress=print) -> list[dict]:
+def sweep(codebook: np.ndarray | None, sha256: str, devices: list[str], ks: list[int], lanes: list[int], cache_path,
+          *, resynth: bool = False, cache_only: bool = False, progress=print) -> list[dict]:
     """Every (device, k, lanes) result, measured or read from the JSON cache at cache_path
     (rewritten atomically after each new run, so an interrupted sweep keeps what it measured).
 
     codebook: the universal codebook [K, d] int8; k < K uses its first k rows. Per device and lane
     count, ks run in increasing order; once a k does not fit for lack of block RAM, the larger ks
-    (more ROM, same everything else) are recorded as not fitting without a run (`implied_by`)."""
+    (more ROM, same everything else) are recorded as not fitting without a run (`implied_by`).
+    cache_only: run nothing (codebook may be None); a configuration missing from the cache is
+    returned as {fits: None, missing: True}."""
     from .artifact import atomic_write_bytes
 
     cache_path = Path(cache_path)
@@ -286,6 +288,10 @@ def sweep(codebook: np.ndarray, sha256: str, devices: list[str], ks: list[int], 
                              "implied_by": bram_overflow, "overflow": {"cell": "block RAM (more ROM words)"}}
                 elif key in cache:
                     entry = cache[key]
+                elif cache_only:
+                    results.append({"device": name, "config": config.to_dict(), "fits": None, "missing": True,
+                                    "k": k, "lanes": lane_count})
+                    continue
                 else:
                     progress(f"synth {name} k={k} lanes={lane_count} ...")
                     entry = run(device, config, codebook[:k])
@@ -310,6 +316,8 @@ def fit_table(results: list[dict]) -> dict:
     k, then the most MACs per second (lanes x d x Fmax)."""
     table = {}
     for r in results:
+        if r["fits"] is None:  # not measured (sweep(cache_only=True))
+            continue
         entry = table.setdefault(r["device"], {"largest_k": {}, "best": None})
         largest = entry["largest_k"].setdefault(r["lanes"], None)
         if r["fits"]:
