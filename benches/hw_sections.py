@@ -320,8 +320,10 @@ def render(report) -> tuple[str, str]:
     cfg = synth_config(256, 1)
     header = [f"# Hardware report\n",
               f"Universal codebook {report['codebook_sha256'][:16]}... (K={report['k']}, d={report['d']}, int8), "
-              f"built from the whole zoo. Measured in {report['seconds']:.0f} s on 2 CPU cores "
-              f"(synthesis from the cache where present).\n"]
+              f"built from the whole zoo. Simulation and traffic measured in {report['seconds']:.0f} s on 2 shared CPU "
+              f"cores; synthesis ({sum(1 for r in report['synth'] if 'seconds_yosys' in r)} yosys + nextpnr runs, "
+              f"{sum(r.get('seconds_yosys', 0) + r.get('seconds_nextpnr', 0) for r in report['synth']) / 60:.0f} min) "
+              f"read from the synthesis cache (benches/results/hw/synth_cache.json).\n"]
     traffic_note = ("Bytes of weights loaded per inference. fp16: 2 B/weight; int8: 1 B/weight + fp16 scale per row; "
                     "per-layer VQ: 8-bit code per 4 weights + the layer's 256 x 4 **int8** codebook (1 KiB, loaded once "
                     "per layer) + fp16 scale per row; VQ4ALL: log2(K)-bit codes + fp16 scale per row, codebook in ROM. "

@@ -60,3 +60,23 @@ def test_harness_keeps_every_input_bit_in_the_shift_chain():
                  for _, member, v in engine.signature.flatten(engine) if member.flow.name == "In")
     assert width == inputs
     assert "module \\vq4all_synth_top" in text and "\\sin" in text and "\\sout" in text
+
+
+def test_sweep_reuses_the_cache_and_implies_larger_k_after_a_block_ram_overflow(tmp_path):
+    from vq4all.synth import cache_key, synth_config, sweep
+
+    sha = "ab" * 32
+    fit = {"fits": True, "fmax_mhz": 30.0, "lut": 1000, "ff": 700, "bram": 20, "seconds_yosys": 1, "seconds_nextpnr": 1}
+    nofit = {"fits": False, "overflow": {"cell": "ICESTORM_RAM", "used": 40, "available": 30,
+                                         "all": [["ICESTORM_RAM", 40, 30]]}}
+    cache = {cache_key("ice40-up5k", synth_config(256, 1), sha): {"device": "ice40-up5k", **fit},
+             cache_key("ice40-up5k", synth_config(1024, 1), sha): {"device": "ice40-up5k", **nofit}}
+    path = tmp_path / "synth_cache.json"
+    path.write_text(json.dumps(cache))
+    results = sweep(None, sha, ["ice40-up5k"], [256, 1024, 4096], [1, 2], path, cache_only=True, progress=lambda s: None)
+    by = {(r["k"], r["lanes"]): r for r in results}
+    assert by[256, 1]["fits"] and by[1024, 1]["fits"] is False
+    assert by[4096, 1]["fits"] is False and by[4096, 1]["implied_by"] == "k=1024"
+    assert by[256, 2]["missing"] and by[256, 2]["fits"] is None
+    table = fit_table(results)
+    assert table["ice40-up5k"]["largest_k"][1] == 256 and table["ice40-up5k"]["best"]["k"] == 256
