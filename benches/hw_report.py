@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--ks", default="256,1024,4096,16384")
     p.add_argument("--lanes", default="1,2,4")
     p.add_argument("--readme", default=str(ROOT / "README.md"), help="README to update ('' to skip)")
+    p.add_argument("--assign-limit", type=int, default=None,
+                   help="networks with more compressible weights are counted from their layer split, not hard-assigned")
     p.add_argument("--synth-from-cache", action="store_true",
                    help="run no synthesis: configurations missing from <out>/synth_cache.json show as not measured")
     p.add_argument("--render-only", action="store_true",
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
     report["throughput"] = throughput(cb, [1, 2] if args.quick else lanes, quick=args.quick)
     print("[2/4] off-chip traffic", flush=True)
     nets = ["digits_cnn", "mtcnn_pnet", "crepe_tiny"] if args.quick else list(zoo.NAMES)
-    report["traffic"] = traffic_table(cb, nets)
+    report["traffic"] = traffic_table(cb, nets, args.assign_limit)
     report["traffic_confirm"] = traffic_confirm(cb, "digits_cnn", report["traffic"])
     print("[3/4] synthesis", flush=True)
     synthesis(report, cb, devices, ks, lanes, cache, resynth=args.resynth,

@@ -107,10 +107,33 @@ def throughput(cb, lanes: list[int], quick: bool = False) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- 2. traffic
-def traffic_table(cb, names: list[str]) -> list[dict]:
+def split_artifact(cb, name: str):
+    """An artifact of zoo network `name` with the hard-assigned artifact's layer shapes, code
+    array shapes and scales (vq4all.subvectors.split, as hard_assign stores them) but codes left
+    at 0: the nearest-codeword search, minutes on 2 CPU cores for networks of 20M+ weights, does
+    not change any byte count."""
+    from vq4all.artifact import LayerCodes, NetworkArtifact, code_dtype
+    from vq4all.subvectors import split
+
+    net = zoo.load(name)
+    layers = []
+    for key, weight in net.compressible().items():
+        sp = split(weight.numpy(), cb.d, "channel")
+        layers.append(LayerCodes(key, sp.shape, cb.d, sp.pad, "channel",
+                                 np.zeros(sp.subvectors.shape[:2], code_dtype(cb.k)), sp.scales))
+    keys = set(net.compressible_keys())
+    leftovers = {k: v.numpy() for k, v in net.model.state_dict().items() if k not in keys}
+    return NetworkArtifact(name, cb.sha256, cb.k, layers, leftovers, {"method": "split only (codes not searched)"})
+
+
+def traffic_table(cb, names: list[str], assign_limit: int | None = None) -> list[dict]:
+    """Traffic per network from its hard-assigned artifact; networks with more than assign_limit
+    compressible weights from split_artifact instead (marked counted_from="split")."""
     out = []
     for name in names:
-        t = network_traffic(artifact(cb, name))
+        big = assign_limit is not None and sum(w.numel() for w in zoo.load(name).compressible().values()) > assign_limit
+        t = network_traffic(split_artifact(cb, name) if big else artifact(cb, name))
+        t["counted_from"] = "split" if big else "hard_assign"
         t.pop("layers")
         out.append(t)
         print(f"  {name}: vq4all {t['bytes']['vq4all']} B, fp16/vq4all {t['ratio_vs_fp16']['vq4all']:.2f}", flush=True)
@@ -179,7 +202,8 @@ def traffic_md(report) -> list[str]:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for t in report["traffic"]:
         b = t["bytes"]
-        lines.append(f"| {t['network']} | {t['weights']:,} | {_kb(b['fp16'])} | {_kb(b['int8'])} | "
+        mark = "*" if t.get("counted_from") == "split" else ""
+        lines.append(f"| {t['network']}{mark} | {t['weights']:,} | {_kb(b['fp16'])} | {_kb(b['int8'])} | "
                      f"{_kb(b['per_layer_vq'])} | {_kb(b['vq4all'])} | {b['fp16'] / b['vq4all']:.2f}x | "
                      f"{b['per_layer_vq'] / b['vq4all']:.2f}x | {t['per_layer_codebook_loads']} | "
                      f"{t['per_layer_codebook_loads'] * t['sram_codebook_bits_per_layer_vq'] / 1024:.0f} |")
@@ -331,7 +355,10 @@ def render(report) -> tuple[str, str]:
                     f"needs {report['traffic'][0]['sram_codebook_bits_per_layer_vq']:,} bits of codebook SRAM "
                     f"(reloaded every layer); VQ4ALL needs {report['traffic'][0]['rom_codebook_bits_vq4all']:,} bits of "
                     "ROM, loaded never. Embedding tables (minilm_l6's 30522 x 384 word embeddings) are counted whole, "
-                    "as every other weight, in every column.\n")
+                    "as every other weight, in every column. Counted from each network's artifact hard-assigned to the "
+                    "universal codebook; * = from the same layer split (shapes, code counts, scales) without the "
+                    "nearest-codeword search, which took over 15 min for a 20M-weight network on the shared cores "
+                    "and changes no byte count.\n")
     main = ["### Off-chip weight traffic per inference\n", traffic_note, *traffic_md(report), "",
             "### Which configuration fits which FPGA (yosys + nextpnr, post-route)\n", *fit_md(report), "",
             "### MAC utilisation on real layers (Icarus, back to back)\n", *throughput_md(report, False), ""]
