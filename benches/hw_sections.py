@@ -231,7 +231,7 @@ def _res(r) -> str:
     if r.get("missing"):
         return "not measured (not in the synthesis cache: rerun without --quick/--synth-from-cache)"
     if r.get("implied_by"):
-        return f"does not fit (ROM larger than k at {r['implied_by']}, which overflows block RAM)"
+        return f"does not fit (not run: a larger ROM than {r['implied_by']}, which does not fit)"
     if not r["fits"]:
         o = r["overflow"]
         over = o.get("all") or [[o["cell"], o["used"], o["available"]]]

@@ -62,7 +62,7 @@ def test_harness_keeps_every_input_bit_in_the_shift_chain():
     assert "module \\vq4all_synth_top" in text and "\\sin" in text and "\\sout" in text
 
 
-def test_sweep_reuses_the_cache_and_implies_larger_k_after_a_block_ram_overflow(tmp_path):
+def test_sweep_reuses_the_cache_and_implies_larger_k_after_an_overflow(tmp_path):
     from vq4all.synth import cache_key, synth_config, sweep
 
     sha = "ab" * 32
@@ -76,7 +76,7 @@ def test_sweep_reuses_the_cache_and_implies_larger_k_after_a_block_ram_overflow(
     results = sweep(None, sha, ["ice40-up5k"], [256, 1024, 4096], [1, 2], path, cache_only=True, progress=lambda s: None)
     by = {(r["k"], r["lanes"]): r for r in results}
     assert by[256, 1]["fits"] and by[1024, 1]["fits"] is False
-    assert by[4096, 1]["fits"] is False and by[4096, 1]["implied_by"] == "k=1024"
+    assert by[4096, 1]["fits"] is False and by[4096, 1]["implied_by"] == "k=1024 (ICESTORM_RAM)"
     assert by[256, 2]["missing"] and by[256, 2]["fits"] is None
     table = fit_table(results)
     assert table["ice40-up5k"]["largest_k"][1] == 256 and table["ice40-up5k"]["best"]["k"] == 256

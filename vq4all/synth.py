@@ -48,19 +48,17 @@ class Device:
     nextpnr_args: tuple[str, ...]
     resources: tuple[tuple[str, str], ...]
     bram_bits: int         # bits of one block RAM (EBR 4 Kbit, DP16KD 18 Kbit)
-
-    @property
-    def yosys_script(self) -> str:
-        # -dsp: iCE40 multipliers onto SB_MAC16 (measured 414 LC vs far more in LUTs, HARDWARE.md)
-        return "synth_ice40 -dsp" if self.family == "ice40" else "synth_ecp5"
+    # -dsp: multipliers onto the UP5K's SB_MAC16 (measured 414 LC vs far more in LUTs,
+    # HARDWARE.md); the HX8K has no DSP blocks, so its multipliers are logic cells
+    yosys_script: str = "synth_ecp5"
 
 
 DEVICES = {
     "ice40-up5k": Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"),
                          (("ICESTORM_LC", "lut"), ("ICESTORM_RAM", "bram"), ("ICESTORM_DSP", "dsp"), ("SB_IO", "io")),
-                         4096),
+                         4096, "synth_ice40 -dsp"),
     "ice40-hx8k": Device("ice40-hx8k", "ice40", ("--hx8k", "--package", "ct256"),
-                         (("ICESTORM_LC", "lut"), ("ICESTORM_RAM", "bram"), ("SB_IO", "io")), 4096),
+                         (("ICESTORM_LC", "lut"), ("ICESTORM_RAM", "bram"), ("SB_IO", "io")), 4096, "synth_ice40"),
     "ecp5-85k": Device("ecp5-85k", "ecp5", ("--85k", "--package", "CABGA381"),
                        (("TRELLIS_COMB", "lut"), ("TRELLIS_FF", "ff"), ("DP16KD", "bram"), ("MULT18X18D", "dsp"),
                         ("TRELLIS_IO", "io")), 18432),
@@ -267,8 +265,10 @@ def sweep(codebook: np.ndarray | None, sha256: str, devices: list[str], ks: list
     (rewritten atomically after each new run, so an interrupted sweep keeps what it measured).
 
     codebook: the universal codebook [K, d] int8; k < K uses its first k rows. Per device and lane
-    count, ks run in increasing order; once a k does not fit for lack of block RAM, the larger ks
-    (more ROM, same everything else) are recorded as not fitting without a run (`implied_by`).
+    count, ks run in increasing order; once a k does not fit, the larger ks are recorded as not
+    fitting without a run (`implied_by`): a larger ROM is the only difference, and it never needs
+    fewer of any resource (block RAMs or, mapped to logic, LUTs grow with k; DSPs and the rest do
+    not change).
     cache_only: run nothing (codebook may be None); a configuration missing from the cache is
     returned as {fits: None, missing: True}."""
     from .artifact import atomic_write_bytes
@@ -284,8 +284,7 @@ def sweep(codebook: np.ndarray | None, sha256: str, devices: list[str], ks: list
                 config = synth_config(k, lane_count)
                 key = cache_key(name, config, sha256)
                 if bram_overflow is not None:
-                    entry = {"device": name, "config": config.to_dict(), "fits": False,
-                             "implied_by": bram_overflow, "overflow": {"cell": "block RAM (more ROM words)"}}
+                    entry = {"device": name, "config": config.to_dict(), "fits": False, "implied_by": bram_overflow}
                 elif key in cache:
                     entry = cache[key]
                 elif cache_only:
@@ -301,9 +300,9 @@ def sweep(codebook: np.ndarray | None, sha256: str, devices: list[str], ks: list
                              + (f"{entry.get('fmax_mhz', 0):.1f} MHz, lut {entry.get('lut')}, bram {entry.get('bram')}"
                                 if entry["fits"] else f"overflow {entry['overflow']}")
                              + f" ({entry['seconds_yosys'] + entry['seconds_nextpnr']:.0f} s)")
-                if not entry["fits"] and "implied_by" not in entry and any(
-                        cell in ("ICESTORM_RAM", "DP16KD") for cell, *_ in entry["overflow"].get("all", [])):
-                    bram_overflow = f"k={k}"
+                if not entry["fits"] and "implied_by" not in entry:
+                    over = entry["overflow"].get("all") or [[entry["overflow"]["cell"]]]
+                    bram_overflow = f"k={k} ({', '.join(o[0] for o in over)})"
                 results.append({**entry, "k": k, "lanes": lane_count})
     return results
 
