@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--resynth", action="store_true", help="rerun synthesis even where the cache has a result")
     p.add_argument("--quick", action="store_true", help="fewer networks and lanes; synthesis only from the cache")
     p.add_argument("--devices", default="ice40-up5k,ice40-hx8k,ecp5-85k")
-    p.add_argument("--ks", default="256,1024,4096,16384")
+    p.add_argument("--ks", default="256,1024,4096,16384,32768,65536")
     p.add_argument("--lanes", default="1,2,4")
     p.add_argument("--readme", default=str(ROOT / "README.md"), help="README to update ('' to skip)")
     p.add_argument("--assign-limit", type=int, default=None,

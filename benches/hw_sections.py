@@ -259,7 +259,11 @@ def synth_md(report) -> list[str]:
 
 
 def fit_md(report) -> list[str]:
-    lines = ["| device | largest K (lanes 1 / 2 / 4) | best configuration | LUT/LC | FF | block RAM | DSP | Fmax MHz | "
+    ks = sorted({r["k"] for r in report["synth"]})
+    lines = [f"Largest K among those tried ({', '.join(map(str, ks))}) that fits, per lane count; the best "
+             "configuration is the largest K that fits, then the most lanes x Fmax. peak GMAC/s = lanes x 8 x Fmax "
+             "(one codeword per lane per cycle; real layers reach the utilisation below).\n",
+             "| device | largest K (lanes 1 / 2 / 4) | best configuration | LUT/LC | FF | block RAM | DSP | Fmax MHz | "
              "peak GMAC/s |", "|---|---|---|---|---|---|---|---|---|"]
     for device, entry in report["fit"].items():
         largest = " / ".join(str(entry["largest_k"].get(str(n), entry["largest_k"].get(n)) or "none") for n in (1, 2, 4))
