@@ -17,6 +17,12 @@ Sections (each measured here, nothing typed in):
 Writes <out>/hw_report.md, hw_report.json, PNG plots, and rewrites the README block between
 <!-- hw-report:begin --> and <!-- hw-report:end --> with the main tables.
 
+The committed results in benches/results/hw came from: the synthesis sweep (vq4all.synth.sweep, run on
+its own into synth_cache.json, ~25 min on 2 shared cores), then
+`hw_report.py --synth-from-cache --assign-limit 5000000` (~10 min: minilm_l6 and crepe_full are
+counted from their layer split, their nearest-codeword search taking over 15 min here), then
+`hw_report.py --render-only`. A plain run does all of it in one go.
+
 The universal codebook is --codebook, else built once from the whole zoo (vq4all.codebook.build,
 default config: K=65536, d=8, int8, seed 0; deterministic) and kept in $VQ4ALL_CACHE.
 """
