@@ -233,7 +233,8 @@ class StreamDriver:
         cycles is what the layer adds to the run: for the first layer, from its descriptor's
         transfer to its last result's (inclusive); for the others, from the previous layer's last
         result to theirs. (A layer's load overlaps the previous layer's compute, so its own
-        descriptor-to-result span would count shared cycles twice.) The cycles sum to the run's."""
+        descriptor-to-result span would count shared cycles twice.) The cycles sum to the run's.
+        beats: {stream: beats transferred (valid and ready on one edge)}; result_beats likewise."""
         layers = []
         start = 0
         ideal = self.ideal_finish()
@@ -256,7 +257,7 @@ class StreamDriver:
             layers.append(entry)
         return {"layers": layers, "outputs": sum(e["outputs"] for e in layers),
                 "mismatches": sum(e["mismatches"] for e in layers), "cycles": self.cycle,
-                "backpressure": self.p}
+                "backpressure": self.p, "beats": dict(self.sent), "result_beats": len(self.results)}
 
 
 def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, float]:

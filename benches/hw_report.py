@@ -1,0 +1,140 @@
+"""Hardware report: throughput, off-chip traffic, FPGA resources and Fmax, several networks on one ROM.
+
+    .venv/bin/python benches/hw_report.py [--out benches/results/hw] [--resynth] [--quick]
+        [--codebook universal.safetensors]
+
+Sections (each measured here, nothing typed in):
+1. Throughput: real layers of zoo networks run back to back through the engine in Icarus (cocotb),
+   lanes 1/2/4; measured cycles and MAC utilisation next to the simple model
+   out*in/(d*lanes) + fill.
+2. Off-chip weight traffic per inference for every zoo network (vq4all.traffic), from hard-assigned
+   artifacts on the universal codebook; for digits_cnn, the VQ4ALL figure is confirmed by counting
+   the code and scale stream beats of a simulation of all its layers.
+3. Resources and Fmax: yosys + nextpnr per device, K and lanes (vq4all.synth); the results are
+   cached in <out>/synth_cache.json and reused unless --resynth.
+4. Several networks, one ROM: layers of digits_cnn, crepe_tiny and mtcnn_pnet on one engine, back
+   to back, bit-exact, and each switch costing no cycles beyond the layer's own code beats.
+Writes <out>/hw_report.md, hw_report.json, PNG plots, and rewrites the README block between
+<!-- hw-report:begin --> and <!-- hw-report:end --> with the main tables.
+
+The committed results in benches/results/hw came from: the synthesis sweep (vq4all.synth.sweep, run on
+its own into synth_cache.json, ~25 min on 2 shared cores), then
+`hw_report.py --synth-from-cache --assign-limit 5000000` (~10 min: minilm_l6 and crepe_full are
+counted from their layer split, their nearest-codeword search taking over 15 min here), then
+`hw_report.py --render-only`. A plain run does all of it in one go.
+
+The universal codebook is --codebook, else built once from the whole zoo (vq4all.codebook.build,
+default config: K=65536, d=8, int8, seed 0; deterministic) and kept in $VQ4ALL_CACHE.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benches"))
+
+from hw_sections import (multi_network, plots, render, throughput, traffic_confirm,  # noqa: E402
+                         traffic_table, update_readme)
+
+from vq4all import zoo  # noqa: E402
+from vq4all.artifact import atomic_write_bytes, load_codebook, save_codebook  # noqa: E402
+from vq4all.synth import DEVICES, fit_table, sweep  # noqa: E402
+
+
+def universal_codebook(path: str | None):
+    """The universal codebook: the given file, else built from all zoo networks once and cached."""
+    if path:
+        return load_codebook(path)
+    from vq4all.codebook import build
+    from vq4all.config import CodebookConfig
+
+    cache = Path(os.environ.get("VQ4ALL_CACHE") or Path.home() / ".cache" / "vq4all") / "hw_universal_codebook.safetensors"
+    if cache.exists():
+        return load_codebook(cache)
+    print("building the universal codebook from the whole zoo (about a minute) ...", flush=True)
+    cb = build(CodebookConfig(networks=tuple(zoo.NAMES)))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    save_codebook(cache, cb)
+    return cb
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="benches/results/hw")
+    p.add_argument("--codebook", default=None, help="universal codebook file (default: built from the zoo and cached)")
+    p.add_argument("--resynth", action="store_true", help="rerun synthesis even where the cache has a result")
+    p.add_argument("--quick", action="store_true", help="fewer networks and lanes; synthesis only from the cache")
+    p.add_argument("--devices", default="ice40-up5k,ice40-hx8k,ecp5-85k")
+    p.add_argument("--ks", default="256,1024,4096,16384,32768,65536")
+    p.add_argument("--lanes", default="1,2,4")
+    p.add_argument("--readme", default=str(ROOT / "README.md"), help="README to update ('' to skip)")
+    p.add_argument("--assign-limit", type=int, default=None,
+                   help="networks with more compressible weights are counted from their layer split, not hard-assigned")
+    p.add_argument("--synth-from-cache", action="store_true",
+                   help="run no synthesis: configurations missing from <out>/synth_cache.json show as not measured")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: rewrite the report from <out>/hw_report.json and <out>/synth_cache.json")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    devices = [d for d in args.devices.split(",") if d in DEVICES]
+    ks, lanes = [int(k) for k in args.ks.split(",")], [int(v) for v in args.lanes.split(",")]
+    cache = out / "synth_cache.json"
+    if args.render_only:  # synthesis results come from the cache, which a separate sweep may have filled since
+        report = json.loads((out / "hw_report.json").read_text())
+        synthesis(report, None, devices, ks, lanes, cache, cache_only=True)
+        atomic_write_bytes(out / "hw_report.json", (json.dumps(report, indent=1, default=float) + "\n").encode())
+        write(report, out, args.readme)
+        return 0
+    start = time.perf_counter()
+    cb = universal_codebook(args.codebook)
+    print(f"universal codebook {cb.sha256[:16]}... K={cb.k} d={cb.d}", flush=True)
+    report = {"codebook_sha256": cb.sha256, "k": cb.k, "d": cb.d, "quick": args.quick}
+
+    print("[1/4] throughput (Icarus)", flush=True)
+    report["throughput"] = throughput(cb, [1, 2] if args.quick else lanes, quick=args.quick)
+    print("[2/4] off-chip traffic", flush=True)
+    nets = ["digits_cnn", "mtcnn_pnet", "crepe_tiny"] if args.quick else list(zoo.NAMES)
+    report["traffic"] = traffic_table(cb, nets, args.assign_limit)
+    report["traffic_confirm"] = traffic_confirm(cb, "digits_cnn", report["traffic"])
+    print("[3/4] synthesis", flush=True)
+    synthesis(report, cb, devices, ks, lanes, cache, resynth=args.resynth,
+              cache_only=args.quick or args.synth_from_cache)
+    print("[4/4] several networks, one ROM", flush=True)
+    report["multi_network"] = multi_network(cb)
+    report["seconds"] = round(time.perf_counter() - start, 1)
+
+    atomic_write_bytes(out / "hw_report.json", (json.dumps(report, indent=1, default=float) + "\n").encode())
+    write(report, out, args.readme)
+    return 0
+
+
+def synthesis(report: dict, cb, devices, ks, lanes, cache: Path, *, resynth: bool = False,
+              cache_only: bool = False) -> None:
+    """report["synth"] (every configuration, measured or cached) and report["fit"]."""
+    synth = sweep(None if cb is None else cb.codebook, report["codebook_sha256"], devices, ks, lanes, cache,
+                  resynth=resynth, cache_only=cache_only, progress=lambda s: print(s, flush=True))
+    report["synth"] = [{k: v for k, v in r.items() if k != "utilization"} for r in synth]
+    report["fit"] = fit_table(synth)
+
+
+def write(report: dict, out: Path, readme: str) -> None:
+    """The markdown report, the plots and the README block, all from the measured `report`.
+    (JSON turns the fit table's integer lane keys into strings; rendering accepts both.)"""
+    md, main_tables = render(report)
+    plots(report, out)
+    atomic_write_bytes(out / "hw_report.md", md.encode())
+    if readme:
+        update_readme(Path(readme), main_tables, out)
+    print(md)
+    print(f"\nwrote {out}/hw_report.md, hw_report.json, plots ({report['seconds']:.0f} s of measurement)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The synthesis flow's parsing and fit logic (vq4all.synth), on real nextpnr outputs kept as
+fixtures (tests/fixtures/hw: a routed iCE40 UP5K report of K=256, lanes=1, and the log of
+K=256, lanes=4, which does not fit). No synthesis runs here."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vq4all.rtl.config import EngineConfig
+from vq4all.rtl.engine import Engine
+from vq4all.synth import DEVICES, fit_table, harness_rtlil, overflow, parse_report, summarize
+
+FIXTURES = Path(__file__).parent / "fixtures" / "hw"
+
+
+def test_parse_report_of_a_routed_design():
+    report = json.loads((FIXTURES / "nextpnr_up5k_k256_l1_report.json").read_text())
+    parsed = parse_report(report, DEVICES["ice40-up5k"])
+    assert parsed["utilization"]["ICESTORM_LC"] == {"used": 1028, "available": 5280}
+    assert 30 < parsed["fmax_mhz"] < 40  # the fixture's achieved Fmax, 36.1 MHz
+    s = summarize(DEVICES["ice40-up5k"], parsed, ffs=745)
+    assert (s["lut"], s["bram"], s["dsp"], s["io"], s["ff"]) == (1028, 12, 8, 4, 745)
+    assert s["bram_available"] == 30 and s["dsp_available"] == 8
+    path = s["critical_path"]  # the fixture's: engine control logic, clk-to-q to a slot flag
+    assert path["logic_steps"] > 5 and abs(1000 / path["delay_ns"] - parsed["fmax_mhz"]) < 1.0
+    assert path["to_cell"].startswith("engine.")
+
+
+def test_overflow_names_the_cell_nextpnr_stopped_on():
+    over = overflow((FIXTURES / "nextpnr_up5k_k256_l4_nofit.log").read_text())
+    assert over["cell"] == "ICESTORM_DSP" and (over["used"], over["available"]) == (32, 8)
+    assert ["ICESTORM_LC", 7769, 5280] in over["all"]
+    report_log = "Info: Device utilisation:\nInfo: \t ICESTORM_LC:  10/ 5280  0%\n"
+    assert overflow(report_log) is None
+
+
+def _r(device, k, lanes, fits, fmax=None):
+    return {"device": device, "k": k, "lanes": lanes, "fits": fits, "fmax_mhz": fmax}
+
+
+def test_fit_table_picks_largest_k_then_throughput():
+    results = [_r("a", 256, 1, True, 50.0), _r("a", 1024, 1, True, 40.0), _r("a", 4096, 1, False),
+               _r("a", 256, 2, True, 45.0), _r("a", 1024, 2, True, 30.0), _r("a", 1024, 4, False),
+               _r("b", 256, 1, False)]
+    table = fit_table(results)
+    assert table["a"]["largest_k"] == {1: 1024, 2: 1024, 4: None}
+    best = table["a"]["best"]
+    assert (best["k"], best["lanes"]) == (1024, 2)  # 2 x 30 MHz beats 1 x 40 MHz at the same K
+    assert table["b"]["best"] is None and table["b"]["largest_k"] == {1: None}
+
+
+def test_harness_keeps_every_input_bit_in_the_shift_chain():
+    config = EngineConfig(k=16, lanes=2, max_m=8, max_rows=15)
+    codebook = np.arange(16 * 8).reshape(16, 8).astype(np.int8)
+    text, width = harness_rtlil(config, codebook)
+    engine = Engine(config, codebook)
+    engine._MustUse__silence = True  # only its signature is read
+    inputs = sum(len(v.as_value() if hasattr(v, "as_value") else v)
+                 for _, member, v in engine.signature.flatten(engine) if member.flow.name == "In")
+    assert width == inputs
+    assert "module \\vq4all_synth_top" in text and "\\sin" in text and "\\sout" in text
+
+
+def test_sweep_reuses_the_cache_and_implies_larger_k_after_an_overflow(tmp_path):
+    from vq4all.synth import cache_key, synth_config, sweep
+
+    sha = "ab" * 32
+    fit = {"fits": True, "fmax_mhz": 30.0, "lut": 1000, "ff": 700, "bram": 20, "seconds_yosys": 1, "seconds_nextpnr": 1}
+    nofit = {"fits": False, "overflow": {"cell": "ICESTORM_RAM", "used": 40, "available": 30,
+                                         "all": [["ICESTORM_RAM", 40, 30]]}}
+    cache = {cache_key("ice40-up5k", synth_config(256, 1), sha): {"device": "ice40-up5k", **fit},
+             cache_key("ice40-up5k", synth_config(1024, 1), sha): {"device": "ice40-up5k", **nofit}}
+    path = tmp_path / "synth_cache.json"
+    path.write_text(json.dumps(cache))
+    results = sweep(None, sha, ["ice40-up5k"], [256, 1024, 4096], [1, 2], path, cache_only=True, progress=lambda s: None)
+    by = {(r["k"], r["lanes"]): r for r in results}
+    assert by[256, 1]["fits"] and by[1024, 1]["fits"] is False
+    assert by[4096, 1]["fits"] is False and by[4096, 1]["implied_by"] == "k=1024 (ICESTORM_RAM)"
+    assert by[256, 2]["missing"] and by[256, 2]["fits"] is None
+    table = fit_table(results)
+    assert table["ice40-up5k"]["largest_k"][1] == 256 and table["ice40-up5k"]["best"]["k"] == 256
