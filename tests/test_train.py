@@ -299,3 +299,28 @@ def test_linear_schedule_freezes_the_most_confident_first_and_ends_constructed(d
 def test_compress_config_errors_say_what_to_change(kwargs, match):
     with pytest.raises(VQ4AllError, match=match):
         CompressConfig(**kwargs)
+
+
+def test_quota_takes_everything_above_the_cut_before_ties(digits, codebook):
+    """Sub-vectors tied at the cut (here: exactly uniform ratios in the first layer) must not
+    take the places of more confident ones in later layers."""
+    from vq4all.train import _Run
+
+    cfg = CompressConfig(steps=4, schedule="linear", checkpoint_every=0)
+    student = digits.with_weights({})
+    params = quantize_(student, digits.compressible_keys(), codebook, n=cfg.n)
+    run = _Run(digits, cfg, student, params, [p.logits for p in params.values()], codebook.sha256)
+    first, *rest = params.values()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        first.logits.zero_()  # every ratio 1/n: all tied
+        for p in rest:
+            p.logits.normal_()
+            p.logits[: p.logits.shape[0] // 2] = 0.0  # half of each later layer tied too
+    above = sum(int((p.confidence() > 1.0 / cfg.n + 1e-6).sum()) for p in rest)
+    assert run._freeze_quota(above + 3) == above + 3
+    for p in rest:  # every sub-vector with a non-uniform ratio vector is frozen
+        with torch.no_grad():
+            r = p.ratios().max(1).values
+        assert bool(p.frozen[r > 1.0 / cfg.n + 1e-6].all())
+    assert int(first.frozen.sum()) + sum(int(p.frozen.sum()) for p in rest) == above + 3

@@ -254,23 +254,20 @@ class _Run:
             return 0
         conf = [p.confidence() for p in self.params.values()]
         cut = torch.topk(torch.cat(conf), need).values[-1]
-        done = 0
+        # everything above the cut first (fewer than `need` by the choice of cut), then sub-vectors
+        # tied at the cut, in layer order, up to the quota
+        done = sum(p.freeze_rest(self.config.finish, c > cut) for p, c in zip(self.params.values(), conf))
         for p, c in zip(self.params.values(), conf):
-            which = c >= cut
-            room = need - done  # ties at the cut: take only as many as still needed
-            if int(which.sum()) > room:
-                which &= torch.cumsum(which.int(), 0) <= room
-            done += p.freeze_rest(self.config.finish, which)
+            tied = c == cut
+            tied &= torch.cumsum(tied.int(), 0) <= need - done
+            done += p.freeze_rest(self.config.finish, tied)
         return done
 
     def frozen_count(self) -> int:
         return sum(int(p.frozen.sum()) for p in self.params.values())
 
     def frozen_fraction(self) -> float:
-        if not self.candidates:
-            return 0.0
-        total = sum(p.frozen.numel() for p in self.params.values())
-        return sum(int(p.frozen.sum()) for p in self.params.values()) / total
+        return self.frozen_count() / self.total if self.total else 0.0
 
     def train(self, inputs, teacher_out, labels, checkpoint, progress: bool, until: int) -> None:
         """Optimiser steps (with PNC) until step `until`, or until every sub-vector is frozen."""
