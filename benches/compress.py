@@ -43,21 +43,29 @@ def row(net, method, info, seconds, **extra):
             "compression_ratio_with_codebook": info["compression_ratio_with_codebook"], "seconds": seconds, **extra}
 
 
-def measure(name, codebooks, sources_sub8, config, per_network, log, partial: Path):
+def settings_of(cfg: CompressConfig) -> str:
+    """The fields of `cfg` that differ from CompressConfig's defaults (steps and pnc have columns)."""
+    default = CompressConfig().to_dict()
+    return ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in ("steps", "pnc") and v != default[k])
+
+
+def measure(name, codebooks, sources_sub8, config, baseline_config, per_network, log, partial: Path):
     """Every method's row for one network. Each finished row (and what the plots need of it) is
     written to `partial` at once, and a rerun takes the rows already there, so a run interrupted
-    in the middle of a large network resumes at its next method."""
+    in the middle of a large network resumes at its next method. `config` trains the vq4all
+    rows, `baseline_config` the per-layer k-means row (each method at its own learning rate)."""
     net = zoo.load(name)
     saved = json.loads(partial.read_text()) if partial.exists() else {}
     # rows measured with another configuration are not this run's: start the network again
-    done = saved.get("methods", {}) if saved.get("config") == config.to_dict() else {}
+    configs = {"config": config.to_dict(), "baseline_config": baseline_config.to_dict()}
+    done = saved.get("methods", {}) if all(saved.get(k) == v for k, v in configs.items()) else {}
 
     def measured(method, fn):
         if method not in done:
             t = time.perf_counter()
             info, extra, more = fn()
             done[method] = {"row": row(net, method, info, time.perf_counter() - t, **more), "extra": extra}
-            atomic_write_bytes(partial, json.dumps({"config": config.to_dict(), "methods": done}).encode())
+            atomic_write_bytes(partial, json.dumps({**configs, "methods": done}).encode())
         log(done[method]["row"])
         return done[method]
 
@@ -66,7 +74,7 @@ def measure(name, codebooks, sources_sub8, config, per_network, log, partial: Pa
     measured("RTN 2-bit per channel", lambda: (evaluate_baseline(net, "rtn2"), {}, {}))
 
     def kmeans_finetuned():
-        state, stored, rep = finetune_kmeans(net, config)
+        state, stored, rep = finetune_kmeans(net, baseline_config)
         count = sum(w.size for w in weights.values())
         left = {k: v for k, v in state.items() if k not in weights}
         left_values = sum(int(np.size(v)) for v in left.values())
@@ -74,7 +82,7 @@ def measure(name, codebooks, sources_sub8, config, per_network, log, partial: Pa
         ratio = 32 * (count + left_values) / (stored + left_bits)
         info = {"value": task_metric(net, state)["value"], "bits_per_weight": stored / count,
                 "compression_ratio": ratio, "compression_ratio_with_codebook": ratio}
-        return info, {}, {"steps": rep["steps"]}
+        return info, {}, {"steps": rep["steps"], "settings": settings_of(baseline_config)}
 
     measured("per-layer k-means 256x4, fine-tuned", kmeans_finetuned)
 
@@ -85,8 +93,6 @@ def measure(name, codebooks, sources_sub8, config, per_network, log, partial: Pa
         return evaluate_artifact(net, hard_assign(net.name, state_np, list(weights), cb), cb), {}, {}
 
     measured("universal 65536x8, hard", hard)
-    default = CompressConfig().to_dict()
-
     def trained(method, codebook_of, cfg, plot=None):
         def run():
             codebook = codebook_of()
@@ -99,8 +105,8 @@ def measure(name, codebooks, sources_sub8, config, per_network, log, partial: Pa
                 layers = result.artifact.layers
                 extra["distinct_codewords"] = {l.param: int(np.unique(l.codes).size) for l in layers}
                 extra["codes_per_layer"] = {l.param: int(l.codes.size) for l in layers}
-            settings = ", ".join(f"{k}={v}" for k, v in cfg.to_dict().items() if k not in ("steps", "pnc") and v != default[k])
-            more = {"steps": rep["steps"], "frozen_by_pnc": rep["frozen_by_pnc"], "forced": rep["forced"], "settings": settings}
+            more = {"steps": rep["steps"], "frozen_by_pnc": rep["frozen_by_pnc"], "forced": rep["forced"],
+                    "settings": settings_of(cfg)}
             return evaluate_artifact(net, result.artifact, codebook), extra, more
         return measured(method, run)
 
@@ -193,22 +199,29 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a CompressConfig field for these networks' trained rows (e.g. finish=nearest); "
                         "recorded in their rows and shown in the table")
+    p.add_argument("--baseline-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="the same for the per-layer k-means row (its codebooks train at its own lr)")
     p.add_argument("--out", default="benches/results/compress")
     p.add_argument("--force", action="store_true", help="re-measure networks already in OUT/rows")
     args = p.parse_args(argv)
     out = Path(args.out)
     (out / "rows").mkdir(parents=True, exist_ok=True)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = json.loads(value)  # numbers and true/false
-        except ValueError:
-            overrides[key] = value  # a plain word such as nearest
-    unknown = set(overrides) - set(CompressConfig().to_dict())
-    if unknown:
-        p.error(f"--set: unknown CompressConfig fields {sorted(unknown)}")
-    config = CompressConfig.from_dict({**CompressConfig(steps=args.steps).to_dict(), **overrides})
+
+    def configured(items, flag) -> CompressConfig:
+        overrides = {}
+        for item in items:
+            key, _, value = item.partition("=")
+            try:
+                overrides[key] = json.loads(value)  # numbers and true/false
+            except ValueError:
+                overrides[key] = value  # a plain word such as nearest
+        unknown = set(overrides) - set(CompressConfig().to_dict())
+        if unknown:
+            p.error(f"{flag}: unknown CompressConfig fields {sorted(unknown)}")
+        return CompressConfig.from_dict({**CompressConfig(steps=args.steps).to_dict(), **overrides})
+
+    config = configured(args.set, "--set")
+    baseline_config = configured(args.baseline_set, "--baseline-set")
 
     def log(r):
         print(f"[compress] {r['network']:<18} {r['method']:<36} {r['metric']} {r['value']:.4f} (FP {r['fp_value']:.4f}) "
@@ -227,7 +240,7 @@ def main(argv=None) -> int:
             partial = out / "rows" / f"{name}.partial.json"
             if args.force and partial.exists():
                 partial.unlink()
-            rows, extra = measure(name, codebooks, sub8, config, args.per_network, log, partial)
+            rows, extra = measure(name, codebooks, sub8, config, baseline_config, args.per_network, log, partial)
             atomic_write_bytes(out / "rows" / f"{name}.json", json.dumps({"rows": rows, "extra": extra}).encode())
             partial.unlink()
     results = {}

@@ -266,6 +266,23 @@ def test_finish_nearest_takes_the_candidate_nearest_to_the_mixture():
         make_param(torch.zeros(2, 2)).freeze_rest("median")
 
 
+def test_finish_nearest_gives_untrained_subvectors_their_nearest_codeword():
+    """Rows whose logits are all still equal (never got a gradient) take candidate 0, the
+    codeword nearest to the FP sub-vector; rows that trained take the nearest to their mixture."""
+    torch.manual_seed(5)
+    logits = torch.randn(30, 4)
+    logits[::3] = 0.0  # untouched since the equal initialisation
+    p = make_param(logits, k=32, d=3)
+    vals = p.values[p.cand.long()]
+    mix = (p.ratios().detach().unsqueeze(2) * vals).sum(1)
+    to_mix = ((vals - mix.unsqueeze(1)) ** 2).sum(2).argmin(1)
+    assert (to_mix[::3] != 0).any()  # the centroid's nearest differs from candidate 0 somewhere
+    p.freeze_rest("nearest")
+    want = p.cand[torch.arange(30), to_mix].clone()
+    want[::3] = p.cand[::3, 0]
+    assert p.chosen.tolist() == want.tolist()
+
+
 def test_linear_schedule_freezes_the_most_confident_first_and_ends_constructed(digits, codebook):
     from vq4all.train import _Run
 

@@ -105,7 +105,10 @@ class CandidateWeight(torch.nn.Module):
         rule "argmax": the candidate with the largest ratio (the paper's rule). "nearest": the
         candidate nearest (L2) to the sub-vector the student uses now, sum_i r_i c_i: where the
         ratios are still near-uniform the argmax is decided by noise, while the mixture is close
-        to the FP sub-vector and its nearest candidate is a sound rounding of it.
+        to the FP sub-vector and its nearest candidate is a sound rounding of it. A sub-vector
+        whose logits are still all equal never got a gradient (e.g. the embedding row of a token
+        absent from the calibration data): nothing adapted to its mixture, so "nearest" gives it
+        candidate 0, the codeword nearest to its FP sub-vector, as hard assignment would.
         which: [S] bool, freeze only these (default: all active ones).
         """
         if rule == "argmax":
@@ -114,6 +117,8 @@ class CandidateWeight(torch.nn.Module):
             cand_values = self.values[self.cand.long()]  # [S, n, d]
             soft = torch.einsum("sn,snd->sd", self.ratios(), cand_values)
             arg = (cand_values - soft.unsqueeze(1)).pow(2).sum(2).argmin(dim=1)
+            untouched = self.logits.amax(dim=1) == self.logits.amin(dim=1)
+            arg[untouched] = 0
         else:
             raise VQ4AllError(f"final rule '{rule}' must be one of {', '.join(FINISH_RULES)}")
         rest = ~self.frozen if which is None else which & ~self.frozen
