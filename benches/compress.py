@@ -127,13 +127,21 @@ def measure(name, codebooks, sources_sub8, config, baseline_config, per_network,
     return rows, extra
 
 
+def forced_share(r) -> str:
+    """The share of a trained row's sub-vectors frozen without passing alpha ('' for the others)."""
+    if "forced" not in r:
+        return ""
+    return f"{r['forced'] / max(1, r['forced'] + r['frozen_by_pnc']):.0%}"
+
+
 def to_markdown(rows):
-    lines = ["| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | steps | settings | seconds |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines = ["| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | steps | forced | settings | seconds |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r['network']} | {r['method']} | {r['metric']}{'' if r['higher_is_better'] else ' (lower is better)'} "
                      f"| {r['value']:.4f} | {r['ratio_to_fp']:.3f} | {r['bits_per_weight']:.3f} | {r['compression_ratio']:.2f} "
-                     f"| {r['compression_ratio_with_codebook']:.2f} | {r.get('steps', '')} | {r.get('settings', '')} | {r['seconds']:.0f} |")
+                     f"| {r['compression_ratio_with_codebook']:.2f} | {r.get('steps', '')} | {forced_share(r)} "
+                     f"| {r.get('settings', '')} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -145,8 +153,16 @@ def plots(results, out: Path):
 
     nets = list(results)
 
+    cols = min(3, len(nets))
+    rows = -(-len(nets) // cols)
+
     def panels():
-        return plt.subplots(1, len(nets), figsize=(3.2 * len(nets), 3.2), squeeze=False)
+        """One panel per network on a grid of `cols` columns: (figure, flat list of axes)."""
+        fig, grid = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.4 * rows), squeeze=False)
+        flat = list(grid.flat)
+        for ax in flat[len(nets):]:
+            ax.set_visible(False)
+        return fig, flat
 
     def finish(fig, name):
         fig.tight_layout()
@@ -154,20 +170,23 @@ def plots(results, out: Path):
         plt.close(fig)
 
     fig, axes = panels()
-    for ax, name in zip(axes[0], nets):
+    for ax, name in zip(axes, nets):
         extra = results[name]["extra"]
         bins = np.linspace(0, 1, 41)
         ax.hist(extra["max_ratios_no_pnc"], bins=bins, alpha=0.6, label="no PNC", density=True)
         ax.hist(extra["max_ratios_pnc"], bins=bins, alpha=0.6, label="PNC (frozen = 1)", density=True)
         low = float(np.mean(np.asarray(extra["max_ratios_no_pnc"]) < 0.9))
-        ax.set_title(f"{name}\nno PNC: {low:.0%} below 0.9", fontsize=9)
+        # frozen sub-vectors count as 1 in the PNC histogram; say how many were forced (frozen
+        # by the schedule's quota or at the end without passing alpha)
+        pnc = next(r for r in results[name]["rows"] if r["method"] == "vq4all 65536x8, PNC")
+        ax.set_title(f"{name}\nno PNC: {low:.0%} below 0.9; PNC: {forced_share(pnc)} forced", fontsize=9)
         ax.set_xlabel("largest ratio at the end")
         ax.set_yscale("log")
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     finish(fig, "max_ratios.png")
 
     fig, axes = panels()
-    for ax, name in zip(axes[0], nets):
+    for ax, name in zip(axes, nets):
         extra = results[name]["extra"]
         layers = list(extra["distinct_codewords"])
         ax.bar(range(len(layers)), [extra["distinct_codewords"][l] for l in layers], label="distinct codewords")
@@ -175,11 +194,11 @@ def plots(results, out: Path):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("layer")
         ax.set_yscale("log")
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     finish(fig, "codewords.png")
 
     fig, axes = panels()
-    for ax, name in zip(axes[0], nets):
+    for ax, name in zip(axes, nets):
         for r in results[name]["rows"]:
             if r["method"] == "FP32":
                 continue
@@ -187,7 +206,7 @@ def plots(results, out: Path):
         ax.axhline(results[name]["rows"][0]["fp_value"], color="k", lw=0.8, ls="--")
         ax.set_title(f"{name} ({results[name]['rows'][0]['metric']})", fontsize=9)
         ax.set_xlabel("compression ratio (codebook not charged)")
-    axes[0][-1].legend(fontsize=6, loc="best")
+    axes[len(nets) - 1].legend(fontsize=6, loc="best")
     finish(fig, "pareto.png")
 
 
