@@ -68,9 +68,10 @@ def main(argv=None) -> int:
     print(f"    {out / 'crepe_tiny.safetensors'}  (vq4all inspect validates it)")
 
     t = time.perf_counter()
-    config = CompressConfig()
+    # the results table's settings for short budgets (README, "Short budgets")
+    config = CompressConfig(schedule="linear", finish="nearest")
     print(f"\n[3] compressing {net.name} by distillation with PNC (n={config.n}, alpha={config.alpha}, "
-          f"up to {config.steps} steps)", flush=True)
+          f"{config.schedule} schedule, finish {config.finish}, up to {config.steps} steps)", flush=True)
     result = compress(net, cb, config, checkpoint=out / "crepe_tiny.ckpt", progress=True)
     save_network(out / "crepe_tiny_vq4all.safetensors", result.artifact)
     (out / "crepe_tiny.ckpt").unlink(missing_ok=True)
