@@ -152,7 +152,8 @@ def plots(results, out: Path):
     import matplotlib.pyplot as plt
 
     nets = list(results)
-
+    if not nets:
+        return  # nothing measured yet
     cols = min(3, len(nets))
     rows = -(-len(nets) // cols)
 
