@@ -116,7 +116,7 @@ def cmd_compress(args) -> int:
     info = {"file": args.out, **{k: v for k, v in result.report.items() if k != "config"},
             **network_sizes(result.artifact)}
     _emit(args, info, f"wrote {args.out}: {net.name} in {info['steps']} steps ({info['seconds']:.0f} s), "
-                      f"{info['frozen_by_pnc']} sub-vectors frozen by PNC, {info['forced']} forced to their argmax; "
+                      f"{info['frozen_by_pnc']} sub-vectors frozen by PNC, {info['forced']} forced (finish {config.finish}); "
                       f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x")
     return 0
 

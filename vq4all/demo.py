@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     hard = evaluate_artifact(net, load_network(out / "crepe_tiny.safetensors", cb), cb)
     report = result.report
     print(f"    {report['steps']} steps in {time.perf_counter() - t:.0f} s: {report['frozen_by_pnc']:,} sub-vectors frozen by PNC, "
-          f"{report['forced']:,} forced to their argmax")
+          f"{report['forced']:,} forced (finish {config.finish})")
     print(f"    {trained['metric']}: FP {trained['fp_value']:.3f}, hard assignment {hard['value']:.3f}, "
           f"vq4all {trained['value']:.3f}; {trained['bits_per_weight']:.3f} bits/weight, "
           f"compression {trained['compression_ratio']:.1f}x ({trained['compression_ratio_with_codebook']:.2f}x with the codebook)")
