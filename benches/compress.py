@@ -155,11 +155,11 @@ def plots(results, out: Path):
     if not nets:
         return  # nothing measured yet
     cols = min(3, len(nets))
-    rows = -(-len(nets) // cols)
+    grid_rows = -(-len(nets) // cols)  # ceil: table rows are something else here
 
     def panels():
         """One panel per network on a grid of `cols` columns: (figure, flat list of axes)."""
-        fig, grid = plt.subplots(rows, cols, figsize=(4.0 * cols, 3.4 * rows), squeeze=False)
+        fig, grid = plt.subplots(grid_rows, cols, figsize=(4.0 * cols, 3.4 * grid_rows), squeeze=False)
         flat = list(grid.flat)
         for ax in flat[len(nets):]:
             ax.set_visible(False)
