@@ -1,4 +1,4 @@
-"""Fuzz the artifact reader: damaged codebook and network files (vq4all.fuzzing's mutation kinds)
+"""Fuzz the artifact reader: damaged codebook and network files (support.fuzzing's mutation kinds)
 through `artifact.summarize` (what `vq4all inspect` runs) and `artifact.load` against the
 codebook, in-process, plus a sample through the real `vq4all inspect` command line.
 
@@ -23,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vq4all import artifact, fuzzing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fuzzers are test support
+from support import fuzzing  # noqa: E402
+
+from vq4all import artifact  # noqa: E402
 from vq4all.artifact import atomic_write_bytes
 from vq4all.errors import ArtifactError, VQ4AllError, printable
 

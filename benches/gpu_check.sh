@@ -7,8 +7,7 @@
 # installs into the machine's Python. Python: $PYTHON if set; else python3 when its torch sees
 # a CUDA device and triton imports (e.g. a CUDA image with PyTorch); else it makes .venv-gpu
 # with pip (network needed) holding torch, triton and the test dependencies. vq4all itself is
-# used from a copy of this tree laid out as the package (kernels/ -> vq4all/kernels), on
-# PYTHONPATH. Writes into OUT_DIR:
+# imported from this tree's src/ on PYTHONPATH (no install). Writes into OUT_DIR:
 #   env.txt            GPU, driver, python/torch/triton versions, git revision
 #   pytest_gpu.log     pytest -m gpu over tests/
 #   bench_kernels.md   the benchmark table (+ bench_kernels.json), bench.log its output
@@ -42,13 +41,9 @@ if ! have_gpu_stack "$py"; then
   exit 1
 fi
 
-# vq4all as an importable package without pip: the pyproject's package-dir mapping, by copying.
+# vq4all importable without pip: src/ is the package root (the import path is the folder path).
 site="$(mktemp -d)"
-cp -r "$root/vq4all" "$site/vq4all"
-for sub in kernels rtl sim; do
-  [ -d "$root/$sub" ] && cp -r "$root/$sub" "$site/vq4all/$sub"
-done
-export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export VQ4ALL_CACHE="${VQ4ALL_CACHE:-$site/cache}"
 unset TRITON_INTERPRET
 

@@ -7,17 +7,17 @@ Sections (each measured here, nothing typed in):
 1. Throughput: real layers of zoo networks run back to back through the engine in Icarus (cocotb),
    lanes 1/2/4; measured cycles and MAC utilisation next to the simple model
    out*in/(d*lanes) + fill.
-2. Off-chip weight traffic per inference for every zoo network (vq4all.traffic), from hard-assigned
+2. Off-chip weight traffic per inference for every zoo network (vq4all.hw.traffic), from hard-assigned
    artifacts on the universal codebook; for digits_cnn, the VQ4ALL figure is confirmed by counting
    the code and scale stream beats of a simulation of all its layers.
-3. Resources and Fmax: yosys + nextpnr per device, K and lanes (vq4all.synth); the results are
+3. Resources and Fmax: yosys + nextpnr per device, K and lanes (vq4all.hw.synth); the results are
    cached in <out>/synth_cache.json and reused unless --resynth.
 4. Several networks, one ROM: layers of digits_cnn, crepe_tiny and mtcnn_pnet on one engine, back
    to back, bit-exact, and each switch costing no cycles beyond the layer's own code beats.
 Writes <out>/hw_report.md, hw_report.json, PNG plots, and rewrites the README block between
 <!-- hw-report:begin --> and <!-- hw-report:end --> with the main tables.
 
-The committed results in benches/results/hw came from: the synthesis sweep (vq4all.synth.sweep, run on
+The committed results in benches/results/hw came from: the synthesis sweep (vq4all.hw.synth.sweep, run on
 its own into synth_cache.json, ~25 min on 2 shared cores), then
 `hw_report.py --synth-from-cache --assign-limit 5000000` (~10 min: minilm_l6 and crepe_full are
 counted from their layer split, their nearest-codeword search taking over 15 min here), then
@@ -44,7 +44,7 @@ from hw_sections import (multi_network, plots, render, throughput, traffic_confi
 
 from vq4all import zoo  # noqa: E402
 from vq4all.artifact import atomic_write_bytes, load_codebook, save_codebook  # noqa: E402
-from vq4all.synth import DEVICES, fit_table, sweep  # noqa: E402
+from vq4all.hw.synth import DEVICES, fit_table, sweep  # noqa: E402
 
 
 def universal_codebook(path: str | None):

@@ -1,6 +1,6 @@
 """The sections of benches/hw_report.py: measurements (simulation, traffic) and rendering.
 
-Every number in the report comes from a function here or from vq4all.synth / vq4all.traffic;
+Every number in the report comes from a function here or from vq4all.hw.synth / vq4all.hw.traffic;
 rendering only formats them.
 """
 
@@ -16,12 +16,12 @@ from vq4all import zoo
 from vq4all.artifact import atomic_write_bytes
 from vq4all.errors import VQ4AllError
 from vq4all.hard import hard_assign
-from vq4all.layer_inputs import real_input
-from vq4all.sim.layer import engine_for, requant_for
-from vq4all.sim.runner import simulate
-from vq4all.sim.streams import Job, beats_per_row, quantize_int8
-from vq4all.synth import DEVICES, synth_config
-from vq4all.traffic import SCHEMES, network_traffic, stream_bits
+from vq4all.hw.layer_inputs import real_input
+from vq4all.hw.sim.layer import engine_for, requant_for
+from vq4all.hw.sim.runner import simulate
+from vq4all.hw.sim.streams import Job, beats_per_row, quantize_int8
+from vq4all.hw.synth import DEVICES, synth_config
+from vq4all.hw.traffic import SCHEMES, network_traffic, stream_bits
 
 THROUGHPUT_NETWORKS = ("digits_cnn", "mtcnn_pnet", "silero_vad", "crepe_tiny")
 QUICK_THROUGHPUT_NETWORKS = ("digits_cnn", "mtcnn_pnet")
@@ -376,7 +376,7 @@ def render(report) -> tuple[str, str]:
             "## Resources and Fmax per configuration\n",
             f"Engine: d=8 int8, 32-bit accumulator, activation buffer max_m={cfg.max_m} sub-vectors per slot "
             f"(in_features <= {cfg.max_m * cfg.d}), max_rows={cfg.max_rows}; inside a serial-I/O harness "
-            "(vq4all.synth: every input bit a flip-flop of one shift chain, outputs XOR-reduced to one pin; "
+            "(vq4all.hw.synth: every input bit a flip-flop of one shift chain, outputs XOR-reduced to one pin; "
             "`harness_ffs` in the JSON, about 100-330 FF, counted in FF/LC). yosys `synth_ice40 -dsp` / `synth_ecp5` "
             "from Amaranth's RTLIL, nextpnr `--timing-allow-fail --freq 100 --seed 1`; Fmax is nextpnr's post-route "
             "estimate. Block RAM: iCE40 EBR (4 Kbit), ECP5 DP16KD (18 Kbit). iCE40 block RAM has one read port, so "

@@ -23,10 +23,10 @@ import numpy as np
 
 from vq4all import zoo
 from vq4all.artifact import Codebook, atomic_write_bytes, load_codebook
-from vq4all.layer_inputs import real_layer_job
-from vq4all.sim.layer import engine_for
-from vq4all.sim.runner import simulate
-from vq4all.sim.streams import Job
+from vq4all.hw.layer_inputs import real_layer_job
+from vq4all.hw.sim.layer import engine_for
+from vq4all.hw.sim.runner import simulate
+from vq4all.hw.sim.streams import Job
 
 NETWORKS = ("crepe_tiny", "digits_cnn")
 

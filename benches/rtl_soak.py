@@ -4,7 +4,7 @@ backpressure on every stream, each compared bit for bit with reference.lookup_ma
     .venv/bin/python benches/rtl_soak.py [--outputs 100000] [--simulator icarus] [--lanes 2]
         [--backpressure 0.3] [--seed 11] [--out benches/results/rtl_soak]
 
-Runs the same code as tests/test_rtl_soak.py (vq4all.sim.soak) at full size. Writes
+Runs the same code as tests/test_rtl_soak.py (vq4all.hw.sim.soak) at full size. Writes
 rtl_soak.json/.md (outputs, mismatches, cycles, seconds); exits 1 on any mismatch.
 """
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from vq4all.artifact import atomic_write_bytes
-from vq4all.sim.soak import soak
+from vq4all.hw.sim.soak import soak
 
 
 def main() -> int:

@@ -58,7 +58,7 @@ def expected_versions(kind, path):
             out.append(f"v{seed}")
         else:
             from vq4all.reference import rom_words
-            from vq4all.rtl.romfiles import rom_file_text
+            from vq4all.hw.rtl.romfiles import rom_file_text
 
             cb = artifact.load_codebook(f"{path}.cb{seed}")
             out.append(rom_file_text("hex", rom_words(cb.codebook, 8), d=8, width=8, sha256=cb.sha256))

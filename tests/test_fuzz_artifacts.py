@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 import numpy as np
 
-from vq4all import artifact, fuzzing
+from support import fuzzing
+from vq4all import artifact
 from vq4all.errors import ArtifactError, VQ4AllError
 
 SEEDS = fuzzing.seed_files()

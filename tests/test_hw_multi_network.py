@@ -8,11 +8,11 @@ import pytest
 
 from vq4all.codebook import build
 from vq4all.config import CodebookConfig
-from vq4all.layer_inputs import real_layer_job
-from vq4all.rtl.config import EngineConfig
-from vq4all.rtl.engine import Engine
-from vq4all.sim.amaranth_sim import run_engine
-from vq4all.sim.streams import EngineShape, StreamDriver, beats_per_row
+from vq4all.hw.layer_inputs import real_layer_job
+from vq4all.hw.rtl.config import EngineConfig
+from vq4all.hw.rtl.engine import Engine
+from vq4all.hw.sim.amaranth_sim import run_engine
+from vq4all.hw.sim.streams import EngineShape, StreamDriver, beats_per_row
 
 pytestmark = pytest.mark.sim
 

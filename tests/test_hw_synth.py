@@ -1,4 +1,4 @@
-"""The synthesis flow's parsing and fit logic (vq4all.synth), on real nextpnr outputs kept as
+"""The synthesis flow's parsing and fit logic (vq4all.hw.synth), on real nextpnr outputs kept as
 fixtures (tests/fixtures/hw: a routed iCE40 UP5K report of K=256, lanes=1, and the log of
 K=256, lanes=4, which does not fit). No synthesis runs here."""
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vq4all.rtl.config import EngineConfig
-from vq4all.rtl.engine import Engine
-from vq4all.synth import DEVICES, fit_table, harness_rtlil, overflow, parse_report, summarize
+from vq4all.hw.rtl.config import EngineConfig
+from vq4all.hw.rtl.engine import Engine
+from vq4all.hw.synth import DEVICES, fit_table, harness_rtlil, overflow, parse_report, summarize
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hw"
 
@@ -63,7 +63,7 @@ def test_harness_keeps_every_input_bit_in_the_shift_chain():
 
 
 def test_sweep_reuses_the_cache_and_implies_larger_k_after_an_overflow(tmp_path):
-    from vq4all.synth import cache_key, synth_config, sweep
+    from vq4all.hw.synth import cache_key, synth_config, sweep
 
     sha = "ab" * 32
     fit = {"fits": True, "fmax_mhz": 30.0, "lut": 1000, "ff": 700, "bram": 20, "seconds_yosys": 1, "seconds_nextpnr": 1}

@@ -1,9 +1,9 @@
-"""Off-chip traffic counts (vq4all.traffic) against an independent count on a tiny artifact."""
+"""Off-chip traffic counts (vq4all.hw.traffic) against an independent count on a tiny artifact."""
 
 import numpy as np
 
 from vq4all.artifact import LayerCodes, NetworkArtifact
-from vq4all.traffic import network_traffic, stream_bits
+from vq4all.hw.traffic import network_traffic, stream_bits
 
 
 def tiny_artifact(k: int = 65536) -> NetworkArtifact:

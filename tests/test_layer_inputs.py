@@ -7,7 +7,7 @@ import torch
 
 from vq4all import zoo
 from vq4all.errors import VQ4AllError
-from vq4all.layer_inputs import real_input
+from vq4all.hw.layer_inputs import real_input
 
 
 @pytest.mark.parametrize("network,module_name", [("digits_cnn", "conv1"), ("digits_cnn", "conv2"), ("digits_cnn", "fc1"),

@@ -12,7 +12,7 @@ import pytest
 
 from vq4all.artifact import Codebook, codebook_sha256, save_codebook
 from vq4all.reference import rom_words, unpack_rom_words
-from vq4all.rtl.romfiles import FORMATS, read_readmemh, rom_file_text
+from vq4all.hw.rtl.romfiles import FORMATS, read_readmemh, rom_file_text
 
 SHA = "ab" * 32
 

@@ -8,11 +8,11 @@ import pytest
 
 from vq4all.errors import VQ4AllError
 from vq4all.reference import lookup_matmul_int, rom_words
-from vq4all.rtl.config import EngineConfig
-from vq4all.rtl.engine import Engine
-from vq4all.rtl.rom import CodebookROM
-from vq4all.sim.amaranth_sim import run_engine
-from vq4all.sim.streams import EngineShape, Job, StreamDriver, pack_acts, pack_codes, quantize_int8
+from vq4all.hw.rtl.config import EngineConfig
+from vq4all.hw.rtl.engine import Engine
+from vq4all.hw.rtl.rom import CodebookROM
+from vq4all.hw.sim.amaranth_sim import run_engine
+from vq4all.hw.sim.streams import EngineShape, Job, StreamDriver, pack_acts, pack_codes, quantize_int8
 
 
 def random_jobs(rng, k, d, shapes):

@@ -11,9 +11,9 @@ import pytest
 
 from vq4all.artifact import Codebook, save_codebook
 from vq4all.reference import rom_words
-from vq4all.rtl.config import EngineConfig
-from vq4all.rtl.generate import TOP, generate
-from vq4all.rtl.romfiles import read_readmemh
+from vq4all.hw.rtl.config import EngineConfig
+from vq4all.hw.rtl.generate import TOP, generate
+from vq4all.hw.rtl.romfiles import read_readmemh
 
 
 @pytest.fixture(scope="module")

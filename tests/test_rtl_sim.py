@@ -18,9 +18,9 @@ import pytest
 from vq4all.artifact import Codebook, load_codebook, save_codebook
 from vq4all.config import CodebookConfig
 from vq4all.errors import VQ4AllError
-from vq4all.rtl.config import EngineConfig
-from vq4all.sim.runner import cache_root, simulate
-from vq4all.sim.streams import Job
+from vq4all.hw.rtl.config import EngineConfig
+from vq4all.hw.sim.runner import cache_root, simulate
+from vq4all.hw.sim.streams import Job
 
 pytestmark = pytest.mark.sim
 
@@ -62,7 +62,7 @@ _jobs_cache: dict = {}
 def jobs_for(cb: Codebook) -> list[Job]:
     """The real layers hard-assigned to cb, with real int8 inputs, then random ragged layers."""
     if cb.sha256 not in _jobs_cache:
-        from vq4all.layer_inputs import real_layer_job
+        from vq4all.hw.layer_inputs import real_layer_job
 
         jobs = [real_layer_job(net, param, cb) for net, param in REAL_LAYERS]
         rng = np.random.default_rng(cb.k)
@@ -127,7 +127,7 @@ def test_verilator(universal):
 def test_icarus_requantization(universal):
     """The output stage on real layers: multipliers from each layer's real scales, int8 results
     equal to reference.requantize(lookup_matmul_int(...)) bit for bit."""
-    from vq4all.layer_inputs import real_layer_job
+    from vq4all.hw.layer_inputs import real_layer_job
 
     cb = codebook_k(universal, 4096)
     jobs = [real_layer_job(net, param, cb, requant=True) for net, param in REAL_LAYERS]
@@ -147,7 +147,7 @@ def test_readmemh_rom(universal):
 
 def test_a_wrong_rom_fails_the_testbench(universal):
     """The testbench can fail: codes checked against a codebook other than the ROM's."""
-    from vq4all.sim import runner
+    from vq4all.hw.sim import runner
 
     cb = codebook_k(universal, 256)
     other = cb.codebook.copy()

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from vq4all.sim.soak import soak
+from vq4all.hw.sim.soak import soak
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 

@@ -190,7 +190,7 @@ def test_torchrun_data_parallel_matches_one_process(tmp_path):
     cb_path = tmp_path / "cb.safetensors"
     artifact.save_codebook(cb_path, cb)
     args = ["-m", "vq4all", "compress", "--network", "digits_cnn", "--codebook", str(cb_path),
-            "--steps", "80", "--calibration", "128", "--batch-size", "32", "--reg", "3", "--json"]
+            "--steps", "80", "--calibration", "128", "--batch-size", "32", "--reg", "3", "--lr", "0.2", "--json"]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *args,
                           "--out", str(tmp_path / "dp.safetensors")], capture_output=True, text=True, timeout=600, env=env)

@@ -106,10 +106,10 @@ def hardware_step(out: Path, cb, artifact_path: Path, layer_name: str = "classif
     simulated in Icarus (the Verilog just generated, compiled once). Returns the sim summary."""
     from . import zoo
     from .artifact import load_network
-    from .layer_inputs import real_input
-    from .rtl.generate import TOP, generate
-    from .sim.layer import engine_for, run_layer
-    from .sim.streams import quantize_int8
+    from .hw.layer_inputs import real_input
+    from .hw.rtl.generate import TOP, generate
+    from .hw.sim.layer import engine_for, run_layer
+    from .hw.sim.streams import quantize_int8
 
     t = time.perf_counter()
     art = load_network(artifact_path, cb)

@@ -20,7 +20,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-from vq4all.sim.streams import EngineShape, Job, StreamDriver
+from vq4all.hw.sim.streams import EngineShape, Job, StreamDriver
 
 
 

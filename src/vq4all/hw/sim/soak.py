@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..rtl.config import EngineConfig
+from vq4all.hw.rtl.config import EngineConfig
 from .runner import simulate
 from .streams import Job
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import VQ4AllError
-from ..reference import lookup_matmul_int, requant_parameters
-from ..rtl.config import EngineConfig
+from vq4all.errors import VQ4AllError
+from vq4all.reference import lookup_matmul_int, requant_parameters
+from vq4all.hw.rtl.config import EngineConfig
 from .runner import simulate
 from .streams import Job
 

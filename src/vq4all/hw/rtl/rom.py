@@ -18,7 +18,7 @@ from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import VQ4AllError
+from vq4all.errors import VQ4AllError
 
 ROM_MODULE = "vq4all_codebook_rom"
 

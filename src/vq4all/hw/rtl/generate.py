@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifact import atomic_write_bytes, codebook_sha256
-from ..errors import VQ4AllError
+from vq4all.artifact import atomic_write_bytes, codebook_sha256
+from vq4all.errors import VQ4AllError
 from .config import ACT_BITS, EngineConfig
 from .engine import Engine, check_codebook
 from .rom import readmemh_module

@@ -172,7 +172,7 @@ def _int8_codebook(path):
 def cmd_rom_export(args) -> int:
     from .artifact import atomic_write_bytes, check_writable
     from .reference import rom_words
-    from .rtl.romfiles import FORMATS, rom_file_text
+    from .hw.rtl.romfiles import FORMATS, rom_file_text
 
     if args.format not in FORMATS:
         raise VQ4AllError(f"unknown ROM format '{args.format}': choose one of {', '.join(FORMATS)}")
@@ -192,8 +192,8 @@ def cmd_rom_export(args) -> int:
 
 
 def cmd_rtl_generate(args) -> int:
-    from .rtl.config import EngineConfig
-    from .rtl.generate import generate
+    from .hw.rtl.config import EngineConfig
+    from .hw.rtl.generate import generate
 
     cb = _int8_codebook(args.codebook)
     given = {"lanes": args.lanes, "acc_bits": args.acc_bits, "max_m": args.max_m}
@@ -211,10 +211,10 @@ def cmd_sim(args) -> int:
     import numpy as np
 
     from .artifact import load_network
-    from .rtl.config import EngineConfig
-    from .sim.layer import random_layer, run_layer
-    from .sim.runner import SIMULATORS
-    from .sim.streams import quantize_int8
+    from .hw.rtl.config import EngineConfig
+    from .hw.sim.layer import random_layer, run_layer
+    from .hw.sim.runner import SIMULATORS
+    from .hw.sim.streams import quantize_int8
 
     simulator = args.simulator or "icarus"
     if simulator not in SIMULATORS:
@@ -244,7 +244,7 @@ def cmd_sim(args) -> int:
         from . import zoo
 
         try:
-            from .layer_inputs import real_input
+            from .hw.layer_inputs import real_input
 
             vec = real_input(zoo.load(art.network), layer.param, seed)
             source = f"real ({art.network} calibration sample, int8 by max|x|/127)"

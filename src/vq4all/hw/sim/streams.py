@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..reference import lookup_matmul_int, requantize
+from vq4all.reference import lookup_matmul_int, requantize
 
 STREAMS = ("layer", "acts", "codes", "scales")  # "scales" exists only on requant engines
 

@@ -29,7 +29,7 @@ def seed_files() -> dict[str, bytes]:
     import tempfile
     from pathlib import Path
 
-    from .artifact import Codebook, LayerCodes, NetworkArtifact, save_codebook, save_network
+    from vq4all.artifact import Codebook, LayerCodes, NetworkArtifact, save_codebook, save_network
 
     rng = np.random.default_rng(0)
     cb = Codebook(rng.integers(-127, 128, (16, 4), dtype=np.int8), np.array([0.05], np.float32), {"config": {"seed": 0}})

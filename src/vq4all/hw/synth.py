@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import VQ4AllError
+from vq4all.errors import VQ4AllError
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def harness_rtlil(config, codebook: np.ndarray, top: str = "vq4all_synth_top") -
     harness's input flip-flop count."""
     from amaranth.back import rtlil
 
-    from .rtl.engine import Engine
+    from vq4all.hw.rtl.engine import Engine
 
     module, ports, width = harness(Engine(config, codebook))
     return rtlil.convert(module, name=top, ports=ports), width
@@ -247,14 +247,14 @@ def synth_config(k: int, lanes: int, *, max_m: int = 256, max_rows: int = 4095):
     accumulator, an activation buffer of max_m sub-vectors per slot (in_features <= 2048, which
     covers most zoo layers; crepe's wide convolutions need more) and up to max_rows rows. max_m
     sets the activation buffer's block RAM (2 slots x max_m x 64 bits), the same for every K."""
-    from .rtl.config import EngineConfig
+    from vq4all.hw.rtl.config import EngineConfig
 
     return EngineConfig(k=k, d=8, lanes=lanes, max_m=max_m, max_rows=max_rows)
 
 
 def cache_key(device: str, config, sha256: str) -> str:
     """Key of one result in the sweep cache: device, config, codebook and generator version."""
-    from .sim.runner import rtl_digest
+    from vq4all.hw.sim.runner import rtl_digest
 
     return f"{device}|{config.key()}|{sha256[:16]}|rtl{rtl_digest()}"
 
@@ -271,7 +271,7 @@ def sweep(codebook: np.ndarray | None, sha256: str, devices: list[str], ks: list
     not change).
     cache_only: run nothing (codebook may be None); a configuration missing from the cache is
     returned as {fits: None, missing: True}."""
-    from .artifact import atomic_write_bytes
+    from vq4all.artifact import atomic_write_bytes
 
     cache_path = Path(cache_path)
     cache = {} if resynth or not cache_path.exists() else json.loads(cache_path.read_text())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..errors import VQ4AllError
+from vq4all.errors import VQ4AllError
 
 ACT_BITS = 8  # activations are int8: the reference's exact integer path (lookup_matmul_int)
 SHIFT_BITS = 6  # the requantization shift (1..62) in the layer descriptor

@@ -38,8 +38,8 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..errors import VQ4AllError
-from ..reference import rom_words
+from vq4all.errors import VQ4AllError
+from vq4all.reference import rom_words
 from .actbuf import ActivationBuffer
 from .config import ACT_BITS, SHIFT_BITS, EngineConfig
 from .mac import MACLanes

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import VQ4AllError
+from vq4all.errors import VQ4AllError
 
 
 def real_input(net, param: str, seed: int = 0) -> np.ndarray:
@@ -73,10 +73,10 @@ def real_layer_job(network: str, param: str, codebook, seed: int = 0, requant: b
     of the engine's output stage from the layer's real scales (row scale x codebook scale x
     activation scale, output scale = largest |output| / 127; sim.layer.requant_for).
     Returns a sim.streams.Job named "network.layer"."""
-    from . import zoo
-    from .hard import assign
-    from .sim.layer import requant_for
-    from .sim.streams import Job, quantize_int8
+    from vq4all import zoo
+    from vq4all.hard import assign
+    from vq4all.hw.sim.layer import requant_for
+    from vq4all.hw.sim.streams import Job, quantize_int8
 
     net = zoo.load(network)
     weights = net.compressible()

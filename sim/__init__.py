@@ -1,1 +1,0 @@
-"""cocotb testbenches and runner for the RTL (imported as `vq4all.sim`); torch-free."""

@@ -1,0 +1,1 @@
+"""cocotb testbenches and runner for the RTL (imported as `vq4all.hw.sim`); torch-free."""
