@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from vq4all import zoo
-from vq4all.artifact import atomic_write_bytes, save_figure
+from vq4all.io import atomic_write_bytes, save_figure
 from vq4all.codebook import build_from_subvectors, network_subvectors
 from vq4all.config import CodebookConfig, CompressConfig
 from vq4all.evaluate import evaluate_artifact

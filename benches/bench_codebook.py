@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from vq4all import zoo
-from vq4all.artifact import atomic_write_bytes
+from vq4all.io import atomic_write_bytes
 from vq4all.codebook import build_from_subvectors, network_subvectors
 from vq4all.config import CodebookConfig
 from vq4all.search import nearest

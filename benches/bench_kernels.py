@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vq4all.artifact import atomic_write_bytes
+from vq4all.io import atomic_write_bytes
 from vq4all.kernels import choose_impl, lookup_matmul
 from vq4all.kernels.torch_path import decode
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from vq4all import zoo
-from vq4all.artifact import atomic_write_bytes, save_figure
+from vq4all.io import atomic_write_bytes, save_figure
 from vq4all.codebook import build_from_subvectors, network_subvectors
 from vq4all.config import CodebookConfig, CompressConfig
 from vq4all.evaluate import evaluate_artifact, evaluate_baseline, numpy_weights, task_metric

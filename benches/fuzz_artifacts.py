@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fu
 from support import fuzzing  # noqa: E402
 
 from vq4all import artifact  # noqa: E402
-from vq4all.artifact import atomic_write_bytes
+from vq4all.io import atomic_write_bytes
 from vq4all.errors import ArtifactError, VQ4AllError, printable
 
 ALLOC_FACTOR, ALLOC_CONST = 8, 2 << 20

@@ -43,7 +43,8 @@ from hw_sections import (multi_network, plots, render, throughput, traffic_confi
                          traffic_table, update_readme)
 
 from vq4all import zoo  # noqa: E402
-from vq4all.artifact import atomic_write_bytes, load_codebook, save_codebook  # noqa: E402
+from vq4all.artifact import load_codebook, save_codebook  # noqa: E402
+from vq4all.io import atomic_write_bytes
 from vq4all.hw.synth import DEVICES, fit_table, sweep  # noqa: E402
 
 

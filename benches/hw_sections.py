@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from vq4all import zoo
-from vq4all.artifact import atomic_write_bytes
+from vq4all.io import atomic_write_bytes
 from vq4all.errors import VQ4AllError
 from vq4all.hard import hard_assign
 from vq4all.hw.layer_inputs import real_input
@@ -112,7 +112,8 @@ def split_artifact(cb, name: str):
     array shapes and scales (vq4all.subvectors.split, as hard_assign stores them) but codes left
     at 0: the nearest-codeword search, minutes on 2 CPU cores for networks of 20M+ weights, does
     not change any byte count."""
-    from vq4all.artifact import LayerCodes, NetworkArtifact, code_dtype
+    from vq4all.artifact import LayerCodes, NetworkArtifact
+    from vq4all.rules import code_dtype
     from vq4all.subvectors import split
 
     net = zoo.load(name)

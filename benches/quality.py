@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from vq4all import zoo
-from vq4all.artifact import atomic_write_bytes
+from vq4all.io import atomic_write_bytes
 from vq4all.evaluate import plot_sqnr, quality_table, rows_to_json, rows_to_markdown
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from vq4all import zoo
-from vq4all.artifact import Codebook, atomic_write_bytes, load_codebook
+from vq4all.artifact import Codebook, load_codebook
+from vq4all.io import atomic_write_bytes
 from vq4all.hw.layer_inputs import real_layer_job
 from vq4all.hw.sim.layer import engine_for
 from vq4all.hw.sim.runner import simulate

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from vq4all.artifact import atomic_write_bytes
+from vq4all.io import atomic_write_bytes
 from vq4all.hw.sim.soak import soak
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save
 
-from vq4all import artifact
+from vq4all import artifact, rules
 from vq4all.artifact import Codebook, LayerCodes, NetworkArtifact
 from vq4all.errors import ArtifactError, VQ4AllError
 
@@ -23,7 +23,7 @@ def make_codebook(k=256, d=4, dtype="int8", seed=0):
 
 def make_network(cb, seed=0):
     rng = np.random.default_rng(seed)
-    dtype = artifact.code_dtype(cb.k)
+    dtype = rules.code_dtype(cb.k)
     layers = [
         LayerCodes("conv.weight", (6, 3, 3, 3), cb.d, (-27) % cb.d, "channel",
                    rng.integers(0, cb.k, (6, -(-27 // cb.d))).astype(dtype), rng.uniform(0.1, 1, 6).astype(np.float16)),

@@ -30,17 +30,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import stat
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ArtifactError, VQ4AllError
+from .io import atomic_write_bytes
+from .rules import CODEBOOK_DTYPES, GRANULARITIES, MAX_D, MAX_K, MIN_D, MIN_K, code_dtype, is_power_of_two
 
 FORMAT = "vq4all"
 FORMAT_VERSION = 1
@@ -52,18 +52,36 @@ _DTYPES = {  # safetensors dtype -> numpy little-endian dtype
     "I64": np.dtype("<i8"), "F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
-_GRANULARITIES = ("none", "tensor", "channel")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # ----------------------------------------------------------------------------- in-memory forms
-@dataclass
+@dataclass(eq=False)
 class Codebook:
-    """The universal codebook. codebook: [k, d] int8 or float16; codebook_scale: [1] float32 or None."""
+    """The universal codebook, as it travels between core, kernels and hardware.
+
+    codebook: [k, d] int8 (real value = codebook * codebook_scale) or float16;
+    codebook_scale: [1] float32 (int8 only) or None; manifest: the file's manifest.
+    Both arrays are made read-only on construction, so the SHA-256, the real values and the ROM
+    words are computed once and stay true for the object's life.
+    """
 
     codebook: np.ndarray
     codebook_scale: np.ndarray | None = None
     manifest: dict = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        self.codebook = np.array(self.codebook, copy=True)
+        self.codebook.setflags(write=False)
+        if self.codebook_scale is not None:
+            self.codebook_scale = np.array(self.codebook_scale, dtype=np.float32, copy=True).reshape(1)
+            self.codebook_scale.setflags(write=False)
+
+    def _cached(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
 
     @property
     def k(self) -> int:
@@ -79,13 +97,30 @@ class Codebook:
 
     @property
     def sha256(self) -> str:
-        return codebook_sha256(self.codebook, self.codebook_scale)
+        """Hex SHA-256 of the codebook's bytes then codebook_scale's (`codebook_sha256`), once."""
+        return self._cached("sha256", lambda: codebook_sha256(self.codebook, self.codebook_scale))
+
+    @property
+    def scale(self) -> float:
+        """The int8 codebook's real-value step (codebook_scale[0]); 1.0 for float16."""
+        return 1.0 if self.codebook_scale is None else float(self.codebook_scale[0])
 
     def values(self) -> np.ndarray:
-        """The codewords' real values: [k, d] float32 (the reference's definition)."""
+        """The codewords' real values: [k, d] float32, read-only (the reference's definition)."""
         from .reference import codebook_values
 
-        return codebook_values(self.codebook, self.codebook_scale)
+        def compute():
+            v = codebook_values(self.codebook, self.codebook_scale)
+            v.setflags(write=False)
+            return v
+
+        return self._cached("values", compute)
+
+    def rom_words(self, width: int = 8) -> list[int]:
+        """The ROM's k words of d * width bits (`vq4all.reference.rom_words`), once per width."""
+        from .reference import rom_words
+
+        return self._cached(("rom", width), lambda: rom_words(self.codebook, width))
 
 
 @dataclass
@@ -134,66 +169,7 @@ def codebook_sha256(codebook: np.ndarray, codebook_scale: np.ndarray | None = No
     return h.hexdigest()
 
 
-def code_dtype(k: int) -> np.dtype:
-    """uint8 when k <= 256, else uint16."""
-    return np.dtype(np.uint8) if k <= 256 else np.dtype("<u2")
-
-
 # ----------------------------------------------------------------------------- writing
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write `data` to `path` so that a reader (or a crash) sees the old file or the new one, never
-    a mix: temp file in the same folder, flush + fsync, rename over, fsync the folder."""
-    path = Path(path)
-    check_writable(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise VQ4AllError(f"{path}: cannot write in {folder} ({e.strerror}): choose a writable path") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; the rename itself is still atomic
-
-
-def save_figure(fig, path, **kwargs) -> None:
-    """matplotlib's fig.savefig(path, **kwargs), atomically: render into memory, then
-    atomic_write_bytes (a plot interrupted mid-write never replaces a good one)."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def check_writable(path) -> None:
-    """Fail early, before long work, if `path` cannot be written (missing or read-only folder)."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise VQ4AllError(f"{path}: folder {folder} does not exist: create it first")
-    if not os.access(folder, os.W_OK):
-        raise VQ4AllError(f"{path}: folder {folder} is not writable: choose another --out")
-    if path.is_dir():
-        raise VQ4AllError(f"{path}: is a folder: give a file name")
-
-
 def _save(path, tensors: dict[str, np.ndarray], manifest: dict) -> None:
     from safetensors.numpy import save
 
@@ -335,8 +311,8 @@ def _int_field(path, manifest, key, lo=None, hi=None, where=None) -> int:
 
 
 def _check_k(path, manifest) -> int:
-    k = _int_field(path, manifest, "k", 2, 1 << 16)
-    if k & (k - 1):
+    k = _int_field(path, manifest, "k", MIN_K, MAX_K)
+    if not is_power_of_two(k):
         raise ArtifactError(path, None, f"manifest k={k} is not a power of two")
     return k
 
@@ -349,10 +325,10 @@ def _check_finite(path, name, t: np.ndarray) -> None:
 def _check_codebook(path, manifest: dict, tensors: dict) -> None:
     _check_common(path, manifest, "codebook")
     k = _check_k(path, manifest)
-    d = _int_field(path, manifest, "d", 1, 64)
+    d = _int_field(path, manifest, "d", MIN_D, MAX_D)
     dtype = manifest.get("dtype")
-    if dtype not in ("int8", "float16"):
-        raise ArtifactError(path, None, f"manifest dtype {dtype!r} must be 'int8' or 'float16'")
+    if dtype not in CODEBOOK_DTYPES:
+        raise ArtifactError(path, None, f"manifest dtype {dtype!r} must be one of {', '.join(CODEBOOK_DTYPES)}")
     expected = {"codebook", "codebook_scale"} if dtype == "int8" else {"codebook"}
     for name in sorted(set(tensors) - expected):
         raise ArtifactError(path, name, f"unexpected tensor in a {dtype} codebook file")
@@ -405,7 +381,7 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
         shape = layer.get("shape")
         if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
             raise ArtifactError(path, f"{name}.codes", f"layer shape must be a list of positive integers, got {shape!r}")
-        d = _int_field(path, layer, "d", 1, 64, where=f"{name}.codes")
+        d = _int_field(path, layer, "d", MIN_D, MAX_D, where=f"{name}.codes")
         if codebook is not None and d != codebook.d:
             raise ArtifactError(path, f"{name}.codes", f"d={d} does not match the codebook's d={codebook.d}")
         row = math.prod(shape[1:]) if len(shape) > 1 else 1
@@ -413,8 +389,8 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
         pad = layer.get("pad")
         if not isinstance(pad, int) or isinstance(pad, bool) or pad != m * d - row:
             raise ArtifactError(path, f"{name}.codes", f"pad {layer.get('pad')!r} must be m*d - row = {m * d - row} for shape {shape} and d={d}")
-        if layer.get("scale_granularity") not in _GRANULARITIES:
-            raise ArtifactError(path, f"{name}.scales", f"scale_granularity {layer.get('scale_granularity')!r} must be one of {', '.join(_GRANULARITIES)}")
+        if layer.get("scale_granularity") not in GRANULARITIES:
+            raise ArtifactError(path, f"{name}.scales", f"scale_granularity {layer.get('scale_granularity')!r} must be one of {', '.join(GRANULARITIES)}")
         codes, scales = tensors.get(f"{name}.codes"), tensors.get(f"{name}.scales")
         for tname, t in ((f"{name}.codes", codes), (f"{name}.scales", scales)):
             if t is None:

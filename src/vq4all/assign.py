@@ -22,13 +22,14 @@ import numpy as np
 import torch
 from torch.nn.utils import parametrize
 
-from .artifact import Codebook, LayerCodes, code_dtype
+from .artifact import Codebook, LayerCodes
+
+from .rules import code_dtype
 from .errors import VQ4AllError
+from .rules import FINISH_RULES, INITS
 from .search import candidates
 from .subvectors import split
 
-INITS = ("equal", "inverse_distance")
-FINISH_RULES = ("argmax", "nearest")
 
 
 class CandidateWeight(torch.nn.Module):

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from . import rules
 from .errors import VQ4AllError
 
 
@@ -38,7 +39,8 @@ def cmd_zoo_list(args) -> int:
 # ----------------------------------------------------------------------------- codebook
 def cmd_codebook_build(args) -> int:
     from . import zoo
-    from .artifact import check_writable, save_codebook
+    from .artifact import save_codebook
+    from .io import check_writable
     from .codebook import build
     from .config import CodebookConfig
 
@@ -66,7 +68,8 @@ def cmd_codebook_build(args) -> int:
 # ----------------------------------------------------------------------------- assign
 def cmd_assign(args) -> int:
     from . import zoo
-    from .artifact import check_writable, load_codebook, network_sizes, save_network
+    from .artifact import load_codebook, network_sizes, save_network
+    from .io import check_writable
     from .hard import hard_assign
 
     check_writable(args.out)
@@ -89,7 +92,8 @@ def cmd_compress(args) -> int:
     import torch
 
     from . import zoo
-    from .artifact import check_writable, load_codebook, network_sizes, save_network
+    from .artifact import load_codebook, network_sizes, save_network
+    from .io import check_writable
     from .config import CompressConfig
     from .train import compress, init_distributed
 
@@ -170,7 +174,7 @@ def _int8_codebook(path):
 
 
 def cmd_rom_export(args) -> int:
-    from .artifact import atomic_write_bytes, check_writable
+    from .io import atomic_write_bytes, check_writable
     from .reference import rom_words
     from .hw.rtl.romfiles import FORMATS, rom_file_text
 
@@ -314,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--d", type=int, help="sub-vector dimension (default 8)")
     b.add_argument("--per-network", type=int, help="sub-vectors pooled per network (default 262144)")
     b.add_argument("--bandwidth", help="scott (default), silverman or a fixed h")
-    b.add_argument("--dtype", choices=["int8", "float16"], help="stored codeword precision (default int8)")
-    b.add_argument("--scale-granularity", choices=["none", "tensor", "channel"], help="default channel")
+    b.add_argument("--dtype", choices=rules.CODEBOOK_DTYPES, help="stored codeword precision (default int8)")
+    b.add_argument("--scale-granularity", choices=rules.GRANULARITIES, help="default channel")
     b.add_argument("--lloyd-iters", type=int, help="Lloyd refinement steps after sampling (default 0)")
     b.add_argument("--seed", type=int, help="default 0")
     b.add_argument("--out", required=True, help="codebook file to write (.safetensors)")
@@ -324,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = with_json(sub.add_parser("assign", help="hard-assign a zoo network to a codebook (no training)"))
     a.add_argument("--network", required=True)
     a.add_argument("--codebook", required=True)
-    a.add_argument("--scale-granularity", choices=["none", "tensor", "channel"])
+    a.add_argument("--scale-granularity", choices=rules.GRANULARITIES)
     a.add_argument("--out", required=True)
     a.set_defaults(func=cmd_assign)
 
@@ -336,10 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--n", type=int, help="candidate codewords per sub-vector (default 8)")
     c.add_argument("--steps", type=int, help="step budget (default 300)")
     c.add_argument("--no-pnc", action="store_true", help="train the same budget, take every argmax at the end")
-    c.add_argument("--init", choices=["equal", "inverse_distance"], help="initial ratios (default equal)")
-    c.add_argument("--schedule", choices=["threshold", "linear"],
+    c.add_argument("--init", choices=rules.INITS, help="initial ratios (default equal)")
+    c.add_argument("--schedule", choices=rules.SCHEDULES,
                    help="PNC alone (threshold, default) or PNC plus a quota frozen fraction >= step/steps (linear)")
-    c.add_argument("--finish", choices=["argmax", "nearest"],
+    c.add_argument("--finish", choices=rules.FINISH_RULES,
                    help="how sub-vectors frozen without passing alpha choose: largest ratio (default) or the "
                         "candidate nearest to their current mixture")
     c.add_argument("--lr", type=float, help="Adam learning rate of the logits (default 0.05)")

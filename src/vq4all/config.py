@@ -8,19 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from .errors import VQ4AllError
-from .subvectors import GRANULARITIES
-
-BANDWIDTH_RULES = ("scott", "silverman")
-CODEBOOK_DTYPES = ("int8", "float16")
-MAX_K = 1 << 16  # codes are stored as U16 at most
-
-
-def check_k(k: int) -> int:
-    """k must be a power of two in 2..65536: codes are log2(k)-bit indices stored as U8/U16."""
-    k = int(k)
-    if k < 2 or k > MAX_K or k & (k - 1):
-        raise VQ4AllError(f"k={k} must be a power of two between 2 and {MAX_K} (e.g. --k 65536 or --k 256)")
-    return k
+from .rules import (BANDWIDTH_RULES, CODEBOOK_DTYPES, FINISH_RULES, GRANULARITIES, INITS, MAX_K, SCHEDULES,
+                    check_choice, check_d, check_k)
 
 
 class _Manifested:
@@ -60,8 +49,7 @@ class CodebookConfig(_Manifested):
     def __post_init__(self):
         object.__setattr__(self, "networks", tuple(self.networks))
         check_k(self.k)
-        if not 1 <= int(self.d) <= 64:
-            raise VQ4AllError(f"d={self.d} must be between 1 and 64 (the default is 8)")
+        check_d(self.d)
         if int(self.per_network) < 1:
             raise VQ4AllError(f"per_network={self.per_network} must be >= 1")
         bw = self.bandwidth
@@ -73,17 +61,11 @@ class CodebookConfig(_Manifested):
         if not isinstance(bw, str) and not (float(bw) > 0 and float(bw) < float("inf")):
             raise VQ4AllError(f"bandwidth {bw} must be a positive finite number")
         object.__setattr__(self, "bandwidth", bw)
-        if self.dtype not in CODEBOOK_DTYPES:
-            raise VQ4AllError(f"codebook dtype '{self.dtype}' must be one of {', '.join(CODEBOOK_DTYPES)}")
-        if self.scale_granularity not in GRANULARITIES:
-            raise VQ4AllError(f"scale granularity '{self.scale_granularity}' must be one of {', '.join(GRANULARITIES)}")
+        check_choice("codebook dtype", self.dtype, CODEBOOK_DTYPES)
+        check_choice("scale granularity", self.scale_granularity, GRANULARITIES)
         if int(self.lloyd_iters) < 0:
             raise VQ4AllError(f"lloyd_iters={self.lloyd_iters} must be >= 0")
 
-
-
-DISTILL_LOSSES = ("kl", "cosine", "mse")
-SCHEDULES = ("threshold", "linear")
 
 
 @dataclass(frozen=True)
@@ -125,18 +107,13 @@ class CompressConfig(_Manifested):
     seed: int = 0
 
     def __post_init__(self):
-        from .assign import FINISH_RULES, INITS
-
         if int(self.n) < 1:
             raise VQ4AllError(f"n={self.n} candidates must be >= 1 (e.g. --n 4)")
         if not 0.0 < float(self.alpha) < 1.0:
             raise VQ4AllError(f"alpha={self.alpha} must be between 0 and 1 (e.g. --alpha 0.99)")
-        if self.init not in INITS:
-            raise VQ4AllError(f"init '{self.init}' must be one of {', '.join(INITS)}")
-        if self.schedule not in SCHEDULES:
-            raise VQ4AllError(f"schedule '{self.schedule}' must be one of {', '.join(SCHEDULES)}")
-        if self.finish not in FINISH_RULES:
-            raise VQ4AllError(f"finish '{self.finish}' must be one of {', '.join(FINISH_RULES)}")
+        check_choice("init", self.init, INITS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("finish", self.finish, FINISH_RULES)
         for name in ("steps", "batch_size", "calibration"):
             if int(getattr(self, name)) < 1:
                 raise VQ4AllError(f"{name}={getattr(self, name)} must be >= 1")
@@ -144,8 +121,7 @@ class CompressConfig(_Manifested):
             value = float(getattr(self, name))
             if not (value >= 0 and value < float("inf")) or (name == "temperature" and value == 0):
                 raise VQ4AllError(f"{name}={getattr(self, name)} must be a finite number >= 0{' and > 0' if name == 'temperature' else ''}")
-        if self.scale_granularity not in GRANULARITIES:
-            raise VQ4AllError(f"scale granularity '{self.scale_granularity}' must be one of {', '.join(GRANULARITIES)}")
+        check_choice("scale granularity", self.scale_granularity, GRANULARITIES)
         if int(self.checkpoint_every) < 0:
             raise VQ4AllError(f"checkpoint_every={self.checkpoint_every} must be >= 0")
 

@@ -26,7 +26,8 @@ FAST = ("digits_cnn", "crepe_tiny", "silero_vad", "mtcnn_pnet", "mtcnn_rnet", "m
 
 def main(argv=None) -> int:
     from . import zoo
-    from .artifact import atomic_write_bytes, load_network, save_codebook, save_network, summarize
+    from .artifact import load_network, save_codebook, save_network, summarize
+    from .io import atomic_write_bytes
     from .codebook import build_from_subvectors, network_subvectors
     from .config import CodebookConfig, CompressConfig
     from .evaluate import evaluate_artifact, plot_sqnr, quality_table, rows_to_json, rows_to_markdown

@@ -227,7 +227,7 @@ def plot_sqnr(rows: list[Row], path) -> None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    from .artifact import save_figure
+    from .io import save_figure
 
     save_figure(fig, path, dpi=120)
     plt.close(fig)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .artifact import Codebook, LayerCodes, NetworkArtifact, code_dtype
+from .artifact import Codebook, LayerCodes, NetworkArtifact
+
+from .rules import code_dtype
 from .errors import VQ4AllError
 from .reference import decode
 from .search import candidates

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import VQ4AllError
-
-GRANULARITIES = ("none", "tensor", "channel")
+from .rules import GRANULARITIES, check_choice
 # float16's smallest normal and largest finite value: an all-zero row gets scale 1, a tiny one the
 # smallest normal, so every stored scale is a finite, non-zero float16.
 _SCALE_MIN, _SCALE_MAX = 2.0**-14, 65504.0
@@ -59,8 +58,7 @@ def row_scales(rows: np.ndarray, granularity: str = "channel") -> np.ndarray:
 
     channel: RMS of each row; tensor: RMS of the whole tensor for every row; none: 1.
     """
-    if granularity not in GRANULARITIES:
-        raise VQ4AllError(f"scale granularity '{granularity}' is not one of {', '.join(GRANULARITIES)}")
+    check_choice("scale granularity", granularity, GRANULARITIES)
     rows = np.asarray(rows, dtype=np.float64)
     if granularity == "none":
         rms = np.ones(rows.shape[0])

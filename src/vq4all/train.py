@@ -35,7 +35,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .artifact import Codebook, NetworkArtifact, atomic_write_bytes, read_container
+from .artifact import Codebook, NetworkArtifact, read_container
+
+from .io import atomic_write_bytes
 from .assign import CandidateWeight, quantize_, unquantize_
 from .config import CompressConfig
 from .errors import VQ4AllError

@@ -271,7 +271,7 @@ def sweep(codebook: np.ndarray | None, sha256: str, devices: list[str], ks: list
     not change).
     cache_only: run nothing (codebook may be None); a configuration missing from the cache is
     returned as {fits: None, missing: True}."""
-    from vq4all.artifact import atomic_write_bytes
+    from vq4all.io import atomic_write_bytes
 
     cache_path = Path(cache_path)
     cache = {} if resynth or not cache_path.exists() else json.loads(cache_path.read_text())

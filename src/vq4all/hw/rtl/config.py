@@ -18,15 +18,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from vq4all.errors import VQ4AllError
+from vq4all.rules import code_bits, d_problem, is_power_of_two, k_problem
 
 ACT_BITS = 8  # activations are int8: the reference's exact integer path (lookup_matmul_int)
 SHIFT_BITS = 6  # the requantization shift (1..62) in the layer descriptor
-MAX_K = 1 << 16
 MAX_LANES = 16
-
-
-def _power_of_two(n: int) -> bool:
-    return n >= 1 and n & (n - 1) == 0
 
 
 @dataclass(frozen=True)
@@ -65,13 +61,12 @@ class EngineConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise VQ4AllError(f"engine {name}={value!r} must be an integer")
-        if not (_power_of_two(self.k) and 2 <= self.k <= MAX_K):
-            raise VQ4AllError(f"engine k={self.k} must be a power of two between 2 and {MAX_K}")
-        if not 1 <= self.d <= 64:
-            raise VQ4AllError(f"engine d={self.d} must be between 1 and 64")
+        for problem in (k_problem(self.k), d_problem(self.d)):
+            if problem:
+                raise VQ4AllError(f"engine {problem}")
         if not 1 <= self.width <= 8:
             raise VQ4AllError(f"engine codeword width={self.width} must be between 1 and 8 bits (int8 codebooks)")
-        if not (_power_of_two(self.lanes) and self.lanes <= MAX_LANES):
+        if not (is_power_of_two(self.lanes) and self.lanes <= MAX_LANES):
             raise VQ4AllError(f"engine lanes={self.lanes} must be a power of two between 1 and {MAX_LANES}")
         if not ACT_BITS + self.width <= self.acc_bits <= 64:
             raise VQ4AllError(f"engine acc_bits={self.acc_bits} must be between {ACT_BITS + self.width} "
@@ -91,7 +86,7 @@ class EngineConfig:
     @property
     def code_bits(self) -> int:
         """Bits of one code: log2(k)."""
-        return self.k.bit_length() - 1
+        return code_bits(self.k)
 
     @property
     def word_bits(self) -> int:

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vq4all.artifact import atomic_write_bytes, codebook_sha256
+from vq4all.artifact import codebook_sha256
+
+from vq4all.io import atomic_write_bytes
 from vq4all.errors import VQ4AllError
 from .config import ACT_BITS, EngineConfig
 from .engine import Engine, check_codebook

@@ -1,0 +1,79 @@
+"""The rules every layer of vq4all agrees on: codebook size k, sub-vector dimension d, stored
+dtypes, scale granularities, and the names of the training choices.
+
+One module, so that the config dataclasses, the artifact reader, the engine's config, the
+simulator and the CLI's `choices` can never disagree. numpy only; nothing here imports torch.
+
+Codes are log2(k)-bit unsigned indices stored as uint8 (k <= 256) or little-endian uint16.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import VQ4AllError
+
+MIN_K, MAX_K = 2, 1 << 16  # codes are stored as U16 at most
+MIN_D, MAX_D = 1, 64
+CODEBOOK_DTYPES = ("int8", "float16")  # stored codeword precision (int8 with one float32 scale)
+GRANULARITIES = ("none", "tensor", "channel")  # weight scale: 1, one per tensor, one per output row
+INITS = ("equal", "inverse_distance")  # initial candidate ratios: the paper's, VQ4DiT's
+FINISH_RULES = ("argmax", "nearest")  # how a sub-vector frozen without passing alpha chooses
+SCHEDULES = ("threshold", "linear")  # PNC alone, or PNC plus a frozen-fraction quota
+DISTILL_LOSSES = ("kl", "cosine", "mse")
+BANDWIDTH_RULES = ("scott", "silverman")
+
+
+def is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def k_problem(k) -> str | None:
+    """Why `k` is not a valid codebook size, or None: a power of two in MIN_K..MAX_K."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+        return f"k={k!r} must be an integer"
+    if not (MIN_K <= k <= MAX_K and is_power_of_two(int(k))):
+        return f"k={k} must be a power of two between {MIN_K} and {MAX_K}"
+    return None
+
+
+def d_problem(d) -> str | None:
+    """Why `d` is not a valid sub-vector dimension, or None: an integer in MIN_D..MAX_D."""
+    if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+        return f"d={d!r} must be an integer"
+    if not MIN_D <= d <= MAX_D:
+        return f"d={d} must be between {MIN_D} and {MAX_D}"
+    return None
+
+
+def check_k(k, hint: str = " (e.g. --k 65536 or --k 256)") -> int:
+    """`k` as an int, or VQ4AllError saying what a valid k is."""
+    problem = k_problem(k)
+    if problem:
+        raise VQ4AllError(problem + hint)
+    return int(k)
+
+
+def check_d(d, hint: str = " (the default is 8)") -> int:
+    """`d` as an int, or VQ4AllError saying what a valid d is."""
+    problem = d_problem(d)
+    if problem:
+        raise VQ4AllError(problem + hint)
+    return int(d)
+
+
+def check_choice(what: str, value, choices: tuple[str, ...]) -> str:
+    """`value` if it is one of `choices`, else VQ4AllError naming `what` and the choices."""
+    if value not in choices:
+        raise VQ4AllError(f"{what} {value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+def code_bits(k: int) -> int:
+    """Bits of one code: log2(k)."""
+    return int(k).bit_length() - 1
+
+
+def code_dtype(k: int) -> np.dtype:
+    """How codes are stored: uint8 when k <= 256, else little-endian uint16."""
+    return np.dtype(np.uint8) if k <= 256 else np.dtype("<u2")
