@@ -131,7 +131,7 @@ def test_a_network_with_no_compressible_layer():
 def test_d_that_does_not_divide_a_row_is_padded_not_refused(tmp_path):
     """Not an error by design: a row of 9 values at d=4 is 3 sub-vectors, the last one padded
     (pad=3, recorded in the manifest and checked on load); decoding gives back 9 values."""
-    from vq4all.hard import decode_layer
+    from vq4all.decode import decode_layer
 
     w = np.random.default_rng(2).standard_normal((5, 9)).astype(np.float32)
     art = hard_assign("toy", {"fc.weight": w}, ["fc.weight"], codebook(4))

@@ -7,7 +7,8 @@ from vq4all import artifact
 from vq4all.artifact import Codebook
 from vq4all.baselines import kmeans_layer, rtn
 from vq4all.evaluate import sqnr_db
-from vq4all.hard import assign, decode_weights, hard_assign
+from vq4all.decode import decode_weights
+from vq4all.hard import assign, hard_assign
 from vq4all.subvectors import split
 
 

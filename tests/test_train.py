@@ -15,7 +15,7 @@ from vq4all.assign import CandidateWeight, quantize_
 from vq4all.config import CompressConfig
 from vq4all.errors import VQ4AllError
 from vq4all.evaluate import artifact_weights
-from vq4all.hard import decode_weights
+from vq4all.decode import decode_weights
 from vq4all.train import compress
 
 
@@ -225,7 +225,8 @@ def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(d
     """Step 1's recorded loss with feature_weight=w minus the loss without it equals w x the
     layer-wise feature loss of the untrained student on step 1's batch, computed here with
     hooks of our own on every compressed layer."""
-    from vq4all.train import _Run, _count, _take, feature_loss
+    from vq4all.network import count_inputs
+    from vq4all.train import _Run, _take, feature_loss
 
     base = CompressConfig(steps=1, batch_size=8, calibration=64, pnc=False, checkpoint_every=0)
     plain = compress(digits, codebook, base)
@@ -234,7 +235,7 @@ def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(d
     params = quantize_(student, digits.compressible_keys(), codebook, n=base.n)
     run = _Run(digits, base, student, params, [p.logits for p in params.values()], codebook.sha256)
     inputs = digits.calibration(base.calibration, seed=base.seed)
-    idx = torch.randperm(_count(inputs), generator=run.sampler)[: base.batch_size]
+    idx = torch.randperm(count_inputs(inputs), generator=run.sampler)[: base.batch_size]
     batch = _take(inputs, idx)
     layers = sorted({k.rpartition(".")[0] for k in digits.compressible_keys()})
     outs = {}

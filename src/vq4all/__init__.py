@@ -1,21 +1,42 @@
 """vq4all: universal-codebook neural network compression (VQ4ALL, arXiv 2412.06875).
 
+    import vq4all
+    codebook = vq4all.load_codebook("codebook.safetensors")
+    student = vq4all.compress(model, calibration, codebook)   # any torch.nn.Module
+    vq4all.save(student, "model.safetensors")
+    model = vq4all.load("model.safetensors", codebook, model=model)
+
 The chain: real networks -> sub-vectors -> KDE universal codebook (frozen, int8) -> network
 artifacts (codes, scales, FP leftovers) -> the numpy reference, which the Triton kernels and the
-RTL are checked against. Heavy modules (torch, the zoo) are imported lazily by their users.
+RTL are checked against. The names below are imported on first use, so `import vq4all` (and the
+torch-free hardware side, `vq4all.hw`) never imports torch.
 """
+
+from .errors import ArtifactError, VQ4AllError
 
 __version__ = "0.1.0"
 
+# public name -> module that defines it (imported on first attribute access)
+_LAZY = {
+    "compress": "vq4all.api", "hard_assign": "vq4all.api", "save": "vq4all.api", "load": "vq4all.api",
+    "Network": "vq4all.network",
+    "CompressConfig": "vq4all.config", "CodebookConfig": "vq4all.config",
+    "Codebook": "vq4all.artifact", "NetworkArtifact": "vq4all.artifact",
+    "load_codebook": "vq4all.artifact", "load_network": "vq4all.artifact", "save_codebook": "vq4all.artifact",
+}
 
-def load(path, codebook=None, *, impl=None):
-    """A runnable torch model (eval mode, CPU) from a network artifact and its codebook.
+__all__ = ["VQ4AllError", "ArtifactError", *_LAZY]
 
-    Compressed Linear/Conv2d layers become `vq4all.kernels.VQLinear`/`VQConv2d` (lookup
-    kernels on CUDA, the torch path on CPU) sharing one codebook; other compressed weights are
-    decoded into their dense modules. `codebook` is the codebook file (or Codebook) the artifact
-    was built on; `impl` forces one of `vq4all.kernels.IMPLS`. Imports torch on first call only.
-    """
-    from vq4all.kernels.loader import load as _load
 
-    return _load(path, codebook, impl=impl)
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vq4all' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -155,7 +155,7 @@ def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int, init:
     owners = {key: weight_owner(model, key) for key in keys}
     if not owners:
         raise VQ4AllError("the network has no compressible layer (no weight with >= 2 dimensions to code): nothing to compress")
-    values = torch.from_numpy(codebook.values())
+    values = torch.from_numpy(codebook.values().copy())  # read-only cache: torch needs its own
     splits = [split(getattr(module, attr).detach().cpu().numpy(), codebook.d, granularity, name=f"weight '{key}'")
               for key, (module, attr) in owners.items()]
     found = candidates(splits, codebook.values(), n, device=device, progress=progress)

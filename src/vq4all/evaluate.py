@@ -16,7 +16,8 @@ import numpy as np
 
 from .artifact import Codebook, network_sizes
 from .baselines import kmeans_layer, rtn
-from .hard import decode_weights, hard_assign
+from .decode import decode_weights
+from .hard import hard_assign
 
 
 def sqnr_db(weights: dict, rebuilt: dict) -> float:

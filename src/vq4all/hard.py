@@ -1,7 +1,7 @@
 """Hard assignment: every sub-vector takes its nearest codeword (no training).
 
 This is the starting point the compression training must beat, and it serves the quality table.
-It also turns a network artifact back into weights, through the numpy reference.
+(Weights from codes: `vq4all.decode`.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from .artifact import Codebook, LayerCodes, NetworkArtifact
 
 from .rules import code_dtype
 from .errors import VQ4AllError
-from .reference import decode
 from .search import candidates
 from .subvectors import split
 
@@ -47,14 +46,3 @@ def hard_assign(network: str, state_dict: dict, compressible: list[str], codeboo
     leftovers = {key: np.array(value) for key, value in state_dict.items() if key not in weights}
     return NetworkArtifact(network, codebook.sha256, codebook.k, layers, leftovers,
                            {"method": "hard", "scale_granularity": granularity})
-
-
-def decode_layer(layer: LayerCodes, codebook: Codebook) -> np.ndarray:
-    """The weight a layer stands for, in its original shape, float32 (through the reference)."""
-    rows = decode(layer.codes, codebook.codebook, layer.scales, codebook.codebook_scale, in_features=layer.row)
-    return rows.reshape(layer.shape)
-
-
-def decode_weights(art: NetworkArtifact, codebook: Codebook) -> dict[str, np.ndarray]:
-    """{state-dict key: float32 weight} for every compressed layer of the artifact."""
-    return {layer.param: decode_layer(layer, codebook) for layer in art.layers}

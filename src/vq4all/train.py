@@ -41,6 +41,7 @@ from .io import atomic_write_bytes
 from .assign import CandidateWeight, quantize_, unquantize_
 from .config import CompressConfig
 from .errors import VQ4AllError
+from .network import count_inputs
 
 CHECKPOINT_FORMAT = "vq4all-checkpoint"
 
@@ -56,9 +57,16 @@ class Result:
     model: torch.nn.Module | None = None  # the trained student, its weights plain tensors again
 
 
-def distill_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def distill_loss(kind, student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """kl: KL(teacher || student) on softmax(logits / T) * T^2; cosine: 1 - mean cosine;
-    mse: mean squared error over the teacher's variance (so 1.0 = predicting the mean)."""
+    mse: mean squared error over the teacher's variance (so 1.0 = predicting the mean);
+    a callable: kind(student, teacher), which must return a finite scalar tensor."""
+    if callable(kind):
+        loss = kind(student, teacher)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise VQ4AllError(f"the loss callable returned {type(loss).__name__} "
+                              f"{list(loss.shape) if isinstance(loss, torch.Tensor) else ''}: it must return a scalar tensor")
+        return loss.reshape(())
     if kind == "kl":
         t = temperature
         return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
@@ -77,12 +85,6 @@ def _take(inputs, idx: torch.Tensor):
     if isinstance(inputs, dict):
         return {k: v[idx] for k, v in inputs.items()}
     return [inputs[i] for i in idx.tolist()]
-
-
-def _count(inputs) -> int:
-    if isinstance(inputs, dict):
-        return len(next(iter(inputs.values())))
-    return len(inputs)
 
 
 class FeatureTaps:
@@ -293,7 +295,7 @@ class _Run:
                 bar.close()
 
     def _steps(self, inputs, teacher_out, labels, checkpoint, bar, until, pnc, taps) -> None:
-        cfg, n_data = self.config, _count(inputs)
+        cfg, n_data = self.config, count_inputs(inputs)
         rank, world = _world()
         while self.step < until and (not pnc or self.frozen_fraction() < 1.0):
             # Every rank draws the same batch (same sampler state) and takes its share of it;
@@ -346,7 +348,7 @@ def distill(run: _Run, *, checkpoint=None, resume: bool = False, progress: bool 
     inputs = net.calibration(config.calibration, seed=config.seed)
     labels = net.calibration_labels(config.calibration, seed=config.seed)
     with torch.no_grad():
-        n_data = _count(inputs)
+        n_data = count_inputs(inputs)
         chunks = [net.forward(net.model, _take(inputs, torch.arange(i, min(i + 64, n_data)))) for i in range(0, n_data, 64)]
         teacher_out = torch.cat(chunks)
     until = config.steps if stop_after is None else min(config.steps, stop_after)
@@ -365,7 +367,7 @@ def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, c
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     student = net.with_weights({})
-    params = quantize_(student, net.compressible_keys(), codebook, n=config.n, init=config.init,
+    params = quantize_(student, net.compressible_keys(codebook.d), codebook, n=config.n, init=config.init,
                        granularity=config.scale_granularity, progress=progress)
     run = _Run(net, config, student, params, [p.logits for p in params.values()], codebook.sha256)
     if not distill(run, checkpoint=checkpoint, resume=resume, progress=progress, stop_after=stop_after):
@@ -387,6 +389,7 @@ def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, c
         "forced": forced, "forced_fraction": forced / total if total else 0.0,
         "final_loss": run.history[-1]["loss"] if run.history else math.nan,
         "seconds": time.perf_counter() - start, "config": config.to_dict(),
+        "left_fp": net.skipped_keys(codebook.d),
     }
     artifact = NetworkArtifact(net.name, codebook.sha256, codebook.k, layers, leftovers,
                                {"method": "vq4all", "compress": config.to_dict(),

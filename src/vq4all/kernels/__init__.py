@@ -7,7 +7,7 @@
 Files: dispatch.py (the entry point and its table), args.py (argument checks), torch_path.py
 (decode-then-matmul: the CPU path and the last dispatch row), gemv.py and gemm.py (one Triton
 kernel each), triton_support.py (lazy import, heuristics), modules.py (VQLinear, VQConv2d and the
-shared CodebookTable), loader.py (`vq4all.load`). Triton is imported only when a Triton
+shared CodebookTable), loader.py (an artifact into a model of its architecture: `build`). Triton is imported only when a Triton
 implementation first runs, so this package imports without it. Every implementation is checked
 against `vq4all.reference.lookup_matmul`.
 """
@@ -19,11 +19,4 @@ from .torch_path import decode
 from .triton_support import KernelUnavailableError
 
 __all__ = ["lookup_matmul", "IMPLS", "DISPATCH", "choose_impl", "decode", "CodebookTable", "VQLinear",
-           "VQConv2d", "KernelArgumentError", "KernelUnavailableError", "load"]
-
-
-def load(path, codebook, *, impl=None):
-    """A runnable model from a network artifact; see `vq4all.kernels.loader.load`."""
-    from .loader import load as _load
-
-    return _load(path, codebook, impl=impl)
+           "VQConv2d", "KernelArgumentError", "KernelUnavailableError"]

@@ -1,64 +1,57 @@
-"""`vq4all.load`: a network artifact + its codebook -> a runnable torch model.
+"""Put a network artifact into a torch model of its architecture: the loader behind `vq4all.load`.
 
-The zoo network named in the artifact is built (a copy of its FP model: the zoo's is never
-mutated), its FP leftovers are put in, and every compressed weight is placed:
+`build(model, art, codebook)` checks that the model's state dict and the artifact hold the same
+entries with the same shapes (naming the first that differs, with both shapes), then places:
+- the FP leftovers (biases, norms, ...) into their tensors;
 - the weight of a plain nn.Linear / nn.Conv2d: the module is swapped for VQLinear / VQConv2d
   holding the codes, scales and the one shared CodebookTable (kernels on CUDA, torch on CPU);
 - any other compressed weight (embeddings, LSTM matrices, Conv1d, subclasses of Linear/Conv2d
   with their own forward): decoded once through the numpy reference into its dense module.
+Which model to build is the caller's business (`vq4all.api.load`): nothing here knows the zoo.
 """
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import torch
 from torch import nn
 
-from vq4all.artifact import Codebook, NetworkArtifact, load_codebook, load_network
+from vq4all.artifact import Codebook, NetworkArtifact
+from vq4all.decode import decode_layer
 from vq4all.errors import VQ4AllError
-from vq4all.hard import decode_layer
 
 from .modules import CodebookTable, VQConv2d, VQLinear
 
 
-def load(path, codebook, *, impl: str | None = None) -> nn.Module:
-    """The model a network artifact stands for, in eval mode, on CPU (move it with .to()).
-
-    path: a network artifact file (or a NetworkArtifact already read).
-    codebook: the codebook file it was built on (or a Codebook); another is refused.
-    impl: forwarded to every VQ module (None: the dispatch table).
-    Raises VQ4AllError for a bad file, the wrong codebook, or an artifact that does not fit its
-    network.
-    """
-    if codebook is None:
-        raise VQ4AllError("codebook: a network artifact needs the codebook it was built on: pass codebook=<file>")
-    cb = codebook if isinstance(codebook, Codebook) else load_codebook(codebook)
-    if isinstance(path, NetworkArtifact):
-        art = path
-        if art.codebook_sha256 != cb.sha256:
-            raise VQ4AllError(f"the artifact was built on codebook {art.codebook_sha256[:16]}..., not on the given "
-                              f"codebook {cb.sha256[:16]}...: pass the codebook it was built with")
-    else:
-        art = load_network(path, cb)
-    from vq4all import zoo
-
-    model = copy.deepcopy(zoo.load(art.network).model)
-    return build(model, art, cb, impl=impl)
+def check_architecture(model: nn.Module, art: NetworkArtifact) -> None:
+    """VQ4AllError naming the first state-dict entry where `model` and `art` differ (a missing
+    entry on either side, or a shape), with both shapes: the model must have the artifact's
+    architecture. Compressed layers are compared by their original weight shape."""
+    state = model.state_dict()
+    held = {layer.param: tuple(layer.shape) for layer in art.layers}
+    held.update({key: tuple(np.shape(value)) for key, value in art.leftovers.items()})
+    for key, tensor in state.items():
+        if key not in held:
+            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': the model has '{key}' "
+                              f"{list(tensor.shape)}, the artifact has no such entry")
+        if tuple(tensor.shape) != held[key]:
+            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': layer '{key}' is "
+                              f"{list(held[key])} in the artifact, {list(tensor.shape)} in the model")
+    for key, shape in held.items():
+        if key not in state:
+            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': the artifact has '{key}' "
+                              f"{list(shape)}, the model has no such entry")
 
 
 def build(model: nn.Module, art: NetworkArtifact, cb: Codebook, *, impl: str | None = None) -> nn.Module:
-    """Put `art` into `model` (mutated and returned, eval mode); see the module docstring."""
+    """Put `art` into `model` (mutated and returned, eval mode); see the module docstring.
+
+    `art` must have been checked against `cb` (artifact.load_network(path, cb) does)."""
+    if art.codebook_sha256 != cb.sha256:
+        raise VQ4AllError(f"the artifact was built on codebook {art.codebook_sha256[:16]}..., not on the given "
+                          f"codebook {cb.sha256[:16]}...: pass the codebook it was built with")
+    check_architecture(model, art)
     state = model.state_dict()
-    compressed = {layer.param for layer in art.layers}
-    missing = sorted(set(state) - compressed - set(art.leftovers))
-    unknown = sorted((compressed | set(art.leftovers)) - set(state))
-    if unknown:
-        raise VQ4AllError(f"artifact of '{art.network}': {', '.join(unknown[:5])} not in the network's state dict")
-    if missing:
-        raise VQ4AllError(f"artifact of '{art.network}': no value for {', '.join(missing[:5])}"
-                          f"{' ...' if len(missing) > 5 else ''} (neither compressed nor an FP leftover)")
     table = CodebookTable.from_codebook(cb)
     with torch.no_grad():
         for key, value in art.leftovers.items():

@@ -10,7 +10,6 @@ silero.py, mtcnn.py, digits.py) and fills in `calibration`, `forward` and `_eval
 from __future__ import annotations
 
 import abc
-import copy
 import importlib.util
 import sys
 import types
@@ -19,120 +18,35 @@ from pathlib import Path
 import torch
 
 from vq4all.errors import VQ4AllError
-
-# Module types whose `weight` is compressible, and the recurrent types whose weight matrices
-# (weight_ih*, weight_hh*) are. Biases, norms, PReLU slopes and scalars never are.
-_WEIGHT_MODULES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding)
-_RECURRENT_MODULES = (torch.nn.LSTM, torch.nn.LSTMCell)
+from vq4all.network import Network
 
 
-class ZooNetwork(abc.ABC):
-    """One pretrained network of the zoo with its task metric.
+class ZooNetwork(Network, abc.ABC):
+    """One pretrained network of the zoo with its task metric: a `vq4all.network.Network`
+    that makes its own calibration data and can score a model on its task.
 
     Attributes:
         name: the zoo name (one of `vq4all.zoo.NAMES`).
         metric: short metric name, e.g. "top1_agreement", "pitch_error_cents".
         higher_is_better: whether a larger metric value is better.
         model: the FP32 model, eval mode, on CPU; no method of this class mutates it.
+        distill (class attribute): "kl" on logits, "cosine" on embeddings, "mse" otherwise.
+        exclude (class attribute): weights the network's forward never uses.
     """
 
-    #: state-dict keys left out of `compressible()` although their module type qualifies
-    #: (a weight that the network's forward never uses, e.g. BERT's unused pooler).
-    exclude: tuple[str, ...] = ()
-    #: how a student's output is distilled from the teacher's (vq4all.train): "kl" on logits,
-    #: "cosine" on embeddings, "mse" (normalised by the teacher's variance) otherwise.
-    distill: str = "mse"
-
     def __init__(self, name: str, model: torch.nn.Module, metric: str, higher_is_better: bool):
-        self.name = name
+        super().__init__(model, name)
         self.metric = metric
         self.higher_is_better = higher_is_better
-        self.model = model.float().eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
         self._fp_value: float | None = None
 
     def __repr__(self) -> str:
         return f"<ZooNetwork {self.name} metric={self.metric}>"
 
-    # ----------------------------------------------------------------------------- weights
-    def compressible_keys(self) -> list[str]:
-        """State-dict keys of the compressible weights, in state-dict order."""
-        wanted = set()
-        for prefix, module in self.model.named_modules():
-            dot = prefix + "." if prefix else ""
-            if isinstance(module, _WEIGHT_MODULES):
-                wanted.add(dot + "weight")
-            elif isinstance(module, _RECURRENT_MODULES):
-                for pname, _ in module.named_parameters(recurse=False):
-                    if pname.startswith(("weight_ih", "weight_hh")):
-                        wanted.add(dot + pname)
-        return [k for k in self.model.state_dict() if k in wanted and k not in self.exclude]
-
-    def compressible(self) -> dict[str, torch.Tensor]:
-        """Compressible weights: state-dict key -> float32 tensor (detached clone).
-
-        Every Conv1d/Conv2d weight, Linear weight, Embedding weight and LSTM/LSTMCell weight
-        matrix (weight_ih*, weight_hh*), in state-dict order; never biases, norms, PReLU slopes
-        or scalars.
-        """
-        sd = self.model.state_dict()
-        return {k: sd[k].detach().clone().float() for k in self.compressible_keys()}
-
-    def num_parameters(self) -> int:
-        """Number of parameters of the model (each shared tensor counted once)."""
-        seen, total = set(), 0
-        for p in self.model.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                total += p.numel()
-        return total
-
-    def num_compressible(self) -> int:
-        """Number of scalars in `compressible()`."""
-        sd = self.model.state_dict()
-        return sum(sd[k].numel() for k in self.compressible_keys())
-
-    def with_weights(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
-        """A deep copy of `model` (eval mode) with the given state-dict entries replaced.
-
-        Unlike `model` (frozen, requires_grad False so a teacher never collects gradients), the
-        copy's parameters have requires_grad True, like a freshly built module.
-
-        Args:
-            weights: state-dict key -> tensor of the same shape as the entry it replaces (any
-                float dtype; stored in the entry's dtype).
-        Raises:
-            VQ4AllError: naming the key, if a key is not in the state dict or a shape differs.
-        """
-        sd = self.model.state_dict()
-        for key, value in weights.items():
-            if key not in sd:
-                raise VQ4AllError(f"{self.name}: weight '{key}' is not in the model's state dict")
-            if tuple(value.shape) != tuple(sd[key].shape):
-                raise VQ4AllError(
-                    f"{self.name}: weight '{key}' has shape {tuple(value.shape)}, "
-                    f"the model needs {tuple(sd[key].shape)}"
-                )
-        model = copy.deepcopy(self.model)
-        target = model.state_dict(keep_vars=True)
-        with torch.no_grad():
-            for key, value in weights.items():
-                t = target[key]
-                t.data.copy_(value.detach().to(dtype=t.dtype, device=t.device))
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model.eval()
-
     # ------------------------------------------------------------------------ task methods
     @abc.abstractmethod
     def calibration(self, n: int, seed: int = 0):
         """n real calibration inputs as one batch, in the form `forward` takes."""
-
-    def calibration_labels(self, n: int, seed: int = 0):
-        """Ground-truth labels of `calibration(n, seed)` for the task loss, or None where the
-        network has none (the default)."""
-        return None
 
     @abc.abstractmethod
     def forward(self, model: torch.nn.Module, inputs) -> torch.Tensor:
