@@ -154,7 +154,7 @@ def test_cli_compress_and_eval_ratios_match_an_independent_count(tmp_path):
         return proc
 
     proc = cli("compress", "--network", "digits_cnn", "--codebook", str(cb_path), "--out", str(out),
-               "--steps", "30", "--calibration", "64", "--json")
+               "--steps", "30", "--calibration-count", "64", "--json")
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "digits.safetensors.ckpt").exists()  # removed when the run finished
     info = json.loads(cli("eval", "--network", "digits_cnn", "--artifact", str(out), "--codebook", str(cb_path), "--json").stdout)
@@ -190,7 +190,7 @@ def test_torchrun_data_parallel_matches_one_process(tmp_path):
     cb_path = tmp_path / "cb.safetensors"
     artifact.save_codebook(cb_path, cb)
     args = ["-m", "vq4all", "compress", "--network", "digits_cnn", "--codebook", str(cb_path),
-            "--steps", "80", "--calibration", "128", "--batch-size", "32", "--reg", "3", "--lr", "0.2", "--json"]
+            "--steps", "80", "--calibration-count", "128", "--batch-size", "32", "--reg", "3", "--lr", "0.2", "--json"]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *args,
                           "--out", str(tmp_path / "dp.safetensors")], capture_output=True, text=True, timeout=600, env=env)

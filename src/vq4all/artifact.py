@@ -217,8 +217,9 @@ def save_network(path, art: NetworkArtifact) -> None:
 
 
 # ----------------------------------------------------------------------------- reading
-def _read_raw(path) -> tuple[dict, dict[str, np.ndarray]]:
-    """Parse a safetensors file with every size checked against the file: (manifest, tensors)."""
+def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Parse a safetensors file with every size checked against the file: (manifest, tensors).
+    Without `manifest_required`, a plain safetensors file (no vq4all manifest) gives {}."""
     path = Path(path)
     try:
         # only regular files: a FIFO, /dev/zero or a socket would block or never end
@@ -247,6 +248,8 @@ def _read_raw(path) -> tuple[dict, dict[str, np.ndarray]]:
     if not isinstance(header, dict):
         raise ArtifactError(path, None, "header must be a JSON object")
     meta = header.pop("__metadata__", None)
+    if not manifest_required and not (isinstance(meta, dict) and "vq4all" in meta):
+        meta = {"vq4all": "{}"}
     if not isinstance(meta, dict) or "vq4all" not in meta:
         raise ArtifactError(path, None, "no 'vq4all' manifest in the metadata: not a vq4all artifact")
     if not isinstance(meta["vq4all"], str):
@@ -421,6 +424,12 @@ def read_container(path) -> tuple[dict, dict[str, np.ndarray]]:
     """(manifest, {name: read-only array}) of any safetensors file vq4all writes (artifacts and
     training checkpoints), through the same checked parse; the caller applies its own rules."""
     return _read_raw(path)
+
+
+def read_safetensors(path) -> dict[str, np.ndarray]:
+    """{name: read-only array} of any safetensors file (e.g. a user's calibration inputs),
+    through the same checked parse as artifacts; no vq4all manifest needed."""
+    return _read_raw(path, manifest_required=False)[1]
 
 
 def read_manifest(path) -> dict:

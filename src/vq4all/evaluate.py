@@ -290,3 +290,51 @@ def evaluate_baseline(net, name: str) -> dict:
     ratio = 32 * (count + left_values) / (stored + left_bits)
     return {"network": net.name, **result, "fp_value": net.fp_value, "method": name,
             "bits_per_weight": stored / count, "compression_ratio": ratio, "compression_ratio_with_codebook": ratio}
+
+
+def output_agreement(teacher, student) -> dict:
+    """How closely a student's outputs follow the teacher's on the same inputs.
+
+    teacher, student: [N, ...] float tensors or arrays of the same shape. Returns
+    cosine (mean over the N samples of the cosine of their flattened outputs), relative_mse
+    (mean squared difference / the teacher's variance: 0 is exact, 1 is predicting the mean),
+    sqnr_db (10 log10 of teacher power over difference power), and, for [N, C] outputs with
+    C > 1 (logits), top1_agreement (fraction of samples whose argmax agrees).
+    """
+    t = np.asarray(teacher, dtype=np.float64)
+    s = np.asarray(student, dtype=np.float64)
+    if t.shape != s.shape or t.ndim == 0 or t.shape[0] == 0:
+        raise ValueError(f"teacher {list(t.shape)} and student {list(s.shape)} outputs must have one shape [N, ...]")
+    tf, sf = t.reshape(len(t), -1), s.reshape(len(s), -1)
+    norms = np.linalg.norm(tf, axis=1) * np.linalg.norm(sf, axis=1)
+    cosine = np.where(norms > 0, (tf * sf).sum(1) / np.where(norms > 0, norms, 1), 1.0)
+    noise = float(((t - s) ** 2).sum())
+    out = {"cosine": float(cosine.mean()),
+           "relative_mse": float(((t - s) ** 2).mean() / max(float(t.var()), 1e-30)),
+           "sqnr_db": 10 * math.log10(float((t**2).sum()) / noise) if noise > 0 else float("inf")}
+    if t.ndim == 2 and t.shape[1] > 1:
+        out["top1_agreement"] = float((t.argmax(1) == s.argmax(1)).mean())
+    return out
+
+
+def evaluate_model_artifact(net, art, codebook: Codebook, inputs) -> dict:
+    """What `vq4all eval --model` prints: the teacher-vs-student output agreement
+    (`output_agreement`) of a user's network (`vq4all.network.Network`) and the model an
+    artifact rebuilds (decoded through the reference), on `inputs`, with the artifact's sizes."""
+    import torch
+
+    from .network import check_architecture
+
+    check_architecture(net.model, art)
+    student = net.with_weights({k: torch.from_numpy(np.array(v)) for k, v in artifact_weights(art, codebook).items()})
+    with torch.no_grad():
+        teacher_out = net.forward(net.model, inputs)
+        student_out = net.forward(student.eval(), inputs)
+    sizes = network_sizes(art)
+    represented = sizes["compressed_weights"] + sizes["leftover_values"]
+    return {"network": art.network, "method": art.config.get("method", "vq4all"),
+            **output_agreement(teacher_out.float().numpy(), student_out.float().numpy()),
+            "inputs": int(teacher_out.shape[0]),
+            "bits_per_weight": sizes["bits_per_weight"], "compression_ratio": sizes["compression_ratio"],
+            "compression_ratio_with_codebook": 32 * represented / (sizes["stored_bits"] + codebook_bits(codebook)),
+            "k": art.k, "codebook_sha256": art.codebook_sha256}

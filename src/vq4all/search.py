@@ -19,8 +19,10 @@ from .errors import VQ4AllError
 
 
 def _as_tensor(a, device) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(a, dtype=np.float32)) if not isinstance(a, torch.Tensor) else a
-    return t.to(device=device, dtype=torch.float32).contiguous()
+    if not isinstance(a, torch.Tensor):
+        a = np.asarray(a, dtype=np.float32)
+        a = torch.as_tensor(a if a.flags.writeable else a.copy())  # torch wants writable memory
+    return a.to(device=device, dtype=torch.float32).contiguous()
 
 
 def default_device() -> torch.device:

@@ -19,28 +19,9 @@ from torch import nn
 from vq4all.artifact import Codebook, NetworkArtifact
 from vq4all.decode import decode_layer
 from vq4all.errors import VQ4AllError
+from vq4all.network import check_architecture
 
 from .modules import CodebookTable, VQConv2d, VQLinear
-
-
-def check_architecture(model: nn.Module, art: NetworkArtifact) -> None:
-    """VQ4AllError naming the first state-dict entry where `model` and `art` differ (a missing
-    entry on either side, or a shape), with both shapes: the model must have the artifact's
-    architecture. Compressed layers are compared by their original weight shape."""
-    state = model.state_dict()
-    held = {layer.param: tuple(layer.shape) for layer in art.layers}
-    held.update({key: tuple(np.shape(value)) for key, value in art.leftovers.items()})
-    for key, tensor in state.items():
-        if key not in held:
-            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': the model has '{key}' "
-                              f"{list(tensor.shape)}, the artifact has no such entry")
-        if tuple(tensor.shape) != held[key]:
-            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': layer '{key}' is "
-                              f"{list(held[key])} in the artifact, {list(tensor.shape)} in the model")
-    for key, shape in held.items():
-        if key not in state:
-            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': the artifact has '{key}' "
-                              f"{list(shape)}, the model has no such entry")
 
 
 def build(model: nn.Module, art: NetworkArtifact, cb: Codebook, *, impl: str | None = None) -> nn.Module:
