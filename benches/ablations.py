@@ -16,14 +16,19 @@ import time
 from pathlib import Path
 
 from vq4all import zoo
-from vq4all.io import atomic_write_bytes, save_figure
 from vq4all.codebook import build_from_subvectors, network_subvectors
 from vq4all.config import CodebookConfig, CompressConfig
 from vq4all.evaluate import evaluate_artifact
+from vq4all.io import atomic_write_bytes, save_figure
 from vq4all.train import compress
 
-SWEEPS = {"alpha": [0.9, 0.95, 0.99, 0.999], "n": [1, 2, 4, 8, 16], "init": ["equal", "inverse_distance"],
-          "reg": [0.0, 0.1, 1.0], "reg_no_pnc": [0.0, 0.1, 1.0]}
+SWEEPS = {
+    "alpha": [0.9, 0.95, 0.99, 0.999],
+    "n": [1, 2, 4, 8, 16],
+    "init": ["equal", "inverse_distance"],
+    "reg": [0.0, 0.1, 1.0],
+    "reg_no_pnc": [0.0, 0.1, 1.0],
+}
 
 
 def overrides(setting: str, value) -> dict:
@@ -56,19 +61,37 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 result = compress(net, codebook, config)
                 info = evaluate_artifact(net, result.artifact, codebook)
-                r = {"network": name, "setting": setting, "value_of_setting": value, "metric": net.metric,
-                     "value": info["value"], "fp_value": net.fp_value, "steps": result.report["steps"],
-                     "frozen_by_pnc": result.report["frozen_by_pnc"], "forced": result.report["forced"],
-                     "seconds": time.perf_counter() - start}
+                r = {
+                    "network": name,
+                    "setting": setting,
+                    "value_of_setting": value,
+                    "metric": net.metric,
+                    "value": info["value"],
+                    "fp_value": net.fp_value,
+                    "steps": result.report["steps"],
+                    "frozen_by_pnc": result.report["frozen_by_pnc"],
+                    "forced": result.report["forced"],
+                    "seconds": time.perf_counter() - start,
+                }
                 rows.append(r)
-                print(f"[ablation] {name:<12} {setting}={value!s:<17} {net.metric} {r['value']:.4f} (FP {net.fp_value:.4f}) "
-                      f"steps {r['steps']} frozen {r['frozen_by_pnc']} forced {r['forced']} {r['seconds']:.0f} s", flush=True)
-    lines = ["| network | setting | value | metric | result | FP | steps | frozen by PNC | forced | seconds |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['network']} | {r['setting']} | {r['value_of_setting']} | {r['metric']} | {r['value']:.4f} | {r['fp_value']:.4f} "
-              f"| {r['steps']} | {r['frozen_by_pnc']} | {r['forced']} | {r['seconds']:.0f} |" for r in rows]
-    header = (f"# Ablations\n\nAround the defaults ({base.steps} steps, n={base.n}, alpha={base.alpha}, init={base.init}, "
-              f"reg={base.reg}); universal codebook 2^16 x 8 from all zoo networks.\n\n![ablations](ablations.png)\n\n")
+                print(
+                    f"[ablation] {name:<12} {setting}={value!s:<17} {net.metric} {r['value']:.4f} (FP {net.fp_value:.4f}) "
+                    f"steps {r['steps']} frozen {r['frozen_by_pnc']} forced {r['forced']} {r['seconds']:.0f} s",
+                    flush=True,
+                )
+    lines = [
+        "| network | setting | value | metric | result | FP | steps | frozen by PNC | forced | seconds |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['network']} | {r['setting']} | {r['value_of_setting']} | {r['metric']} | {r['value']:.4f} | {r['fp_value']:.4f} "
+        f"| {r['steps']} | {r['frozen_by_pnc']} | {r['forced']} | {r['seconds']:.0f} |"
+        for r in rows
+    ]
+    header = (
+        f"# Ablations\n\nAround the defaults ({base.steps} steps, n={base.n}, alpha={base.alpha}, init={base.init}, "
+        f"reg={base.reg}); universal codebook 2^16 x 8 from all zoo networks.\n\n![ablations](ablations.png)\n\n"
+    )
     atomic_write_bytes(out / "ablations.md", (header + "\n".join(lines) + "\n").encode())
     atomic_write_bytes(out / "ablations.json", json.dumps(rows, indent=2).encode())
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from vq4all import zoo
-from vq4all.io import atomic_write_bytes
 from vq4all.codebook import build_from_subvectors, network_subvectors
 from vq4all.config import CodebookConfig
+from vq4all.io import atomic_write_bytes
 from vq4all.search import nearest
 
 
@@ -64,9 +64,9 @@ def main(argv=None) -> int:
     for block in (16, 64, 256, 4096):
         buf = torch.empty(block, k)
 
-        def plain_mm():
+        def plain_mm(block=block, buf=buf):
             for r in range(0, n_q, block):
-                xb = x[r:r + block]
+                xb = x[r : r + block]
                 torch.mm(xb, c.T, out=buf[: xb.shape[0]])
 
         t = best_of(plain_mm)
@@ -76,19 +76,33 @@ def main(argv=None) -> int:
         r["ratio_to_mm"] = t_mm / r["seconds"]
     rows = list(mm_rows)
     for n in (1, 8):
-        t = best_of(lambda: nearest(x, c, n, device="cpu"))
+        t = best_of(lambda n=n: nearest(x, c, n, device="cpu"))
         rows.append({"what": f"nearest, n={n}", "seconds": t, "gflops": flops / t / 1e9, "ratio_to_mm": t_mm / t})
     report = {
-        "threads": torch.get_num_threads(), "queries": n_q, "k": k, "d": d,
-        "build": {"networks": names, "extract_seconds": t_extract, "kde_seconds": t_kde,
-                  "pooled": cb.manifest["pooled_subvectors"], "total_seconds": t_extract + t_kde},
+        "threads": torch.get_num_threads(),
+        "queries": n_q,
+        "k": k,
+        "d": d,
+        "build": {
+            "networks": names,
+            "extract_seconds": t_extract,
+            "kde_seconds": t_kde,
+            "pooled": cb.manifest["pooled_subvectors"],
+            "total_seconds": t_extract + t_kde,
+        },
         "search": rows,
     }
-    lines = [f"# Codebook build and nearest search ({torch.get_num_threads()} torch threads)", "",
-             f"Build K=65536, d=8 from {len(names)} networks: sub-vector extraction {t_extract:.1f} s, "
-             f"pooling + KDE sampling + int8 {t_kde:.1f} s ({cb.manifest['pooled_subvectors']:,} pooled sub-vectors).", "",
-             f"Search: {n_q:,} real sub-vectors against K={k}, d={d}.", "",
-             "| what | seconds | GFLOP/s (2NKd) | ratio to the fastest torch.mm |", "|---|---:|---:|---:|"]
+    lines = [
+        f"# Codebook build and nearest search ({torch.get_num_threads()} torch threads)",
+        "",
+        f"Build K=65536, d=8 from {len(names)} networks: sub-vector extraction {t_extract:.1f} s, "
+        f"pooling + KDE sampling + int8 {t_kde:.1f} s ({cb.manifest['pooled_subvectors']:,} pooled sub-vectors).",
+        "",
+        f"Search: {n_q:,} real sub-vectors against K={k}, d={d}.",
+        "",
+        "| what | seconds | GFLOP/s (2NKd) | ratio to the fastest torch.mm |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [f"| {r['what']} | {r['seconds']:.2f} | {r['gflops']:.1f} | {r['ratio_to_mm']:.2f} |" for r in rows]
     text = "\n".join(lines)
     atomic_write_bytes(out / "bench_codebook.md", (text + "\n").encode())

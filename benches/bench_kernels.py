@@ -115,11 +115,22 @@ def bench_cuda_row(label, config, shape_ops, batch, reps, flush, peak_gbs, impl=
     io = 2 * batch * (in_features + out_features)
     vq_bytes = codes.numel() * codes.element_size() + 2 * out_features + io
     dense_bytes = dense.numel() * 2 + io
-    row = {"config": config, "layer": label, "out_features": out_features, "in_features": in_features, "M": batch,
-           "impl": chosen, "cublas_us_warm": time_cuda(cublas, reps), "cublas_us_flushed": time_cuda(cublas, reps, flush),
-           "decode_matmul_us_warm": time_cuda(dec, reps), "vq_us_warm": time_cuda(vq, reps),
-           "vq_us_flushed": time_cuda(vq, reps, flush), "vq_bytes": vq_bytes, "dense_bytes": dense_bytes,
-           "rel_err": rel_err(vq(), dec())}
+    row = {
+        "config": config,
+        "layer": label,
+        "out_features": out_features,
+        "in_features": in_features,
+        "M": batch,
+        "impl": chosen,
+        "cublas_us_warm": time_cuda(cublas, reps),
+        "cublas_us_flushed": time_cuda(cublas, reps, flush),
+        "decode_matmul_us_warm": time_cuda(dec, reps),
+        "vq_us_warm": time_cuda(vq, reps),
+        "vq_us_flushed": time_cuda(vq, reps, flush),
+        "vq_bytes": vq_bytes,
+        "dense_bytes": dense_bytes,
+        "rel_err": rel_err(vq(), dec()),
+    }
     row["speedup_warm"] = row["cublas_us_warm"] / row["vq_us_warm"]
     row["speedup_flushed"] = row["cublas_us_flushed"] / row["vq_us_flushed"]
     row["vq_gbs_flushed"] = vq_bytes / row["vq_us_flushed"] / 1e3
@@ -134,11 +145,19 @@ def bench_cpu_row(label, config, shape_ops, batch, reps) -> dict:
     x = torch.randn(batch, in_features)
     vq = lambda: lookup_matmul(x, codes, codebook, scales, codebook_scale=cb_scale, impl="torch")  # noqa: E731
     matmul = lambda: torch.matmul(x, dense.T)  # noqa: E731
-    row = {"config": config, "layer": label, "out_features": out_features, "in_features": in_features, "M": batch,
-           "impl": "torch", "dense_us": time_cpu(matmul, reps), "vq_us": time_cpu(vq, reps),
-           "dense_weight_bytes": dense.numel() * 4,
-           "vq_bytes": codes.numel() * codes.element_size() + 2 * out_features,
-           "rel_err": rel_err(vq(), matmul())}
+    row = {
+        "config": config,
+        "layer": label,
+        "out_features": out_features,
+        "in_features": in_features,
+        "M": batch,
+        "impl": "torch",
+        "dense_us": time_cpu(matmul, reps),
+        "vq_us": time_cpu(vq, reps),
+        "dense_weight_bytes": dense.numel() * 4,
+        "vq_bytes": codes.numel() * codes.element_size() + 2 * out_features,
+        "rel_err": rel_err(vq(), matmul()),
+    }
     row["speedup"] = row["dense_us"] / row["vq_us"]
     return row
 
@@ -146,35 +165,47 @@ def bench_cpu_row(label, config, shape_ops, batch, reps) -> dict:
 def markdown(rows: list[dict], device: str, meta: dict) -> str:
     lines = [f"# Lookup matmul benchmark ({device})", "", ", ".join(f"{k}: {v}" for k, v in meta.items()), ""]
     if device == "cuda":
-        lines += ["| config | layer | out x in | M | impl | cuBLAS fp16 µs warm / flushed | decode+matmul µs warm "
-                  "| lookup µs warm / flushed | speedup warm / flushed | lookup GB/s flushed (% peak) | rel. err |",
-                  "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "| config | layer | out x in | M | impl | cuBLAS fp16 µs warm / flushed | decode+matmul µs warm "
+            "| lookup µs warm / flushed | speedup warm / flushed | lookup GB/s flushed (% peak) | rel. err |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rows:
             lines.append(
                 f"| {r['config']} | {r['layer']} | {r['out_features']}x{r['in_features']} | {r['M']} | {r['impl']} "
                 f"| {r['cublas_us_warm']:.1f} / {r['cublas_us_flushed']:.1f} | {r['decode_matmul_us_warm']:.1f} "
                 f"| {r['vq_us_warm']:.1f} / {r['vq_us_flushed']:.1f} | {r['speedup_warm']:.2f}x / {r['speedup_flushed']:.2f}x "
-                f"| {r['vq_gbs_flushed']:.0f} ({100 * r['vq_frac_peak']:.0f}%) | {r['rel_err']:.1e} |")
+                f"| {r['vq_gbs_flushed']:.0f} ({100 * r['vq_frac_peak']:.0f}%) | {r['rel_err']:.1e} |"
+            )
     else:
-        lines += ["| config | layer | out x in | M | dense fp32 matmul µs | CPU path µs | speedup "
-                  "| weight MB dense / codes+scales | rel. err |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            "| config | layer | out x in | M | dense fp32 matmul µs | CPU path µs | speedup "
+            "| weight MB dense / codes+scales | rel. err |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in rows:
             lines.append(
                 f"| {r['config']} | {r['layer']} | {r['out_features']}x{r['in_features']} | {r['M']} "
                 f"| {r['dense_us']:.0f} | {r['vq_us']:.0f} | {r['speedup']:.2f}x "
-                f"| {r['dense_weight_bytes'] / 2**20:.1f} / {r['vq_bytes'] / 2**20:.2f} | {r['rel_err']:.1e} |")
+                f"| {r['dense_weight_bytes'] / 2**20:.1f} / {r['vq_bytes'] / 2**20:.2f} | {r['rel_err']:.1e} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
-    p.add_argument("--shapes", default=None, help="zoo, llm or zoo,llm (default: zoo,llm on cuda; zoo + the first three LLM shapes on cpu)")
+    p.add_argument(
+        "--shapes",
+        default=None,
+        help="zoo, llm or zoo,llm (default: zoo,llm on cuda; zoo + the first three LLM shapes on cpu)",
+    )
     p.add_argument("--batches", default=None, help=f"comma-separated M (default cuda {GPU_BATCHES}, cpu {CPU_BATCHES})")
     p.add_argument("--configs", default=",".join(CONFIGS), help="codebook configs: " + ", ".join(CONFIGS))
     p.add_argument("--reps", type=int, default=None, help="timed calls per measurement (default cuda 20, cpu 3)")
-    p.add_argument("--all-impls", action="store_true", help="cuda: a row for every applicable impl, not only the dispatched one")
+    p.add_argument(
+        "--all-impls", action="store_true", help="cuda: a row for every applicable impl, not only the dispatched one"
+    )
     p.add_argument("--time-cap", type=float, default=300.0, help="seconds; the sweep stops (and says so) once exceeded")
     p.add_argument("--hbm-peak-gbs", type=float, default=4800.0, help="HBM peak for the %% column (H200: 4800)")
     p.add_argument("--threads", type=int, default=None, help="cpu: torch threads (default: torch's choice)")
@@ -196,7 +227,11 @@ def main(argv=None) -> int:
         shapes = (ZOO_SHAPES if "zoo" in want else []) + (LLM_SHAPES if "llm" in want else [])
         if device == "cpu" and args.shapes is None:
             shapes = ZOO_SHAPES + LLM_SHAPES[:3]  # 8192x28672 in fp32 is 940 MB of dense weight
-        batches = tuple(int(b) for b in args.batches.split(",")) if args.batches else (GPU_BATCHES if device == "cuda" else CPU_BATCHES)
+        batches = (
+            tuple(int(b) for b in args.batches.split(","))
+            if args.batches
+            else (GPU_BATCHES if device == "cuda" else CPU_BATCHES)
+        )
         reps = args.reps or (20 if device == "cuda" else 3)
     configs = [c for c in args.configs.split(",") if c]
     for c in configs:
@@ -206,9 +241,13 @@ def main(argv=None) -> int:
     out = Path(args.out or f"benches/results/bench_kernels_{device}")
     out.mkdir(parents=True, exist_ok=True)
 
-    meta = {"device": torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} torch threads",
-            "torch": torch.__version__, "x dtype": "float16" if device == "cuda" else "float32", "reps": reps,
-            "codebook": "int8 + float32 scale, random codes"}
+    meta = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else f"CPU, {torch.get_num_threads()} torch threads",
+        "torch": torch.__version__,
+        "x dtype": "float16" if device == "cuda" else "float32",
+        "reps": reps,
+        "codebook": "int8 + float32 scale, random codes",
+    }
     if args.note:
         meta["note"] = args.note
     if device == "cpu":  # other processes' load is the main source of noise on a shared CPU
@@ -216,8 +255,13 @@ def main(argv=None) -> int:
     if device == "cuda":
         import triton
 
-        meta.update({"triton": triton.__version__, "HBM peak GB/s": args.hbm_peak_gbs,
-                     "L2": "warm = back-to-back calls; flushed = 256 MiB written before each call"})
+        meta.update(
+            {
+                "triton": triton.__version__,
+                "HBM peak GB/s": args.hbm_peak_gbs,
+                "L2": "warm = back-to-back calls; flushed = 256 MiB written before each call",
+            }
+        )
     flush = torch.empty(FLUSH_BYTES // 4, device="cuda") if device == "cuda" else None
     rows, start, stopped = [], time.perf_counter(), None
 
@@ -251,7 +295,9 @@ def main(argv=None) -> int:
                     if args.all_impls:
                         impls = (["triton_gemv"] if batch <= 4 else []) + ["triton_gemm", "torch"]
                     for impl in impls:
-                        rows.append(bench_cuda_row(label, config, shape_ops, batch, reps, flush, args.hbm_peak_gbs, impl))
+                        rows.append(
+                            bench_cuda_row(label, config, shape_ops, batch, reps, flush, args.hbm_peak_gbs, impl)
+                        )
                 else:
                     rows.append(bench_cpu_row(label, config, shape_ops, batch, reps))
                 print(markdown(rows[-1:], device, {}).splitlines()[-1], flush=True)

@@ -26,21 +26,31 @@ from pathlib import Path
 import numpy as np
 
 from vq4all import zoo
-from vq4all.io import atomic_write_bytes, save_figure
 from vq4all.codebook import build_from_subvectors, network_subvectors
 from vq4all.config import CodebookConfig, CompressConfig
 from vq4all.evaluate import evaluate_artifact, evaluate_baseline, numpy_weights, task_metric
 from vq4all.hard import hard_assign
+from vq4all.io import atomic_write_bytes, save_figure
 from vq4all.pqf import finetune_kmeans
 from vq4all.train import compress
 
 
 def row(net, method, info, seconds, **extra):
     value = float(info["value"])
-    return {"network": net.name, "method": method, "metric": net.metric, "higher_is_better": net.higher_is_better,
-            "value": value, "fp_value": net.fp_value, "ratio_to_fp": value / net.fp_value if net.fp_value else None,
-            "bits_per_weight": info["bits_per_weight"], "compression_ratio": info["compression_ratio"],
-            "compression_ratio_with_codebook": info["compression_ratio_with_codebook"], "seconds": seconds, **extra}
+    return {
+        "network": net.name,
+        "method": method,
+        "metric": net.metric,
+        "higher_is_better": net.higher_is_better,
+        "value": value,
+        "fp_value": net.fp_value,
+        "ratio_to_fp": value / net.fp_value if net.fp_value else None,
+        "bits_per_weight": info["bits_per_weight"],
+        "compression_ratio": info["compression_ratio"],
+        "compression_ratio_with_codebook": info["compression_ratio_with_codebook"],
+        "seconds": seconds,
+        **extra,
+    }
 
 
 def settings_of(cfg: CompressConfig) -> str:
@@ -80,8 +90,12 @@ def measure(name, codebooks, sources_sub8, config, baseline_config, per_network,
         left_values = sum(int(np.size(v)) for v in left.values())
         left_bits = sum(int(np.size(v)) * np.asarray(v).itemsize * 8 for v in left.values())
         ratio = 32 * (count + left_values) / (stored + left_bits)
-        info = {"value": task_metric(net, state)["value"], "bits_per_weight": stored / count,
-                "compression_ratio": ratio, "compression_ratio_with_codebook": ratio}
+        info = {
+            "value": task_metric(net, state)["value"],
+            "bits_per_weight": stored / count,
+            "compression_ratio": ratio,
+            "compression_ratio_with_codebook": ratio,
+        }
         return info, {}, {"steps": rep["steps"], "settings": settings_of(baseline_config)}
 
     measured("per-layer k-means 256x4, fine-tuned", kmeans_finetuned)
@@ -93,6 +107,7 @@ def measure(name, codebooks, sources_sub8, config, baseline_config, per_network,
         return evaluate_artifact(net, hard_assign(net.name, state_np, list(weights), cb), cb), {}, {}
 
     measured("universal 65536x8, hard", hard)
+
     def trained(method, codebook_of, cfg, plot=None):
         def run():
             codebook = codebook_of()
@@ -105,9 +120,14 @@ def measure(name, codebooks, sources_sub8, config, baseline_config, per_network,
                 layers = result.artifact.layers
                 extra["distinct_codewords"] = {l.param: int(np.unique(l.codes).size) for l in layers}
                 extra["codes_per_layer"] = {l.param: int(l.codes.size) for l in layers}
-            more = {"steps": rep["steps"], "frozen_by_pnc": rep["frozen_by_pnc"], "forced": rep["forced"],
-                    "settings": settings_of(cfg)}
+            more = {
+                "steps": rep["steps"],
+                "frozen_by_pnc": rep["frozen_by_pnc"],
+                "forced": rep["forced"],
+                "settings": settings_of(cfg),
+            }
             return evaluate_artifact(net, result.artifact, codebook), extra, more
+
         return measured(method, run)
 
     def leave_one_out():
@@ -118,8 +138,12 @@ def measure(name, codebooks, sources_sub8, config, baseline_config, per_network,
 
     trained("vq4all 65536x8, PNC", lambda: cb, config, "pnc")
     # the paper's ablation: the same budget without PNC, then every argmax
-    trained("vq4all 65536x8, no PNC", lambda: cb,
-            CompressConfig.from_dict({**config.to_dict(), "pnc": False, "finish": "argmax"}), "no_pnc")
+    trained(
+        "vq4all 65536x8, no PNC",
+        lambda: cb,
+        CompressConfig.from_dict({**config.to_dict(), "pnc": False, "finish": "argmax"}),
+        "no_pnc",
+    )
     trained("vq4all 65536x8, PNC, leave-one-out", leave_one_out, config)
     trained("vq4all 256x4, PNC", lambda: codebooks["u256_all"], config)
     rows = [entry["row"] for entry in done.values()]
@@ -135,13 +159,17 @@ def forced_share(r) -> str:
 
 
 def to_markdown(rows):
-    lines = ["| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | steps | forced | settings | seconds |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines = [
+        "| network | method | metric | value | ratio to FP | bits/weight | compression | with codebook | steps | forced | settings | seconds |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['network']} | {r['method']} | {r['metric']}{'' if r['higher_is_better'] else ' (lower is better)'} "
-                     f"| {r['value']:.4f} | {r['ratio_to_fp']:.3f} | {r['bits_per_weight']:.3f} | {r['compression_ratio']:.2f} "
-                     f"| {r['compression_ratio_with_codebook']:.2f} | {r.get('steps', '')} | {forced_share(r)} "
-                     f"| {r.get('settings', '')} | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['network']} | {r['method']} | {r['metric']}{'' if r['higher_is_better'] else ' (lower is better)'} "
+            f"| {r['value']:.4f} | {r['ratio_to_fp']:.3f} | {r['bits_per_weight']:.3f} | {r['compression_ratio']:.2f} "
+            f"| {r['compression_ratio_with_codebook']:.2f} | {r.get('steps', '')} | {forced_share(r)} "
+            f"| {r.get('settings', '')} | {r['seconds']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -161,7 +189,7 @@ def plots(results, out: Path):
         """One panel per network on a grid of `cols` columns: (figure, flat list of axes)."""
         fig, grid = plt.subplots(grid_rows, cols, figsize=(4.0 * cols, 3.4 * grid_rows), squeeze=False)
         flat = list(grid.flat)
-        for ax in flat[len(nets):]:
+        for ax in flat[len(nets) :]:
             ax.set_visible(False)
         return fig, flat
 
@@ -191,7 +219,12 @@ def plots(results, out: Path):
         extra = results[name]["extra"]
         layers = list(extra["distinct_codewords"])
         ax.bar(range(len(layers)), [extra["distinct_codewords"][l] for l in layers], label="distinct codewords")
-        ax.plot(range(len(layers)), [min(extra["codes_per_layer"][l], 65536) for l in layers], "k.", label="min(codes, 65536)")
+        ax.plot(
+            range(len(layers)),
+            [min(extra["codes_per_layer"][l], 65536) for l in layers],
+            "k.",
+            label="min(codes, 65536)",
+        )
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("layer")
         ax.set_yscale("log")
@@ -216,11 +249,21 @@ def main(argv=None) -> int:
     p.add_argument("--networks", default=",".join(zoo.NAMES))
     p.add_argument("--steps", type=int, default=CompressConfig().steps)
     p.add_argument("--per-network", type=int, default=1 << 18)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a CompressConfig field for these networks' trained rows (e.g. finish=nearest); "
-                        "recorded in their rows and shown in the table")
-    p.add_argument("--baseline-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="the same for the per-layer k-means row (its codebooks train at its own lr)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a CompressConfig field for these networks' trained rows (e.g. finish=nearest); "
+        "recorded in their rows and shown in the table",
+    )
+    p.add_argument(
+        "--baseline-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the same for the per-layer k-means row (its codebooks train at its own lr)",
+    )
     p.add_argument("--out", default="benches/results/compress")
     p.add_argument("--force", action="store_true", help="re-measure networks already in OUT/rows")
     args = p.parse_args(argv)
@@ -244,8 +287,11 @@ def main(argv=None) -> int:
     baseline_config = configured(args.baseline_set, "--baseline-set")
 
     def log(r):
-        print(f"[compress] {r['network']:<18} {r['method']:<36} {r['metric']} {r['value']:.4f} (FP {r['fp_value']:.4f}) "
-              f"{r['bits_per_weight']:.3f} b/w {r['seconds']:.0f} s", flush=True)
+        print(
+            f"[compress] {r['network']:<18} {r['method']:<36} {r['metric']} {r['value']:.4f} (FP {r['fp_value']:.4f}) "
+            f"{r['bits_per_weight']:.3f} b/w {r['seconds']:.0f} s",
+            flush=True,
+        )
 
     names = [n for n in args.networks.split(",") if n]
     todo = [n for n in names if args.force or not (out / "rows" / f"{n}.json").exists()]
@@ -254,7 +300,9 @@ def main(argv=None) -> int:
         sub4 = {n: network_subvectors(zoo.load(n).compressible(), 4, "channel") for n in zoo.NAMES}
         codebooks = {
             "u16_all": build_from_subvectors(sub8, CodebookConfig(networks=zoo.NAMES, per_network=args.per_network)),
-            "u256_all": build_from_subvectors(sub4, CodebookConfig(networks=zoo.NAMES, k=256, d=4, per_network=args.per_network)),
+            "u256_all": build_from_subvectors(
+                sub4, CodebookConfig(networks=zoo.NAMES, k=256, d=4, per_network=args.per_network)
+            ),
         }
         for name in todo:
             partial = out / "rows" / f"{name}.partial.json"
@@ -270,15 +318,17 @@ def main(argv=None) -> int:
             results[name] = json.loads(path.read_text())
     rows = [r for res in results.values() for r in res["rows"]]
     table = to_markdown(rows)
-    header = (f"# Compression at ~2 bits/weight\n\nTrained methods: batch {config.batch_size} "
-              f"on {config.calibration} calibration inputs, n={config.n}, alpha={config.alpha}, reg={config.reg}, "
-              f"lr={config.lr}, for the step budget in the steps column (PNC may stop earlier; a network's "
-              f"methods share one budget), with the settings column's changes to these defaults; per-layer k-means trains its codebooks with the same budget. "
-              f"The no-PNC row trains its network's vq4all settings without PNC (a schedule is then unused) and takes every argmax. "
-              f"Forced: the share of sub-vectors frozen without passing alpha (by the linear schedule's quota or at the end). "
-              f"The mtcnn and digits_cnn eval sets hold 300 and 450 samples: one sample is 0.33 or 0.22 points there. "
-              f"Compression: 32 bits x values represented / bits stored (ROM codebook not charged, then charged once).\n\n"
-              f"![largest ratios](max_ratios.png)\n![codewords per layer](codewords.png)\n![metric vs compression](pareto.png)\n\n")
+    header = (
+        f"# Compression at ~2 bits/weight\n\nTrained methods: batch {config.batch_size} "
+        f"on {config.calibration} calibration inputs, n={config.n}, alpha={config.alpha}, reg={config.reg}, "
+        f"lr={config.lr}, for the step budget in the steps column (PNC may stop earlier; a network's "
+        f"methods share one budget), with the settings column's changes to these defaults; per-layer k-means trains its codebooks with the same budget. "
+        f"The no-PNC row trains its network's vq4all settings without PNC (a schedule is then unused) and takes every argmax. "
+        f"Forced: the share of sub-vectors frozen without passing alpha (by the linear schedule's quota or at the end). "
+        f"The mtcnn and digits_cnn eval sets hold 300 and 450 samples: one sample is 0.33 or 0.22 points there. "
+        f"Compression: 32 bits x values represented / bits stored (ROM codebook not charged, then charged once).\n\n"
+        f"![largest ratios](max_ratios.png)\n![codewords per layer](codewords.png)\n![metric vs compression](pareto.png)\n\n"
+    )
     atomic_write_bytes(out / "compress.md", (header + table + "\n").encode())
     atomic_write_bytes(out / "compress.json", json.dumps({"config": config.to_dict(), "rows": rows}, indent=2).encode())
     plots(results, out)

@@ -25,10 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fuzzers are test support
 from support import fuzzing  # noqa: E402
-
 from vq4all import artifact  # noqa: E402
-from vq4all.io import atomic_write_bytes
 from vq4all.errors import ArtifactError, VQ4AllError, printable
+from vq4all.io import atomic_write_bytes
 
 ALLOC_FACTOR, ALLOC_CONST = 8, 2 << 20
 
@@ -103,28 +102,45 @@ def main() -> int:
             keep.write_bytes(data)
             bugs.append({"case": i, "source": source, "kind": kind, "bug": bug, "file": str(keep)})
         if cli_every and i % cli_every == 0:
-            proc = subprocess.run([sys.executable, "-m", "vq4all", "inspect", str(path)], capture_output=True,
-                                  text=True, timeout=60)
+            proc = subprocess.run(
+                [sys.executable, "-m", "vq4all", "inspect", str(path)], capture_output=True, text=True, timeout=60
+            )
             cli["runs"] += 1
             cli["exit_codes"][proc.returncode] += 1
             lines = [line for line in proc.stderr.splitlines() if line.strip()]
             if proc.returncode not in (0, 2) or "Traceback" in proc.stderr or len(lines) > 1:
                 cli["bugs"].append({"case": i, "kind": kind, "exit": proc.returncode, "stderr": proc.stderr[-500:]})
     seconds = time.perf_counter() - start
-    summary = {"cases": args.cases, "seed": args.seed, "seconds": round(seconds, 1),
-               "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
-               "by_rule": dict(by_rule.most_common()), "bugs": bugs,
-               "max_peak_allocation_over_file_size": round(max_ratio, 2),
-               "cli": {"runs": cli["runs"], "exit_codes": {str(k): v for k, v in cli["exit_codes"].items()}, "bugs": cli["bugs"]}}
+    summary = {
+        "cases": args.cases,
+        "seed": args.seed,
+        "seconds": round(seconds, 1),
+        "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
+        "by_rule": dict(by_rule.most_common()),
+        "bugs": bugs,
+        "max_peak_allocation_over_file_size": round(max_ratio, 2),
+        "cli": {
+            "runs": cli["runs"],
+            "exit_codes": {str(k): v for k, v in cli["exit_codes"].items()},
+            "bugs": cli["bugs"],
+        },
+    }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "fuzz.json", (json.dumps(summary, indent=2) + "\n").encode())
-    md = [f"# Artifact fuzzing: {args.cases} cases (seed {args.seed}), {seconds:.0f} s", "",
-          f"Bugs (not ArtifactError/VQ4AllError, multi-line, or allocation > {ALLOC_FACTOR} x size + 2 MiB): "
-          f"{len(bugs)}; CLI runs: {cli['runs']}, exit codes {dict(cli['exit_codes'])}, CLI bugs: {len(cli['bugs'])}",
-          f"Largest peak allocation / file size over files >= 1 MiB: {max_ratio:.2f}", "",
-          "| mutation kind | valid | error | bug |", "|---|---|---|---|"]
-    md += [f"| {k} | {v.get('valid', 0)} | {v.get('error', 0)} | {v.get('bug', 0)} |" for k, v in sorted(by_kind.items())]
+    md = [
+        f"# Artifact fuzzing: {args.cases} cases (seed {args.seed}), {seconds:.0f} s",
+        "",
+        f"Bugs (not ArtifactError/VQ4AllError, multi-line, or allocation > {ALLOC_FACTOR} x size + 2 MiB): "
+        f"{len(bugs)}; CLI runs: {cli['runs']}, exit codes {dict(cli['exit_codes'])}, CLI bugs: {len(cli['bugs'])}",
+        f"Largest peak allocation / file size over files >= 1 MiB: {max_ratio:.2f}",
+        "",
+        "| mutation kind | valid | error | bug |",
+        "|---|---|---|---|",
+    ]
+    md += [
+        f"| {k} | {v.get('valid', 0)} | {v.get('error', 0)} | {v.get('bug', 0)} |" for k, v in sorted(by_kind.items())
+    ]
     md += ["", "| outcome (error rule, numbers and names elided) | cases |", "|---|---|"]
     md += [f"| {r.replace('|', '/')} | {n} |" for r, n in by_rule.most_common()]
     atomic_write_bytes(out / "fuzz.md", ("\n".join(md) + "\n").encode())

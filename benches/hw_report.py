@@ -34,18 +34,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
 
-from hw_sections import (multi_network, plots, render, throughput, traffic_confirm,  # noqa: E402
-                         traffic_table, update_readme)
-
+from hw_sections import multi_network, plots, render, throughput, traffic_confirm, traffic_table, update_readme  # noqa: E402
 from vq4all import zoo  # noqa: E402
 from vq4all.artifact import load_codebook, save_codebook  # noqa: E402
-from vq4all.io import atomic_write_bytes
 from vq4all.hw.synth import DEVICES, fit_table, sweep  # noqa: E402
+from vq4all.io import atomic_write_bytes  # noqa: E402
 
 
 def universal_codebook(path: str | None):
@@ -55,11 +51,13 @@ def universal_codebook(path: str | None):
     from vq4all.codebook import build
     from vq4all.config import CodebookConfig
 
-    cache = Path(os.environ.get("VQ4ALL_CACHE") or Path.home() / ".cache" / "vq4all") / "hw_universal_codebook.safetensors"
+    cache = (
+        Path(os.environ.get("VQ4ALL_CACHE") or Path.home() / ".cache" / "vq4all") / "hw_universal_codebook.safetensors"
+    )
     if cache.exists():
         return load_codebook(cache)
     print("building the universal codebook from the whole zoo (about a minute) ...", flush=True)
-    cb = build(CodebookConfig(networks=tuple(zoo.NAMES)))
+    cb = build(CodebookConfig(networks=tuple(zoo.NAMES)), {name: zoo.load(name) for name in zoo.NAMES})
     cache.parent.mkdir(parents=True, exist_ok=True)
     save_codebook(cache, cb)
     return cb
@@ -75,12 +73,22 @@ def main(argv=None) -> int:
     p.add_argument("--ks", default="256,1024,4096,16384,32768,65536")
     p.add_argument("--lanes", default="1,2,4")
     p.add_argument("--readme", default=str(ROOT / "README.md"), help="README to update ('' to skip)")
-    p.add_argument("--assign-limit", type=int, default=None,
-                   help="networks with more compressible weights are counted from their layer split, not hard-assigned")
-    p.add_argument("--synth-from-cache", action="store_true",
-                   help="run no synthesis: configurations missing from <out>/synth_cache.json show as not measured")
-    p.add_argument("--render-only", action="store_true",
-                   help="measure nothing: rewrite the report from <out>/hw_report.json and <out>/synth_cache.json")
+    p.add_argument(
+        "--assign-limit",
+        type=int,
+        default=None,
+        help="networks with more compressible weights are counted from their layer split, not hard-assigned",
+    )
+    p.add_argument(
+        "--synth-from-cache",
+        action="store_true",
+        help="run no synthesis: configurations missing from <out>/synth_cache.json show as not measured",
+    )
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite the report from <out>/hw_report.json and <out>/synth_cache.json",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,8 +113,9 @@ def main(argv=None) -> int:
     report["traffic"] = traffic_table(cb, nets, args.assign_limit)
     report["traffic_confirm"] = traffic_confirm(cb, "digits_cnn", report["traffic"])
     print("[3/4] synthesis", flush=True)
-    synthesis(report, cb, devices, ks, lanes, cache, resynth=args.resynth,
-              cache_only=args.quick or args.synth_from_cache)
+    synthesis(
+        report, cb, devices, ks, lanes, cache, resynth=args.resynth, cache_only=args.quick or args.synth_from_cache
+    )
     print("[4/4] several networks, one ROM", flush=True)
     report["multi_network"] = multi_network(cb)
     report["seconds"] = round(time.perf_counter() - start, 1)
@@ -116,11 +125,20 @@ def main(argv=None) -> int:
     return 0
 
 
-def synthesis(report: dict, cb, devices, ks, lanes, cache: Path, *, resynth: bool = False,
-              cache_only: bool = False) -> None:
+def synthesis(
+    report: dict, cb, devices, ks, lanes, cache: Path, *, resynth: bool = False, cache_only: bool = False
+) -> None:
     """report["synth"] (every configuration, measured or cached) and report["fit"]."""
-    synth = sweep(None if cb is None else cb.codebook, report["codebook_sha256"], devices, ks, lanes, cache,
-                  resynth=resynth, cache_only=cache_only, progress=lambda s: print(s, flush=True))
+    synth = sweep(
+        report["codebook_sha256"] if cb is None else cb,
+        devices,
+        ks,
+        lanes,
+        cache,
+        resynth=resynth,
+        cache_only=cache_only,
+        progress=lambda s: print(s, flush=True),
+    )
     report["synth"] = [{k: v for k, v in r.items() if k != "utilization"} for r in synth]
     report["fit"] = fit_table(synth)
 

@@ -6,14 +6,11 @@ rendering only formats them.
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from vq4all import zoo
-from vq4all.io import atomic_write_bytes
 from vq4all.errors import VQ4AllError
 from vq4all.hard import hard_assign
 from vq4all.hw.layer_inputs import real_input
@@ -22,6 +19,7 @@ from vq4all.hw.sim.runner import simulate
 from vq4all.hw.sim.streams import Job, beats_per_row, quantize_int8
 from vq4all.hw.synth import DEVICES, synth_config
 from vq4all.hw.traffic import SCHEMES, network_traffic, stream_bits
+from vq4all.io import atomic_write_bytes
 
 THROUGHPUT_NETWORKS = ("digits_cnn", "mtcnn_pnet", "silero_vad", "crepe_tiny")
 QUICK_THROUGHPUT_NETWORKS = ("digits_cnn", "mtcnn_pnet")
@@ -51,7 +49,7 @@ def jobs(cb, name: str, requant: bool = False, only: list[str] | None = None) ->
     net = zoo.load(name)
     layers = {layer.name: layer for layer in art.layers}
     out = []
-    for layer_name in (only or list(layers)):
+    for layer_name in only or list(layers):
         layer = layers[layer_name]
         try:
             x, x_scale = quantize_int8(real_input(net, layer.param))
@@ -59,15 +57,21 @@ def jobs(cb, name: str, requant: bool = False, only: list[str] | None = None) ->
             continue
         job = Job(f"{name}.{layer.name}", x, layer.codes)
         if requant:
-            factors = layer.scales.astype(np.float64) * float(cb.codebook_scale[0]) * x_scale
-            job.multipliers, job.shift = requant_for(x, layer.codes, cb.codebook, factors)
+            factors = layer.scales.astype(np.float64) * cb.scale * x_scale
+            job.multipliers, job.shift = requant_for(x, layer.codes, cb, factors)
         out.append(job)
     return out
 
 
 def _config(cb, job_list, lanes, requant=False):
-    return engine_for(cb.k, cb.d, max(j.codes.shape[1] for j in job_list), max(j.codes.shape[0] for j in job_list),
-                      lanes=lanes, requant=requant)
+    return engine_for(
+        cb.k,
+        cb.d,
+        max(j.codes.shape[1] for j in job_list),
+        max(j.codes.shape[0] for j in job_list),
+        lanes=lanes,
+        requant=requant,
+    )
 
 
 # ----------------------------------------------------------------------------- 1. throughput
@@ -80,29 +84,50 @@ def throughput(cb, lanes: list[int], quick: bool = False) -> list[dict]:
     sum(out*in/(d*lanes)) + fill, fill = the first layer's activation load ceil(m0/lanes) + the
     pipeline's latency + 2 (result FIFO) + 1 (the descriptor's cycle)."""
     rows = []
-    for name in (QUICK_THROUGHPUT_NETWORKS if quick else THROUGHPUT_NETWORKS):
+    for name in QUICK_THROUGHPUT_NETWORKS if quick else THROUGHPUT_NETWORKS:
         job_list = jobs(cb, name)
         for lane_count in lanes:
             config = _config(cb, job_list, lane_count)
-            rep = simulate(config, cb.codebook, job_list, simulator="icarus", sha256=cb.sha256)
+            rep = simulate(config, cb, job_list, simulator="icarus")
             layers = []
             for job, entry in zip(job_list, rep["layers"]):
                 out_f, m = job.codes.shape
                 useful = out_f * job.x.size
-                layers.append({"layer": job.name, "rows": out_f, "in_features": int(job.x.size), "m": m,
-                               "cycles": entry["cycles"], "model": useful / (cb.d * lane_count),
-                               "beats": out_f * beats_per_row(m, lane_count),
-                               "utilization": entry["mac_utilization"], "mismatches": entry["mismatches"]})
+                layers.append(
+                    {
+                        "layer": job.name,
+                        "rows": out_f,
+                        "in_features": int(job.x.size),
+                        "m": m,
+                        "cycles": entry["cycles"],
+                        "model": useful / (cb.d * lane_count),
+                        "beats": out_f * beats_per_row(m, lane_count),
+                        "utilization": entry["mac_utilization"],
+                        "mismatches": entry["mismatches"],
+                    }
+                )
             first_m = job_list[0].codes.shape[1]
             fill = beats_per_row(first_m, lane_count) + config.latency + 2 + 1
             total = sum(layer["cycles"] for layer in layers)
             useful = sum(layer["rows"] * layer["in_features"] for layer in layers)
-            rows.append({"network": name, "lanes": lane_count, "layers": layers, "cycles": total,
-                         "model": sum(layer["model"] for layer in layers) + fill, "fill": fill,
-                         "utilization": useful / (cb.d * lane_count * total), "mismatches": rep["mismatches"],
-                         "outputs": rep["outputs"]})
-            print(f"  {name} lanes={lane_count}: {total} cycles, util {rows[-1]['utilization']:.3f}, "
-                  f"{rep['mismatches']} mismatches", flush=True)
+            rows.append(
+                {
+                    "network": name,
+                    "lanes": lane_count,
+                    "layers": layers,
+                    "cycles": total,
+                    "model": sum(layer["model"] for layer in layers) + fill,
+                    "fill": fill,
+                    "utilization": useful / (cb.d * lane_count * total),
+                    "mismatches": rep["mismatches"],
+                    "outputs": rep["outputs"],
+                }
+            )
+            print(
+                f"  {name} lanes={lane_count}: {total} cycles, util {rows[-1]['utilization']:.3f}, "
+                f"{rep['mismatches']} mismatches",
+                flush=True,
+            )
     return rows
 
 
@@ -120,8 +145,11 @@ def split_artifact(cb, name: str):
     layers = []
     for key, weight in net.compressible().items():
         sp = split(weight.numpy(), cb.d, "channel")
-        layers.append(LayerCodes(key, sp.shape, cb.d, sp.pad, "channel",
-                                 np.zeros(sp.subvectors.shape[:2], code_dtype(cb.k)), sp.scales))
+        layers.append(
+            LayerCodes(
+                key, sp.shape, cb.d, sp.pad, "channel", np.zeros(sp.subvectors.shape[:2], code_dtype(cb.k)), sp.scales
+            )
+        )
     keys = set(net.compressible_keys())
     leftovers = {k: v.numpy() for k, v in net.model.state_dict().items() if k not in keys}
     return NetworkArtifact(name, cb.sha256, cb.k, layers, leftovers, {"method": "split only (codes not searched)"})
@@ -151,15 +179,26 @@ def traffic_confirm(cb, name: str, table: list[dict]) -> dict:
     if len(job_list) != len(art.layers):
         raise VQ4AllError(f"{name}: only {len(job_list)} of {len(art.layers)} layers run on the engine")
     config = _config(cb, job_list, 1, requant=True)
-    rep = simulate(config, cb.codebook, job_list, simulator="icarus", sha256=cb.sha256)
+    rep = simulate(config, cb, job_list, simulator="icarus")
     bits = stream_bits(rep["beats"]["codes"], 1, config.code_bits, rep["beats"]["scales"], config.mult_bits)
     counted = next(t for t in table if t["network"] == name)["bytes"]["vq4all"]
-    result = {"network": name, "layers": len(job_list), "code_beats": rep["beats"]["codes"],
-              "scale_beats": rep["beats"]["scales"], "beat_bits_codes": config.code_bits,
-              "beat_bits_scales": config.mult_bits, "simulated_bytes": bits / 8, "artifact_bytes": counted,
-              "mismatches": rep["mismatches"], "outputs": rep["outputs"], "match": bits / 8 == counted}
-    print(f"  {name}: simulated {bits / 8:.0f} B vs artifact {counted} B ({'match' if result['match'] else 'DIFFER'})",
-          flush=True)
+    result = {
+        "network": name,
+        "layers": len(job_list),
+        "code_beats": rep["beats"]["codes"],
+        "scale_beats": rep["beats"]["scales"],
+        "beat_bits_codes": config.code_bits,
+        "beat_bits_scales": config.mult_bits,
+        "simulated_bytes": bits / 8,
+        "artifact_bytes": counted,
+        "mismatches": rep["mismatches"],
+        "outputs": rep["outputs"],
+        "match": bits / 8 == counted,
+    }
+    print(
+        f"  {name}: simulated {bits / 8:.0f} B vs artifact {counted} B ({'match' if result['match'] else 'DIFFER'})",
+        flush=True,
+    )
     return result
 
 
@@ -178,17 +217,35 @@ def multi_network(cb, lanes: int = 1) -> dict:
             raise VQ4AllError(f"{name}.{layer} has no engine input vector")
         job_list += found
     config = _config(cb, job_list, lanes)
-    rep = simulate(config, cb.codebook, job_list, simulator="icarus", sha256=cb.sha256)
+    rep = simulate(config, cb, job_list, simulator="icarus")
     layers = []
     for i, (job, entry) in enumerate(zip(job_list, rep["layers"])):
         rows, m = job.codes.shape
         beats = rows * beats_per_row(m, lanes)
-        layers.append({"layer": job.name, "rows": rows, "m": m, "cycles": entry["cycles"], "code_beats": beats,
-                       "extra": None if i == 0 else entry["cycles"] - beats, "mismatches": entry["mismatches"]})
-    result = {"lanes": lanes, "k": cb.k, "layers": layers, "mismatches": rep["mismatches"], "outputs": rep["outputs"],
-              "switch_extra_cycles": sum(layer["extra"] for layer in layers[1:])}
-    print(f"  {rep['outputs']} outputs, {rep['mismatches']} mismatches, extra cycles at switches "
-          f"{result['switch_extra_cycles']}", flush=True)
+        layers.append(
+            {
+                "layer": job.name,
+                "rows": rows,
+                "m": m,
+                "cycles": entry["cycles"],
+                "code_beats": beats,
+                "extra": None if i == 0 else entry["cycles"] - beats,
+                "mismatches": entry["mismatches"],
+            }
+        )
+    result = {
+        "lanes": lanes,
+        "k": cb.k,
+        "layers": layers,
+        "mismatches": rep["mismatches"],
+        "outputs": rep["outputs"],
+        "switch_extra_cycles": sum(layer["extra"] for layer in layers[1:]),
+    }
+    print(
+        f"  {rep['outputs']} outputs, {rep['mismatches']} mismatches, extra cycles at switches "
+        f"{result['switch_extra_cycles']}",
+        flush=True,
+    )
     return result
 
 
@@ -198,33 +255,45 @@ def _kb(n: float) -> str:
 
 
 def traffic_md(report) -> list[str]:
-    lines = ["| network | weights | fp16 KiB | int8 KiB | per-layer VQ KiB | VQ4ALL KiB | fp16 / VQ4ALL | "
-             "per-layer VQ / VQ4ALL | per-layer codebook loads | per-layer codebooks, all resident (Kbit) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| network | weights | fp16 KiB | int8 KiB | per-layer VQ KiB | VQ4ALL KiB | fp16 / VQ4ALL | "
+        "per-layer VQ / VQ4ALL | per-layer codebook loads | per-layer codebooks, all resident (Kbit) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in report["traffic"]:
         b = t["bytes"]
         mark = "*" if t.get("counted_from") == "split" else ""
-        lines.append(f"| {t['network']}{mark} | {t['weights']:,} | {_kb(b['fp16'])} | {_kb(b['int8'])} | "
-                     f"{_kb(b['per_layer_vq'])} | {_kb(b['vq4all'])} | {b['fp16'] / b['vq4all']:.2f}x | "
-                     f"{b['per_layer_vq'] / b['vq4all']:.2f}x | {t['per_layer_codebook_loads']} | "
-                     f"{t['per_layer_codebook_loads'] * t['sram_codebook_bits_per_layer_vq'] / 1024:.0f} |")
+        lines.append(
+            f"| {t['network']}{mark} | {t['weights']:,} | {_kb(b['fp16'])} | {_kb(b['int8'])} | "
+            f"{_kb(b['per_layer_vq'])} | {_kb(b['vq4all'])} | {b['fp16'] / b['vq4all']:.2f}x | "
+            f"{b['per_layer_vq'] / b['vq4all']:.2f}x | {t['per_layer_codebook_loads']} | "
+            f"{t['per_layer_codebook_loads'] * t['sram_codebook_bits_per_layer_vq'] / 1024:.0f} |"
+        )
     return lines
 
 
 def throughput_md(report, per_layer: bool) -> list[str]:
     if not per_layer:
-        lines = ["| network | lanes | layers | measured cycles | model cycles | MAC utilisation | mismatches |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            "| network | lanes | layers | measured cycles | model cycles | MAC utilisation | mismatches |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for r in report["throughput"]:
-            lines.append(f"| {r['network']} | {r['lanes']} | {len(r['layers'])} | {r['cycles']:,} | {r['model']:,.0f} | "
-                         f"{r['utilization']:.3f} | {r['mismatches']} |")
+            lines.append(
+                f"| {r['network']} | {r['lanes']} | {len(r['layers'])} | {r['cycles']:,} | {r['model']:,.0f} | "
+                f"{r['utilization']:.3f} | {r['mismatches']} |"
+            )
         return lines
-    lines = ["| layer | lanes | rows x in | measured cycles | code beats | out*in/(d*lanes) | utilisation |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| layer | lanes | rows x in | measured cycles | code beats | out*in/(d*lanes) | utilisation |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["throughput"]:
         for layer in r["layers"]:
-            lines.append(f"| {layer['layer']} | {r['lanes']} | {layer['rows']} x {layer['in_features']} | "
-                         f"{layer['cycles']:,} | {layer['beats']:,} | {layer['model']:,.1f} | {layer['utilization']:.3f} |")
+            lines.append(
+                f"| {layer['layer']} | {r['lanes']} | {layer['rows']} x {layer['in_features']} | "
+                f"{layer['cycles']:,} | {layer['beats']:,} | {layer['model']:,.1f} | {layer['utilization']:.3f} |"
+            )
     return lines
 
 
@@ -248,45 +317,64 @@ def _signal(cell: str) -> str:
 
 
 def synth_md(report) -> list[str]:
-    lines = ["| device | K | lanes | result | LUT/LC | FF | block RAM | DSP | Fmax MHz | critical path: to (logic steps) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| device | K | lanes | result | LUT/LC | FF | block RAM | DSP | Fmax MHz | critical path: to (logic steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["synth"]:
         cp = r.get("critical_path")
         path = f"{_signal(cp['to_cell'])} ({cp['logic_steps']})" if cp else ""
-        cells = (f"{r.get('lut', '')} | {r.get('ff', '')} | {r.get('bram', '')} | {r.get('dsp', '-')} | "
-                 f"{r['fmax_mhz']:.1f} | {path}") if r["fits"] else " |  |  |  |  | "
+        cells = (
+            (
+                f"{r.get('lut', '')} | {r.get('ff', '')} | {r.get('bram', '')} | {r.get('dsp', '-')} | "
+                f"{r['fmax_mhz']:.1f} | {path}"
+            )
+            if r["fits"]
+            else " |  |  |  |  | "
+        )
         lines.append(f"| {r['device']} | {r['k']} | {r['lanes']} | {_res(r)} | {cells} |")
     return lines
 
 
 def fit_md(report) -> list[str]:
     ks = sorted({r["k"] for r in report["synth"]})
-    lines = [f"Largest K among those tried ({', '.join(map(str, ks))}) that fits, per lane count; the best "
-             "configuration is the largest K that fits, then the most lanes x Fmax. peak GMAC/s = lanes x 8 x Fmax "
-             "(one codeword per lane per cycle; real layers reach the utilisation below).\n",
-             "| device | largest K (lanes 1 / 2 / 4) | best configuration | LUT/LC | FF | block RAM | DSP | Fmax MHz | "
-             "peak GMAC/s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Largest K among those tried ({', '.join(map(str, ks))}) that fits, per lane count; the best "
+        "configuration is the largest K that fits, then the most lanes x Fmax. peak GMAC/s = lanes x 8 x Fmax "
+        "(one codeword per lane per cycle; real layers reach the utilisation below).\n",
+        "| device | largest K (lanes 1 / 2 / 4) | best configuration | LUT/LC | FF | block RAM | DSP | Fmax MHz | "
+        "peak GMAC/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for device, entry in report["fit"].items():
-        largest = " / ".join(str(entry["largest_k"].get(str(n), entry["largest_k"].get(n)) or "none") for n in (1, 2, 4))
+        largest = " / ".join(
+            str(entry["largest_k"].get(str(n), entry["largest_k"].get(n)) or "none") for n in (1, 2, 4)
+        )
         b = entry["best"]
         if b is None:
             lines.append(f"| {device} | {largest} | nothing fits |  |  |  |  |  |  |")
             continue
-        avail = lambda role: f"/{b[role + '_available']}" if role + "_available" in b else ""  # noqa: E731
-        lines.append(f"| {device} | {largest} | K={b['k']}, lanes={b['lanes']} | {b['lut']}{avail('lut')} | {b['ff']} | "
-                     f"{b['bram']}{avail('bram')} | {b.get('dsp', '-')}{avail('dsp') if 'dsp' in b else ''} | "
-                     f"{b['fmax_mhz']:.1f} | {b['lanes'] * 8 * b['fmax_mhz'] / 1000:.2f} |")
+        avail = lambda role, b=b: f"/{b[role + '_available']}" if role + "_available" in b else ""  # noqa: E731
+        lines.append(
+            f"| {device} | {largest} | K={b['k']}, lanes={b['lanes']} | {b['lut']}{avail('lut')} | {b['ff']} | "
+            f"{b['bram']}{avail('bram')} | {b.get('dsp', '-')}{avail('dsp') if 'dsp' in b else ''} | "
+            f"{b['fmax_mhz']:.1f} | {b['lanes'] * 8 * b['fmax_mhz'] / 1000:.2f} |"
+        )
     return lines
 
 
 def multi_md(report) -> list[str]:
     mn = report["multi_network"]
-    lines = ["| order | layer | rows x m | measured cycles | code beats | extra cycles | mismatches |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| order | layer | rows x m | measured cycles | code beats | extra cycles | mismatches |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for i, layer in enumerate(mn["layers"]):
         extra = "first (includes its load and fill)" if layer["extra"] is None else str(layer["extra"])
-        lines.append(f"| {i + 1} | {layer['layer']} | {layer['rows']} x {layer['m']} | {layer['cycles']:,} | "
-                     f"{layer['code_beats']:,} | {extra} | {layer['mismatches']} |")
+        lines.append(
+            f"| {i + 1} | {layer['layer']} | {layer['rows']} x {layer['m']} | {layer['cycles']:,} | "
+            f"{layer['code_beats']:,} | {extra} | {layer['mismatches']} |"
+        )
     return lines
 
 
@@ -296,9 +384,12 @@ def goals(report) -> list[str]:
     layers = [(r["lanes"], layer) for r in report["throughput"] for layer in r["layers"]]
     low = [(n, layer) for n, layer in layers if layer["utilization"] < UTIL_GOAL]
     held = len(layers) - len(low)
-    lines.append(f"- **MAC utilisation >= {UTIL_GOAL} on real layers** (in a back-to-back stream): holds for {held} of "
-                 f"{len(layers)} (layer, lanes) runs.")
+    lines.append(
+        f"- **MAC utilisation >= {UTIL_GOAL} on real layers** (in a back-to-back stream): holds for {held} of "
+        f"{len(layers)} (layer, lanes) runs."
+    )
     if low:
+
         def cause(n, layer):
             # a row's beats carry ceil(m/lanes)*lanes*d value slots for in_features values
             slots = -(-layer["m"] // n) * n * report["d"]
@@ -306,39 +397,69 @@ def goals(report) -> list[str]:
             if layer["cycles"] > layer["beats"]:
                 why.append(f"+{layer['cycles'] - layer['beats']} cycles of load/fill (first layer of its run)")
             return "; ".join(why) or "?"
-        lines.append("  Fails for: " + "; ".join(
-            f"{layer['layer']} lanes={n}: {layer['utilization']:.3f} ({layer['rows']} x {layer['in_features']}: "
-            f"{cause(n, layer)})" for n, layer in sorted(low, key=lambda t: t[1]["utilization"])) + ".")
-        lines.append("  Cause: a row of m sub-vectors takes ceil(m/lanes) beats of lanes*d value slots, so "
-                     "in_features not a multiple of d*lanes leaves the zero padding and idle lanes of each row's "
-                     "last beat unused; the first layer of a run also pays its activation load and pipeline fill, "
-                     "which only short layers notice. Whole networks run back to back: see the table below.")
-    bad = [t for t in report["traffic"] if not (t["bytes"]["fp16"] >= TRAFFIC_GOAL * t["bytes"]["vq4all"]
-                                                and t["bytes"]["vq4all"] < t["bytes"]["per_layer_vq"])]
-    lines.append(f"- **VQ4ALL traffic >= {TRAFFIC_GOAL}x below fp16 and below per-layer VQ on every network**: "
-                 + ("holds on all " + str(len(report["traffic"])) + " networks." if not bad else
-                    "fails on " + ", ".join(f"{t['network']} (fp16/VQ4ALL {t['ratio_vs_fp16']['vq4all']:.2f}x, "
-                                            f"{8 * t['bytes']['vq4all'] / t['weights']:.2f} bits/weight; "
-                                            f"per-layer/VQ4ALL {t['bytes']['per_layer_vq'] / t['bytes']['vq4all']:.2f}x)"
-                                            for t in bad) + ". Cause: VQ4ALL costs log2(K)=16 bits per 8-value "
-                    "sub-vector (2 bits/weight) only on long rows; a row's ragged tail is padded to a whole code and "
-                    "each row carries a 16-bit scale: a 3x3x3 row (27 weights) costs (4 x 16 + 16) / 27 = 2.96 "
-                    "bits/weight, a depthwise 3x3 row (9 weights) (2 x 16 + 16) / 9 = 5.33, so networks with many "
-                    "short rows fall below "
-                    f"{TRAFFIC_GOAL}x."))
+
+        lines.append(
+            "  Fails for: "
+            + "; ".join(
+                f"{layer['layer']} lanes={n}: {layer['utilization']:.3f} ({layer['rows']} x {layer['in_features']}: "
+                f"{cause(n, layer)})"
+                for n, layer in sorted(low, key=lambda t: t[1]["utilization"])
+            )
+            + "."
+        )
+        lines.append(
+            "  Cause: a row of m sub-vectors takes ceil(m/lanes) beats of lanes*d value slots, so "
+            "in_features not a multiple of d*lanes leaves the zero padding and idle lanes of each row's "
+            "last beat unused; the first layer of a run also pays its activation load and pipeline fill, "
+            "which only short layers notice. Whole networks run back to back: see the table below."
+        )
+    bad = [
+        t
+        for t in report["traffic"]
+        if not (
+            t["bytes"]["fp16"] >= TRAFFIC_GOAL * t["bytes"]["vq4all"]
+            and t["bytes"]["vq4all"] < t["bytes"]["per_layer_vq"]
+        )
+    ]
+    lines.append(
+        f"- **VQ4ALL traffic >= {TRAFFIC_GOAL}x below fp16 and below per-layer VQ on every network**: "
+        + (
+            "holds on all " + str(len(report["traffic"])) + " networks."
+            if not bad
+            else "fails on "
+            + ", ".join(
+                f"{t['network']} (fp16/VQ4ALL {t['ratio_vs_fp16']['vq4all']:.2f}x, "
+                f"{8 * t['bytes']['vq4all'] / t['weights']:.2f} bits/weight; "
+                f"per-layer/VQ4ALL {t['bytes']['per_layer_vq'] / t['bytes']['vq4all']:.2f}x)"
+                for t in bad
+            )
+            + ". Cause: VQ4ALL costs log2(K)=16 bits per 8-value "
+            "sub-vector (2 bits/weight) only on long rows; a row's ragged tail is padded to a whole code and "
+            "each row carries a 16-bit scale: a 3x3x3 row (27 weights) costs (4 x 16 + 16) / 27 = 2.96 "
+            "bits/weight, a depthwise 3x3 row (9 weights) (2 x 16 + 16) / 9 = 5.33, so networks with many "
+            "short rows fall below "
+            f"{TRAFFIC_GOAL}x."
+        )
+    )
     tc = report["traffic_confirm"]
-    lines.append(f"- **Traffic confirmed in simulation** ({tc['network']}, all {tc['layers']} layers): "
-                 f"{tc['code_beats']} code beats x {tc['beat_bits_codes']} bits + {tc['scale_beats']} scale beats x "
-                 f"{tc['beat_bits_scales']} bits = {tc['simulated_bytes']:.0f} B vs {tc['artifact_bytes']} B from the "
-                 f"artifact: {'equal' if tc['match'] else 'DIFFERENT'}; {tc['mismatches']} output mismatches.")
+    lines.append(
+        f"- **Traffic confirmed in simulation** ({tc['network']}, all {tc['layers']} layers): "
+        f"{tc['code_beats']} code beats x {tc['beat_bits_codes']} bits + {tc['scale_beats']} scale beats x "
+        f"{tc['beat_bits_scales']} bits = {tc['simulated_bytes']:.0f} B vs {tc['artifact_bytes']} B from the "
+        f"artifact: {'equal' if tc['match'] else 'DIFFERENT'}; {tc['mismatches']} output mismatches."
+    )
     mn = report["multi_network"]
-    lines.append(f"- **Several networks, one ROM**: {mn['outputs']} outputs, {mn['mismatches']} mismatches; the "
-                 f"switches between networks cost {mn['switch_extra_cycles']} cycles beyond the layers' own code beats.")
+    lines.append(
+        f"- **Several networks, one ROM**: {mn['outputs']} outputs, {mn['mismatches']} mismatches; the "
+        f"switches between networks cost {mn['switch_extra_cycles']} cycles beyond the layers' own code beats."
+    )
     for device, entry in report["fit"].items():
         b = entry["best"]
         if b:
-            lines.append(f"- **{device}** best: K={b['k']}, lanes={b['lanes']}, {b['fmax_mhz']:.1f} MHz, "
-                         f"{b['lut']} LUT/LC, {b['ff']} FF, {b['bram']} block RAM, {b.get('dsp', 0)} DSP.")
+            lines.append(
+                f"- **{device}** best: K={b['k']}, lanes={b['lanes']}, {b['fmax_mhz']:.1f} MHz, "
+                f"{b['lut']} LUT/LC, {b['ff']} FF, {b['bram']} block RAM, {b.get('dsp', 0)} DSP."
+            )
         else:
             lines.append(f"- **{device}**: no configuration of the sweep fits.")
     return lines
@@ -347,47 +468,69 @@ def goals(report) -> list[str]:
 def render(report) -> tuple[str, str]:
     """(the whole report as markdown, the main tables for the README)."""
     cfg = synth_config(256, 1)
-    header = [f"# Hardware report\n",
-              f"Universal codebook {report['codebook_sha256'][:16]}... (K={report['k']}, d={report['d']}, int8), "
-              f"built from the whole zoo. Simulation and traffic measured in {report['seconds']:.0f} s on 2 shared CPU "
-              f"cores; synthesis ({sum(1 for r in report['synth'] if 'seconds_yosys' in r)} yosys + nextpnr runs, "
-              f"{sum(r.get('seconds_yosys', 0) + r.get('seconds_nextpnr', 0) for r in report['synth']) / 60:.0f} min) "
-              f"read from the synthesis cache (benches/results/hw/synth_cache.json).\n"]
-    traffic_note = ("Bytes of weights loaded per inference. fp16: 2 B/weight; int8: 1 B/weight + fp16 scale per row; "
-                    "per-layer VQ: 8-bit code per 4 weights + the layer's 256 x 4 **int8** codebook (1 KiB, loaded once "
-                    "per layer) + fp16 scale per row; VQ4ALL: log2(K)-bit codes + fp16 scale per row, codebook in ROM. "
-                    "FP leftovers (biases, norms) are excluded from every column (same in all). On chip, per-layer VQ "
-                    f"needs {report['traffic'][0]['sram_codebook_bits_per_layer_vq']:,} bits of codebook SRAM "
-                    f"(reloaded every layer); VQ4ALL needs {report['traffic'][0]['rom_codebook_bits_vq4all']:,} bits of "
-                    "ROM, loaded never. Embedding tables (minilm_l6's 30522 x 384 word embeddings) are counted whole, "
-                    "as every other weight, in every column. Counted from each network's artifact hard-assigned to the "
-                    "universal codebook; * = from the same layer split (shapes, code counts, scales) without the "
-                    "nearest-codeword search, which took over 15 min for a 20M-weight network on the shared cores "
-                    "and changes no byte count.\n")
-    main = ["### Off-chip weight traffic per inference\n", traffic_note, *traffic_md(report), "",
-            "### Which configuration fits which FPGA (yosys + nextpnr, post-route)\n", *fit_md(report), "",
-            "### MAC utilisation on real layers (Icarus, back to back)\n", *throughput_md(report, False), ""]
+    header = [
+        "# Hardware report\n",
+        f"Universal codebook {report['codebook_sha256'][:16]}... (K={report['k']}, d={report['d']}, int8), "
+        f"built from the whole zoo. Simulation and traffic measured in {report['seconds']:.0f} s on 2 shared CPU "
+        f"cores; synthesis ({sum(1 for r in report['synth'] if 'seconds_yosys' in r)} yosys + nextpnr runs, "
+        f"{sum(r.get('seconds_yosys', 0) + r.get('seconds_nextpnr', 0) for r in report['synth']) / 60:.0f} min) "
+        f"read from the synthesis cache (benches/results/hw/synth_cache.json).\n",
+    ]
+    traffic_note = (
+        "Bytes of weights loaded per inference. fp16: 2 B/weight; int8: 1 B/weight + fp16 scale per row; "
+        "per-layer VQ: 8-bit code per 4 weights + the layer's 256 x 4 **int8** codebook (1 KiB, loaded once "
+        "per layer) + fp16 scale per row; VQ4ALL: log2(K)-bit codes + fp16 scale per row, codebook in ROM. "
+        "FP leftovers (biases, norms) are excluded from every column (same in all). On chip, per-layer VQ "
+        f"needs {report['traffic'][0]['sram_codebook_bits_per_layer_vq']:,} bits of codebook SRAM "
+        f"(reloaded every layer); VQ4ALL needs {report['traffic'][0]['rom_codebook_bits_vq4all']:,} bits of "
+        "ROM, loaded never. Embedding tables (minilm_l6's 30522 x 384 word embeddings) are counted whole, "
+        "as every other weight, in every column. Counted from each network's artifact hard-assigned to the "
+        "universal codebook; * = from the same layer split (shapes, code counts, scales) without the "
+        "nearest-codeword search, which took over 15 min for a 20M-weight network on the shared cores "
+        "and changes no byte count.\n"
+    )
+    main = [
+        "### Off-chip weight traffic per inference\n",
+        traffic_note,
+        *traffic_md(report),
+        "",
+        "### Which configuration fits which FPGA (yosys + nextpnr, post-route)\n",
+        *fit_md(report),
+        "",
+        "### MAC utilisation on real layers (Icarus, back to back)\n",
+        *throughput_md(report, False),
+        "",
+    ]
     main_text = "\n".join(main)
-    body = [*header, "## Goals\n", *goals(report), "", main_text,
-            "## Throughput per layer\n",
-            "`cycles` is what a layer adds to a back-to-back run (StreamDriver.report); `code beats` = rows x "
-            "ceil(m/lanes), the engine's in-stream cost; the model out*in/(d*lanes) counts every MAC busy. "
-            "Per run, the model adds fill = the first layer's load ceil(m/lanes) + pipeline latency + 3.\n",
-            *throughput_md(report, True), "",
-            "## Resources and Fmax per configuration\n",
-            f"Engine: d=8 int8, 32-bit accumulator, activation buffer max_m={cfg.max_m} sub-vectors per slot "
-            f"(in_features <= {cfg.max_m * cfg.d}), max_rows={cfg.max_rows}; inside a serial-I/O harness "
-            "(vq4all.hw.synth: every input bit a flip-flop of one shift chain, outputs XOR-reduced to one pin; "
-            "`harness_ffs` in the JSON, about 100-330 FF, counted in FF/LC). yosys `synth_ice40 -dsp` / `synth_ecp5` "
-            "from Amaranth's RTLIL, nextpnr `--timing-allow-fail --freq 100 --seed 1`; Fmax is nextpnr's post-route "
-            "estimate. Block RAM: iCE40 EBR (4 Kbit), ECP5 DP16KD (18 Kbit). iCE40 block RAM has one read port, so "
-            "the ROM is duplicated per lane there.\n",
-            *synth_md(report), "",
-            "## Several networks, one ROM\n",
-            f"One engine (K={report['multi_network']['k']}, lanes={report['multi_network']['lanes']}) runs these "
-            "layers back to back; the ROM is never reloaded, only descriptors, activations and codes stream in. "
-            "`extra cycles` = measured minus the layer's code beats.\n",
-            *multi_md(report), ""]
+    body = [
+        *header,
+        "## Goals\n",
+        *goals(report),
+        "",
+        main_text,
+        "## Throughput per layer\n",
+        "`cycles` is what a layer adds to a back-to-back run (StreamDriver.report); `code beats` = rows x "
+        "ceil(m/lanes), the engine's in-stream cost; the model out*in/(d*lanes) counts every MAC busy. "
+        "Per run, the model adds fill = the first layer's load ceil(m/lanes) + pipeline latency + 3.\n",
+        *throughput_md(report, True),
+        "",
+        "## Resources and Fmax per configuration\n",
+        f"Engine: d=8 int8, 32-bit accumulator, activation buffer max_m={cfg.max_m} sub-vectors per slot "
+        f"(in_features <= {cfg.max_m * cfg.d}), max_rows={cfg.max_rows}; inside a serial-I/O harness "
+        "(vq4all.hw.synth: every input bit a flip-flop of one shift chain, outputs XOR-reduced to one pin; "
+        "`harness_ffs` in the JSON, about 100-330 FF, counted in FF/LC). yosys `synth_ice40 -dsp` / `synth_ecp5` "
+        "from Amaranth's RTLIL, nextpnr `--timing-allow-fail --freq 100 --seed 1`; Fmax is nextpnr's post-route "
+        "estimate. Block RAM: iCE40 EBR (4 Kbit), ECP5 DP16KD (18 Kbit). iCE40 block RAM has one read port, so "
+        "the ROM is duplicated per lane there.\n",
+        *synth_md(report),
+        "",
+        "## Several networks, one ROM\n",
+        f"One engine (K={report['multi_network']['k']}, lanes={report['multi_network']['lanes']}) runs these "
+        "layers back to back; the ROM is never reloaded, only descriptors, activations and codes stream in. "
+        "`extra cycles` = measured minus the layer's code beats.\n",
+        *multi_md(report),
+        "",
+    ]
     return "\n".join(body), main_text
 
 
@@ -402,8 +545,11 @@ def plots(report, out: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for device in DEVICES:
         for lanes in sorted({r["lanes"] for r in report["synth"]}):
-            pts = [(r["k"], r["bram"], r["fmax_mhz"]) for r in report["synth"]
-                   if r["device"] == device and r["lanes"] == lanes and r["fits"]]
+            pts = [
+                (r["k"], r["bram"], r["fmax_mhz"])
+                for r in report["synth"]
+                if r["device"] == device and r["lanes"] == lanes and r["fits"]
+            ]
             if pts:
                 k, bram, fmax = zip(*pts)
                 ax1.plot(k, bram, "o-", label=f"{device} L={lanes}")
@@ -421,8 +567,12 @@ def plots(report, out: Path) -> None:
     nets = [t["network"] for t in report["traffic"]]
     width = 0.2
     for i, scheme in enumerate(SCHEMES):
-        ax.bar(np.arange(len(nets)) + (i - 1.5) * width, [t["bytes"][scheme] for t in report["traffic"]], width,
-               label=scheme)
+        ax.bar(
+            np.arange(len(nets)) + (i - 1.5) * width,
+            [t["bytes"][scheme] for t in report["traffic"]],
+            width,
+            label=scheme,
+        )
     ax.set_xticks(np.arange(len(nets)), nets, rotation=20, fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("weight bytes per inference")
@@ -461,8 +611,10 @@ def update_readme(readme: Path, main_tables: str, out: Path) -> None:
         rel = out.resolve().relative_to(readme.resolve().parent)
     except ValueError:
         rel = out
-    block = (f"{BEGIN}\n<!-- generated by benches/hw_report.py: do not edit by hand -->\n"
-             f"Full report: [{rel}/hw_report.md]({rel}/hw_report.md).\n\n{main_tables}\n{END}")
+    block = (
+        f"{BEGIN}\n<!-- generated by benches/hw_report.py: do not edit by hand -->\n"
+        f"Full report: [{rel}/hw_report.md]({rel}/hw_report.md).\n\n{main_tables}\n{END}"
+    )
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
         text = head + block + rest.split(END, 1)[1]

@@ -30,9 +30,14 @@ from vq4all.kernels.args import check_args  # noqa: E402
 from vq4all.kernels.triton_support import compile_for_gpu  # noqa: E402
 
 CASES = [  # (kernel module, M, k, d, x dtype)
-    (gemv, 1, 1 << 16, 8, torch.float16), (gemv, 4, 1 << 16, 8, torch.float16), (gemv, 1, 256, 4, torch.float16),
-    (gemm, 16, 1 << 16, 8, torch.float16), (gemm, 64, 1 << 16, 8, torch.float16),
-    (gemm, 256, 1 << 16, 8, torch.float16), (gemm, 256, 256, 4, torch.float16), (gemm, 256, 1 << 16, 8, torch.bfloat16),
+    (gemv, 1, 1 << 16, 8, torch.float16),
+    (gemv, 4, 1 << 16, 8, torch.float16),
+    (gemv, 1, 256, 4, torch.float16),
+    (gemm, 16, 1 << 16, 8, torch.float16),
+    (gemm, 64, 1 << 16, 8, torch.float16),
+    (gemm, 256, 1 << 16, 8, torch.float16),
+    (gemm, 256, 256, 4, torch.float16),
+    (gemm, 256, 1 << 16, 8, torch.bfloat16),
 ]
 
 
@@ -45,8 +50,11 @@ def ptxas_info(ptx: str, arch: int) -> str:
         with open(src, "w") as f:
             f.write(ptx)
         for tool in tools:
-            r = subprocess.run([tool, f"-arch=sm_{arch}a", "-v", src, "-o", os.path.join(tmp, "k.cubin")],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [tool, f"-arch=sm_{arch}a", "-v", src, "-o", os.path.join(tmp, "k.cubin")],
+                capture_output=True,
+                text=True,
+            )
             if r.returncode == 0:
                 lines = (r.stdout + r.stderr).splitlines()
                 return "; ".join(l.split("info    :")[-1].strip() for l in lines if "registers" in l or "spill" in l)
@@ -60,9 +68,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     for module, batch, k, d, x_dtype in CASES:
         m = -(-args.in_features // d)
-        a = check_args(torch.zeros(batch, args.in_features, dtype=x_dtype),
-                       torch.zeros(256, m, dtype=torch.uint16 if k > 256 else torch.uint8),
-                       torch.zeros(k, d, dtype=torch.int8), torch.ones(256, dtype=torch.float16), torch.ones(1))
+        a = check_args(
+            torch.zeros(batch, args.in_features, dtype=x_dtype),
+            torch.zeros(256, m, dtype=torch.uint16 if k > 256 else torch.uint8),
+            torch.zeros(k, d, dtype=torch.int8),
+            torch.ones(256, dtype=torch.float16),
+            torch.ones(1),
+        )
         launch = module.plan(a, split_k=1)
         kernel = module._lookup_gemv_kernel if module is gemv else module._lookup_gemm_kernel
         compiled = compile_for_gpu(kernel, launch, args.arch)
@@ -71,9 +83,11 @@ def main(argv=None) -> int:
         for op in re.findall(r"(ld\.global[^ \t]*|cp\.async\.c[ag][^ \t]*)", ptx):
             loads[op] = loads.get(op, 0) + 1
         blocks = {key: v for key, v in launch.constexprs.items() if key.startswith(("BLOCK", "DOT", "PRECISION"))}
-        print(f"{module.__name__.rsplit('.', 1)[1]} M={batch} k={k} d={d} x={str(x_dtype).replace('torch.', '')} "
-              f"{blocks} {launch.options} shared={compiled.metadata.shared} B | {ptxas_info(ptx, args.arch)} | "
-              f"wgmma={'wgmma' in ptx} | loads {loads}")
+        print(
+            f"{module.__name__.rsplit('.', 1)[1]} M={batch} k={k} d={d} x={str(x_dtype).replace('torch.', '')} "
+            f"{blocks} {launch.options} shared={compiled.metadata.shared} B | {ptxas_info(ptx, args.arch)} | "
+            f"wgmma={'wgmma' in ptx} | loads {loads}"
+        )
     return 0
 
 

@@ -13,8 +13,8 @@ import json
 import sys
 from pathlib import Path
 
-from vq4all.io import atomic_write_bytes
 from vq4all.hw.sim.soak import soak
+from vq4all.io import atomic_write_bytes
 
 
 def main() -> int:
@@ -26,7 +26,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "rtl_soak"))
     args = p.parse_args()
-    result = soak(args.outputs, lanes=args.lanes, backpressure=args.backpressure, seed=args.seed, simulator=args.simulator)
+    result = soak(
+        args.outputs, lanes=args.lanes, backpressure=args.backpressure, seed=args.seed, simulator=args.simulator
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "rtl_soak.json", (json.dumps(result, indent=2) + "\n").encode())

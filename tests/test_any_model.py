@@ -26,7 +26,9 @@ MODEL = f"{EXAMPLE}:wine_mlp"
 
 
 def cli(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "vq4all", *map(str, args)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vq4all", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
     if check:
         assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
@@ -39,8 +41,19 @@ def wine(tmp_path_factory):
     folder = tmp_path_factory.mktemp("wine")
     subprocess.run([sys.executable, str(EXAMPLE), str(folder)], check=True, capture_output=True, timeout=120)
     codebook = folder / "codebook.safetensors"
-    cli("codebook", "build", "--networks", "digits_cnn,mtcnn_onet", "--k", "1024", "--per-network", "20000",
-        "--out", codebook, "--json")
+    cli(
+        "codebook",
+        "build",
+        "--networks",
+        "digits_cnn,mtcnn_onet",
+        "--k",
+        "1024",
+        "--per-network",
+        "20000",
+        "--out",
+        codebook,
+        "--json",
+    )
     return folder, folder / "wine_mlp.safetensors", folder / "wine_x.npy", codebook
 
 
@@ -63,8 +76,26 @@ def test_a_model_outside_the_zoo_from_compress_to_the_simulated_engine(wine):
 
     folder, weights, inputs, codebook_path = wine
     out = folder / "wine.safetensors"
-    report = json.loads(cli("compress", "--model", MODEL, "--weights", weights, "--calibration", inputs, "--loss", "kl",
-                            "--codebook", codebook_path, "--out", out, "--steps", "100", "--json").stdout)
+    report = json.loads(
+        cli(
+            "compress",
+            "--model",
+            MODEL,
+            "--weights",
+            weights,
+            "--calibration",
+            inputs,
+            "--loss",
+            "kl",
+            "--codebook",
+            codebook_path,
+            "--out",
+            out,
+            "--steps",
+            "100",
+            "--json",
+        ).stdout
+    )
     assert report["network"] == "WineMLP" and report["frozen_by_pnc"] > 0 and report["bits_per_weight"] < 2.0
 
     codebook = vq4all.load_codebook(codebook_path)
@@ -76,7 +107,9 @@ def test_a_model_outside_the_zoo_from_compress_to_the_simulated_engine(wine):
 
     reference_model = _example_module().wine_mlp()
     art = vq4all.load_network(out, codebook)
-    reference_model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in artifact_weights(art, codebook).items()})
+    reference_model.load_state_dict(
+        {k: torch.from_numpy(np.array(v)) for k, v in artifact_weights(art, codebook).items()}
+    )
     with torch.no_grad():
         got, want, fp = model(x), reference_model(x), teacher(x)
     # float32: the torch path decodes the same codes x scales as the reference, then one matmul; the
@@ -84,16 +117,47 @@ def test_a_model_outside_the_zoo_from_compress_to_the_simulated_engine(wine):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert float((got.argmax(1) == fp.argmax(1)).float().mean()) >= 0.95
 
-    info = json.loads(cli("eval", "--model", MODEL, "--weights", weights, "--calibration", inputs, "--artifact", out,
-                          "--codebook", codebook_path, "--json").stdout)
+    info = json.loads(
+        cli(
+            "eval",
+            "--model",
+            MODEL,
+            "--weights",
+            weights,
+            "--calibration",
+            inputs,
+            "--artifact",
+            out,
+            "--codebook",
+            codebook_path,
+            "--json",
+        ).stdout
+    )
     assert info["inputs"] == 178 and info["top1_agreement"] >= 0.95 and info["cosine"] > 0.9
 
     rom = folder / "codebook.hex"
     cli("rom", "export", "--codebook", codebook_path, "--format", "hex", "--out", rom)
     assert read_readmemh(rom.read_text()) == rom_words(codebook.codebook)
 
-    sim = json.loads(cli("sim", "--codebook", codebook_path, "--artifact", out, "--layer", "fc2", "--json").stdout)
-    assert sim["mismatches"] == 0 and sim["outputs"] == 64
+    sim = json.loads(
+        cli(
+            "sim",
+            "--codebook",
+            codebook_path,
+            "--artifact",
+            out,
+            "--layer",
+            "fc2",
+            "--model",
+            MODEL,
+            "--weights",
+            weights,
+            "--calibration",
+            inputs,
+            "--json",
+        ).stdout
+    )
+    assert sim["mismatches"] == 0 and sim["outputs"] == 64 and sim["input"].startswith("real (WineMLP")
 
 
 def test_python_api_on_a_model_outside_the_zoo(wine):
@@ -114,8 +178,11 @@ def test_python_api_on_a_model_outside_the_zoo(wine):
         torch.testing.assert_close(loaded(x), student(x), rtol=1e-5, atol=1e-5)  # same codes; float32 sum order
     codes = vq4all.hard_assign(teacher, codebook)
     vq4all.save(codes, folder / "hard.safetensors")
-    assert [layer.param for layer in vq4all.load_network(folder / "hard.safetensors", codebook).layers] == \
-        ["fc1.weight", "fc2.weight", "head.weight"]
+    assert [layer.param for layer in vq4all.load_network(folder / "hard.safetensors", codebook).layers] == [
+        "fc1.weight",
+        "fc2.weight",
+        "head.weight",
+    ]
 
 
 def test_user_mistakes_are_one_line_errors(wine, tmp_path):

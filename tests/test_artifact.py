@@ -17,7 +17,9 @@ from vq4all.errors import ArtifactError, VQ4AllError
 def make_codebook(k=256, d=4, dtype="int8", seed=0):
     rng = np.random.default_rng(seed)
     if dtype == "int8":
-        return Codebook(rng.integers(-127, 128, (k, d), dtype=np.int8), np.array([0.05], np.float32), {"config": {"seed": seed}})
+        return Codebook(
+            rng.integers(-127, 128, (k, d), dtype=np.int8), np.array([0.05], np.float32), {"config": {"seed": seed}}
+        )
     return Codebook(rng.standard_normal((k, d)).astype(np.float16), None, {})
 
 
@@ -25,12 +27,29 @@ def make_network(cb, seed=0):
     rng = np.random.default_rng(seed)
     dtype = rules.code_dtype(cb.k)
     layers = [
-        LayerCodes("conv.weight", (6, 3, 3, 3), cb.d, (-27) % cb.d, "channel",
-                   rng.integers(0, cb.k, (6, -(-27 // cb.d))).astype(dtype), rng.uniform(0.1, 1, 6).astype(np.float16)),
-        LayerCodes("rnn.weight_ih_l0", (8, 8), cb.d, 0, "tensor",
-                   rng.integers(0, cb.k, (8, 8 // cb.d)).astype(dtype), np.full(8, 0.5, np.float16)),
+        LayerCodes(
+            "conv.weight",
+            (6, 3, 3, 3),
+            cb.d,
+            (-27) % cb.d,
+            "channel",
+            rng.integers(0, cb.k, (6, -(-27 // cb.d))).astype(dtype),
+            rng.uniform(0.1, 1, 6).astype(np.float16),
+        ),
+        LayerCodes(
+            "rnn.weight_ih_l0",
+            (8, 8),
+            cb.d,
+            0,
+            "tensor",
+            rng.integers(0, cb.k, (8, 8 // cb.d)).astype(dtype),
+            np.full(8, 0.5, np.float16),
+        ),
     ]
-    leftovers = {"conv.bias": rng.standard_normal(6).astype(np.float32), "bn.num_batches_tracked": np.array(3, np.int64)}
+    leftovers = {
+        "conv.bias": rng.standard_normal(6).astype(np.float32),
+        "bn.num_batches_tracked": np.array(3, np.int64),
+    }
     return NetworkArtifact("toy", cb.sha256, cb.k, layers, leftovers, {"method": "test"})
 
 
@@ -87,10 +106,17 @@ def test_codebook_round_trip(tmp_path, dtype, k):
     back = artifact.load_codebook(path)
     np.testing.assert_array_equal(back.codebook, cb.codebook)
     assert back.codebook.dtype == cb.codebook.dtype and back.sha256 == cb.sha256
-    assert back.manifest["k"] == k and back.manifest["dtype"] == dtype and back.manifest.get("config") == cb.manifest.get("config")
+    assert (
+        back.manifest["k"] == k
+        and back.manifest["dtype"] == dtype
+        and back.manifest.get("config") == cb.manifest.get("config")
+    )
     # the hash is the documented one: SHA-256 of codebook bytes then codebook_scale bytes
     import hashlib
-    raw_bytes = cb.codebook.tobytes() + (b"" if cb.codebook_scale is None else cb.codebook_scale.astype("<f4").tobytes())
+
+    raw_bytes = cb.codebook.tobytes() + (
+        b"" if cb.codebook_scale is None else cb.codebook_scale.astype("<f4").tobytes()
+    )
     assert back.manifest["sha256"] == hashlib.sha256(raw_bytes).hexdigest()
     # readable by the independent safetensors reader too
     assert set(load_file(str(path))) == ({"codebook", "codebook_scale"} if dtype == "int8" else {"codebook"})
@@ -105,7 +131,13 @@ def test_network_round_trip(tmp_path, k):
     back = artifact.load_network(path, cb)
     assert back.network == "toy" and back.k == k and back.codebook_sha256 == cb.sha256
     for a, b in zip(net.layers, back.layers):
-        assert (a.param, a.shape, a.d, a.pad, a.scale_granularity) == (b.param, b.shape, b.d, b.pad, b.scale_granularity)
+        assert (a.param, a.shape, a.d, a.pad, a.scale_granularity) == (
+            b.param,
+            b.shape,
+            b.d,
+            b.pad,
+            b.scale_granularity,
+        )
         np.testing.assert_array_equal(a.codes, b.codes)
         assert b.codes.dtype == (np.uint8 if k <= 256 else np.uint16)
         np.testing.assert_array_equal(a.scales, b.scales)
@@ -167,30 +199,67 @@ def test_bad_container(tmp_path, files):
     expect(raw(tmp_path / "nometa", {"__metadata__": {}}), None, "not a vq4all artifact")
     expect(raw(tmp_path / "badman", {"__metadata__": {"vq4all": "{oops"}}), None, "not valid JSON")
     meta = {"vq4all": json.dumps({"format": "vq4all", "format_version": 1, "kind": "codebook"})}
-    expect(raw(tmp_path / "dtype", {"__metadata__": meta, "codebook": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}}, b"x"), "codebook", "unknown dtype")
-    expect(raw(tmp_path / "size", {"__metadata__": meta, "codebook": {"dtype": "I8", "shape": [4, 2], "data_offsets": [0, 4]}}, b"x" * 8), "codebook", "needs 8 bytes")
-    expect(raw(tmp_path / "shape", {"__metadata__": meta, "codebook": {"dtype": "I8", "shape": [-1], "data_offsets": [0, 0]}}), "codebook", "non-negative")
-    expect(raw(tmp_path / "overlap", {"__metadata__": meta, "a": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]},
-                                       "b": {"dtype": "I8", "shape": [4], "data_offsets": [2, 6]}}, b"x" * 6), "b", "overlaps")
+    expect(
+        raw(
+            tmp_path / "dtype",
+            {"__metadata__": meta, "codebook": {"dtype": "Q7", "shape": [1], "data_offsets": [0, 1]}},
+            b"x",
+        ),
+        "codebook",
+        "unknown dtype",
+    )
+    expect(
+        raw(
+            tmp_path / "size",
+            {"__metadata__": meta, "codebook": {"dtype": "I8", "shape": [4, 2], "data_offsets": [0, 4]}},
+            b"x" * 8,
+        ),
+        "codebook",
+        "needs 8 bytes",
+    )
+    expect(
+        raw(
+            tmp_path / "shape",
+            {"__metadata__": meta, "codebook": {"dtype": "I8", "shape": [-1], "data_offsets": [0, 0]}},
+        ),
+        "codebook",
+        "non-negative",
+    )
+    expect(
+        raw(
+            tmp_path / "overlap",
+            {
+                "__metadata__": meta,
+                "a": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]},
+                "b": {"dtype": "I8", "shape": [4], "data_offsets": [2, 6]},
+            },
+            b"x" * 6,
+        ),
+        "b",
+        "overlaps",
+    )
     with pytest.raises(VQ4AllError, match="no such file"):
         artifact.load(tmp_path / "missing")
 
 
-@pytest.mark.parametrize("case,tensor,rule", [
-    (lambda m, t: m.update(format="other"), None, "format"),
-    (lambda m, t: m.update(format_version=2), None, "unknown format_version 2"),
-    (lambda m, t: m.update(kind="model"), None, "kind"),
-    (lambda m, t: m.update(k=300), None, "not a power of two"),
-    (lambda m, t: m.update(k=512), "codebook", "must be [k, d]"),
-    (lambda m, t: m.update(dtype="float16"), "codebook_scale", "unexpected tensor"),
-    (lambda m, t: t.pop("codebook_scale"), "codebook_scale", "missing"),
-    (lambda m, t: t.update(extra=np.zeros(1, np.float32)), "extra", "unexpected tensor"),
-    (lambda m, t: t.update(codebook=t["codebook"].astype(np.int16)), "codebook", "does not match the manifest"),
-    (lambda m, t: t.update(codebook_scale=np.array([0.0], np.float32)), "codebook_scale", "> 0"),
-    (lambda m, t: t.update(codebook_scale=np.array([np.nan], np.float32)), "codebook_scale", "> 0"),
-    (lambda m, t: t.update(codebook_scale=np.array([1.0], np.float64)), "codebook_scale", "float32"),
-    (lambda m, t: t["codebook"].__setitem__((0, 0), t["codebook"][0, 0] ^ 1), "codebook", "SHA-256"),
-])
+@pytest.mark.parametrize(
+    "case,tensor,rule",
+    [
+        (lambda m, t: m.update(format="other"), None, "format"),
+        (lambda m, t: m.update(format_version=2), None, "unknown format_version 2"),
+        (lambda m, t: m.update(kind="model"), None, "kind"),
+        (lambda m, t: m.update(k=300), None, "not a power of two"),
+        (lambda m, t: m.update(k=512), "codebook", "must be [k, d]"),
+        (lambda m, t: m.update(dtype="float16"), "codebook_scale", "unexpected tensor"),
+        (lambda m, t: t.pop("codebook_scale"), "codebook_scale", "missing"),
+        (lambda m, t: t.update(extra=np.zeros(1, np.float32)), "extra", "unexpected tensor"),
+        (lambda m, t: t.update(codebook=t["codebook"].astype(np.int16)), "codebook", "does not match the manifest"),
+        (lambda m, t: t.update(codebook_scale=np.array([0.0], np.float32)), "codebook_scale", "> 0"),
+        (lambda m, t: t.update(codebook_scale=np.array([np.nan], np.float32)), "codebook_scale", "> 0"),
+        (lambda m, t: t.update(codebook_scale=np.array([1.0], np.float64)), "codebook_scale", "float32"),
+        (lambda m, t: t["codebook"].__setitem__((0, 0), t["codebook"][0, 0] ^ 1), "codebook", "SHA-256"),
+    ],
+)
 def test_bad_codebook(files, tmp_path, case, tensor, rule):
     _, cb_path, _ = files
     bad = apply_case(cb_path, tmp_path / "bad", case)
@@ -216,27 +285,30 @@ def layer0(m):
     return m["layers"][0]
 
 
-@pytest.mark.parametrize("case,tensor,rule", [
-    (lambda m, t: m.update(codebook_sha256="xyz"), None, "64 lowercase hex"),
-    (lambda m, t: m.update(network=""), None, "network"),
-    (lambda m, t: m.update(layers={}), None, "must be a list"),
-    (lambda m, t: layer0(m).update(name="other"), None, "param"),
-    (lambda m, t: m["layers"].append(dict(layer0(m))), "conv.codes", "listed twice"),
-    (lambda m, t: layer0(m).update(pad=0), "conv.codes", "pad"),
-    (lambda m, t: layer0(m).update(d=0), "conv.codes", "'d'"),
-    (lambda m, t: layer0(m).update(shape=[6, 0]), "conv.codes", "positive integers"),
-    (lambda m, t: layer0(m).update(scale_granularity="row"), "conv.scales", "scale_granularity"),
-    (lambda m, t: t.pop("conv.codes"), "conv.codes", "missing"),
-    (lambda m, t: t.update({"conv.codes": t["conv.codes"].astype(np.uint16)}), "conv.codes", "must be U8"),
-    (lambda m, t: t.update({"conv.codes": t["conv.codes"][:, :3]}), "conv.codes", "ceil(row/d)"),
-    (lambda m, t: m.update(k=128), "conv.codes", ">= k=128"),
-    (lambda m, t: t.update({"conv.scales": t["conv.scales"].astype(np.float32)}), "conv.scales", "float16"),
-    (lambda m, t: t["conv.scales"].__setitem__(2, 0), "conv.scales", "finite and > 0"),
-    (lambda m, t: t["conv.scales"].__setitem__(2, np.inf), "conv.scales", "finite and > 0"),
-    (lambda m, t: t.update({"ghost.codes": t["conv.codes"]}), "ghost.codes", "no layer"),
-    (lambda m, t: t["conv.bias"].__setitem__(0, np.nan), "conv.bias", "NaN or Inf"),
-    (lambda m, t: t.update({"conv.weight": np.zeros((6, 3, 3, 3), np.float32)}), "conv.weight", "also be stored"),
-])
+@pytest.mark.parametrize(
+    "case,tensor,rule",
+    [
+        (lambda m, t: m.update(codebook_sha256="xyz"), None, "64 lowercase hex"),
+        (lambda m, t: m.update(network=""), None, "network"),
+        (lambda m, t: m.update(layers={}), None, "must be a list"),
+        (lambda m, t: layer0(m).update(name="other"), None, "param"),
+        (lambda m, t: m["layers"].append(dict(layer0(m))), "conv.codes", "listed twice"),
+        (lambda m, t: layer0(m).update(pad=0), "conv.codes", "pad"),
+        (lambda m, t: layer0(m).update(d=0), "conv.codes", "'d'"),
+        (lambda m, t: layer0(m).update(shape=[6, 0]), "conv.codes", "positive integers"),
+        (lambda m, t: layer0(m).update(scale_granularity="row"), "conv.scales", "scale_granularity"),
+        (lambda m, t: t.pop("conv.codes"), "conv.codes", "missing"),
+        (lambda m, t: t.update({"conv.codes": t["conv.codes"].astype(np.uint16)}), "conv.codes", "must be U8"),
+        (lambda m, t: t.update({"conv.codes": t["conv.codes"][:, :3]}), "conv.codes", "ceil(row/d)"),
+        (lambda m, t: m.update(k=128), "conv.codes", ">= k=128"),
+        (lambda m, t: t.update({"conv.scales": t["conv.scales"].astype(np.float32)}), "conv.scales", "float16"),
+        (lambda m, t: t["conv.scales"].__setitem__(2, 0), "conv.scales", "finite and > 0"),
+        (lambda m, t: t["conv.scales"].__setitem__(2, np.inf), "conv.scales", "finite and > 0"),
+        (lambda m, t: t.update({"ghost.codes": t["conv.codes"]}), "ghost.codes", "no layer"),
+        (lambda m, t: t["conv.bias"].__setitem__(0, np.nan), "conv.bias", "NaN or Inf"),
+        (lambda m, t: t.update({"conv.weight": np.zeros((6, 3, 3, 3), np.float32)}), "conv.weight", "also be stored"),
+    ],
+)
 def test_bad_network(files, tmp_path, case, tensor, rule):
     _, _, net_path = files
     bad = apply_case(net_path, tmp_path / "bad", case)

@@ -44,54 +44,149 @@ def files(tmp_path_factory):
 
 def test_unknown_network_name(capsys, files, tmp_path):
     for command in ("assign", "compress"):
-        error_line(capsys, [command, "--network", "resnet99", "--codebook", str(files / "cb.safetensors"),
-                            "--out", str(tmp_path / "x")], "unknown network 'resnet99'", "choose one of", "digits_cnn")
-    error_line(capsys, ["codebook", "build", "--networks", "digits_cnn,resnet99", "--out", str(tmp_path / "x")],
-               "resnet99", "choose from")
+        error_line(
+            capsys,
+            [
+                command,
+                "--network",
+                "resnet99",
+                "--codebook",
+                str(files / "cb.safetensors"),
+                "--out",
+                str(tmp_path / "x"),
+            ],
+            "unknown network 'resnet99'",
+            "choose one of",
+            "digits_cnn",
+        )
+    error_line(
+        capsys,
+        ["codebook", "build", "--networks", "digits_cnn,resnet99", "--out", str(tmp_path / "x")],
+        "resnet99",
+        "choose from",
+    )
 
 
 def test_codebook_and_network_mismatch(capsys, files):
-    error_line(capsys, ["eval", "--network", "digits_cnn", "--artifact", str(files / "digits.safetensors"),
-                        "--codebook", str(files / "other.safetensors")], "not on the given codebook",
-               "pass the codebook it was built with")
+    error_line(
+        capsys,
+        [
+            "eval",
+            "--network",
+            "digits_cnn",
+            "--artifact",
+            str(files / "digits.safetensors"),
+            "--codebook",
+            str(files / "other.safetensors"),
+        ],
+        "not on the given codebook",
+        "pass the codebook it was built with",
+    )
     # a codebook where a network artifact is needed, and the other way round
-    error_line(capsys, ["eval", "--network", "digits_cnn", "--artifact", str(files / "cb.safetensors"),
-                        "--codebook", str(files / "cb.safetensors")], "a network file is needed here")
-    error_line(capsys, ["assign", "--network", "digits_cnn", "--codebook", str(files / "digits.safetensors"),
-                        "--out", str(files / "y")], "a codebook file is needed here")
+    error_line(
+        capsys,
+        [
+            "eval",
+            "--network",
+            "digits_cnn",
+            "--artifact",
+            str(files / "cb.safetensors"),
+            "--codebook",
+            str(files / "cb.safetensors"),
+        ],
+        "a network file is needed here",
+    )
+    error_line(
+        capsys,
+        [
+            "assign",
+            "--network",
+            "digits_cnn",
+            "--codebook",
+            str(files / "digits.safetensors"),
+            "--out",
+            str(files / "y"),
+        ],
+        "a codebook file is needed here",
+    )
 
 
 def test_missing_and_unwritable_paths(capsys, files, tmp_path):
     cb = str(files / "cb.safetensors")
-    error_line(capsys, ["assign", "--network", "digits_cnn", "--codebook", str(tmp_path / "nope.safetensors"),
-                        "--out", str(tmp_path / "x")], "no such file")
+    error_line(
+        capsys,
+        [
+            "assign",
+            "--network",
+            "digits_cnn",
+            "--codebook",
+            str(tmp_path / "nope.safetensors"),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        "no such file",
+    )
     error_line(capsys, ["inspect", str(tmp_path)], "is a folder")
-    error_line(capsys, ["rom", "export", "--codebook", cb, "--format", "hex", "--out", str(tmp_path / "no" / "rom.hex")],
-               "does not exist", "create it first")
-    error_line(capsys, ["rom", "export", "--codebook", cb, "--format", "hex", "--out", str(tmp_path)],
-               "is a folder", "give a file name")
+    error_line(
+        capsys,
+        ["rom", "export", "--codebook", cb, "--format", "hex", "--out", str(tmp_path / "no" / "rom.hex")],
+        "does not exist",
+        "create it first",
+    )
+    error_line(
+        capsys,
+        ["rom", "export", "--codebook", cb, "--format", "hex", "--out", str(tmp_path)],
+        "is a folder",
+        "give a file name",
+    )
     # /proc refuses new files even to root (for whom os.access says every folder is writable)
-    error_line(capsys, ["rom", "export", "--codebook", cb, "--format", "hex", "--out", "/proc/vq4all-test.hex"],
-               "/proc", "writable")
+    error_line(
+        capsys,
+        ["rom", "export", "--codebook", cb, "--format", "hex", "--out", "/proc/vq4all-test.hex"],
+        "/proc",
+        "writable",
+    )
     if os.geteuid() != 0:  # a read-only folder binds only non-root users
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
-        error_line(capsys, ["rom", "export", "--codebook", cb, "--format", "hex", "--out", str(ro / "rom.hex")],
-                   "not writable", "choose another")
+        error_line(
+            capsys,
+            ["rom", "export", "--codebook", cb, "--format", "hex", "--out", str(ro / "rom.hex")],
+            "not writable",
+            "choose another",
+        )
     assert not (tmp_path / "x").exists()
 
 
 def test_bad_numbers_say_what_to_change(capsys, tmp_path):
-    error_line(capsys, ["codebook", "build", "--networks", "digits_cnn", "--d", "0", "--out", str(tmp_path / "x")],
-               "d=0", "between 1 and 64")
-    error_line(capsys, ["codebook", "build", "--networks", "digits_cnn", "--k", "1000", "--out", str(tmp_path / "x")],
-               "power of two", "e.g. --k")
+    error_line(
+        capsys,
+        ["codebook", "build", "--networks", "digits_cnn", "--d", "0", "--out", str(tmp_path / "x")],
+        "d=0",
+        "between 1 and 64",
+    )
+    error_line(
+        capsys,
+        ["codebook", "build", "--networks", "digits_cnn", "--k", "1000", "--out", str(tmp_path / "x")],
+        "power of two",
+        "e.g. --k",
+    )
 
 
 def test_debug_shows_the_traceback(files, tmp_path):
     with pytest.raises(VQ4AllError, match="unknown network"):
-        main(["--debug", "assign", "--network", "resnet99", "--codebook", str(files / "cb.safetensors"),
-              "--out", str(tmp_path / "x")])
+        main(
+            [
+                "--debug",
+                "assign",
+                "--network",
+                "resnet99",
+                "--codebook",
+                str(files / "cb.safetensors"),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
 
 
 # ----------------------------------------------------------------------------- library paths
@@ -102,7 +197,11 @@ def codebook(d=4):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_nan_or_inf_weights_name_the_tensor(bad):
-    state = {"fc1.weight": np.ones((4, 8), np.float32), "fc2.weight": np.ones((4, 8), np.float32), "fc2.bias": np.zeros(4)}
+    state = {
+        "fc1.weight": np.ones((4, 8), np.float32),
+        "fc2.weight": np.ones((4, 8), np.float32),
+        "fc2.bias": np.zeros(4),
+    }
     state["fc2.weight"][1, 3] = bad
     with pytest.raises(VQ4AllError, match=r"weight 'fc2.weight' holds 1 NaN or Inf values: fix the network"):
         hard_assign("toy", state, ["fc1.weight", "fc2.weight"], codebook())
@@ -155,7 +254,12 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
 
     cb = codebook(8)
     config = CompressConfig(steps=2, calibration=32, checkpoint_every=1)
-    meta = {"format": CHECKPOINT_FORMAT, "network": "digits_cnn", "codebook_sha256": cb.sha256, "config": config.to_dict()}
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "network": "digits_cnn",
+        "codebook_sha256": cb.sha256,
+        "config": config.to_dict(),
+    }
     ckpt = tmp_path / "run.ckpt"
     ckpt.write_bytes(save({"x": np.zeros(1, np.float32)}, metadata={"vq4all": json.dumps(meta)}))
     with pytest.raises(VQ4AllError, match="damaged checkpoint .*delete it and run without --resume") as err:

@@ -21,7 +21,8 @@ def test_quick_cpu_run_writes_every_row(tmp_path):
     rows = data["rows"]
     # 2 shapes x 2 codebook configs x M in {1, 16}
     assert {(r["layer"], r["config"], r["M"]) for r in rows} == {
-        (layer, config, m) for layer in ("tiny", "tiny ragged") for config in ("2^16x8", "256x4") for m in (1, 16)}
+        (layer, config, m) for layer in ("tiny", "tiny ragged") for config in ("2^16x8", "256x4") for m in (1, 16)
+    }
     assert all(r["rel_err"] < 1e-5 for r in rows)  # the CPU path computes the dense product of the same weight
     assert all(r["vq_bytes"] < r["dense_weight_bytes"] for r in rows)
     md = (tmp_path / "bench_kernels.md").read_text()

@@ -28,8 +28,23 @@ def assert_one_line_error(proc, *words):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "cb.safetensors"
-    proc = run("codebook", "build", "--networks", "digits_cnn,mtcnn_pnet", "--k", "256", "--d", "4",
-               "--per-network", "3000", "--seed", "1", "--out", str(out), "--json")
+    proc = run(
+        "codebook",
+        "build",
+        "--networks",
+        "digits_cnn,mtcnn_pnet",
+        "--k",
+        "256",
+        "--d",
+        "4",
+        "--per-network",
+        "3000",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+    )
     return out, json.loads(proc.stdout)
 
 
@@ -47,7 +62,9 @@ def test_codebook_build_and_inspect(built):
 def test_assign_writes_a_valid_network(built, tmp_path):
     out, _ = built
     net_path = tmp_path / "digits.safetensors"
-    info = json.loads(run("assign", "--network", "digits_cnn", "--codebook", str(out), "--out", str(net_path), "--json").stdout)
+    info = json.loads(
+        run("assign", "--network", "digits_cnn", "--codebook", str(out), "--out", str(net_path), "--json").stdout
+    )
     assert info["layers"] >= 3
     back = artifact.load_network(net_path, artifact.load_codebook(out))
     assert back.network == "digits_cnn" and all(layer.codes.dtype.name == "uint8" for layer in back.layers)
@@ -61,18 +78,51 @@ def test_bad_input_exits_2_with_one_line(tmp_path, built):
     bad.write_bytes(out.read_bytes()[:100])
     assert_one_line_error(run("inspect", str(bad), check=False), str(bad))
     assert_one_line_error(run("inspect", str(tmp_path / "none"), check=False), "no such file")
-    assert_one_line_error(run("codebook", "build", "--networks", "resnet99", "--out", str(tmp_path / "x"), check=False), "resnet99")
-    assert_one_line_error(run("codebook", "build", "--networks", "digits_cnn", "--k", "1000", "--out", str(tmp_path / "x"), check=False), "power of two")
-    assert_one_line_error(run("codebook", "build", "--networks", "digits_cnn", "--k", "256", "--d", "4", "--per-network", "100",
-                              "--out", str(tmp_path / "missing" / "x"), check=False), "does not exist")
-    assert_one_line_error(run("assign", "--network", "digits_cnn", "--codebook", str(bad), "--out", str(tmp_path / "y"), check=False), str(bad))
+    assert_one_line_error(
+        run("codebook", "build", "--networks", "resnet99", "--out", str(tmp_path / "x"), check=False), "resnet99"
+    )
+    assert_one_line_error(
+        run("codebook", "build", "--networks", "digits_cnn", "--k", "1000", "--out", str(tmp_path / "x"), check=False),
+        "power of two",
+    )
+    assert_one_line_error(
+        run(
+            "codebook",
+            "build",
+            "--networks",
+            "digits_cnn",
+            "--k",
+            "256",
+            "--d",
+            "4",
+            "--per-network",
+            "100",
+            "--out",
+            str(tmp_path / "missing" / "x"),
+            check=False,
+        ),
+        "does not exist",
+    )
+    assert_one_line_error(
+        run("assign", "--network", "digits_cnn", "--codebook", str(bad), "--out", str(tmp_path / "y"), check=False),
+        str(bad),
+    )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_zoo_list_json():
     rows = json.loads(run("zoo", "list", "--json").stdout)
     names = [r["name"] for r in rows]
-    assert names == ["efficientnet_lite0", "minilm_l6", "crepe_tiny", "crepe_full", "silero_vad",
-                     "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "digits_cnn"]
+    assert names == [
+        "efficientnet_lite0",
+        "minilm_l6",
+        "crepe_tiny",
+        "crepe_full",
+        "silero_vad",
+        "mtcnn_pnet",
+        "mtcnn_rnet",
+        "mtcnn_onet",
+        "digits_cnn",
+    ]
     for r in rows:
         assert 0 < r["compressible_parameters"] <= r["parameters"] and r["metric"]

@@ -21,7 +21,9 @@ def test_same_seed_same_codebook_bit_for_bit():
     cfg = CodebookConfig(networks=("gauss", "laplace"), k=4096, per_network=8000, seed=3)
     a, b = build_from_subvectors(sources(), cfg), build_from_subvectors(sources(), cfg)
     assert a.sha256 == b.sha256
-    c = build_from_subvectors(sources(), CodebookConfig(networks=("gauss", "laplace"), k=4096, per_network=8000, seed=4))
+    c = build_from_subvectors(
+        sources(), CodebookConfig(networks=("gauss", "laplace"), k=4096, per_network=8000, seed=4)
+    )
     assert c.sha256 != a.sha256
 
 
@@ -57,7 +59,9 @@ def test_codewords_follow_the_pooled_distribution():
     np.testing.assert_allclose(values.mean(0), pooled.mean(0), atol=0.03)
     np.testing.assert_allclose(values.var(0), pooled.var(0) + h**2, rtol=0.05)
     # and a fixed, much larger bandwidth does show up in the variance
-    wide = build_from_subvectors(sources(), CodebookConfig(networks=("gauss", "laplace"), k=65536, per_network=20000, bandwidth=2.0))
+    wide = build_from_subvectors(
+        sources(), CodebookConfig(networks=("gauss", "laplace"), k=65536, per_network=20000, bandwidth=2.0)
+    )
     np.testing.assert_allclose(wide.values().var(0), pooled.var(0) + 4.0, rtol=0.05)
 
 
@@ -85,11 +89,19 @@ def test_float16_codebook_and_lloyd_refinement_reduce_error():
     assert err_refined < 0.9 * err_plain
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"k": 1000}, "power of two"), ({"k": 1 << 17}, "power of two"), ({"d": 0}, "d=0"),
-    ({"bandwidth": "wide"}, "scott, silverman"), ({"bandwidth": -1.0}, "positive"),
-    ({"dtype": "int4"}, "dtype"), ({"per_network": 0}, "per_network"), ({"lloyd_iters": -1}, "lloyd"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"k": 1000}, "power of two"),
+        ({"k": 1 << 17}, "power of two"),
+        ({"d": 0}, "d=0"),
+        ({"bandwidth": "wide"}, "scott, silverman"),
+        ({"bandwidth": -1.0}, "positive"),
+        ({"dtype": "int4"}, "dtype"),
+        ({"per_network": 0}, "per_network"),
+        ({"lloyd_iters": -1}, "lloyd"),
+    ],
+)
 def test_config_errors_say_what_to_change(kwargs, match):
     with pytest.raises(VQ4AllError, match=match):
         CodebookConfig(**kwargs)

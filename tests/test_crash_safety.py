@@ -57,11 +57,10 @@ def expected_versions(kind, path):
         if kind == "artifact":
             out.append(f"v{seed}")
         else:
-            from vq4all.reference import rom_words
             from vq4all.hw.rtl.romfiles import rom_file_text
 
             cb = artifact.load_codebook(f"{path}.cb{seed}")
-            out.append(rom_file_text("hex", rom_words(cb.codebook, 8), d=8, width=8, sha256=cb.sha256))
+            out.append(rom_file_text("hex", cb, 8))
     return out
 
 
@@ -71,8 +70,12 @@ def test_sigkill_during_a_write_leaves_a_complete_file(kind, tmp_path):
     rng = np.random.default_rng(0)
     seen = set()
     for _ in range(KILLS):
-        child = subprocess.Popen([sys.executable, "-c", WRITER, kind, str(path)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, text=True)
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, kind, str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert child.stdout.readline().strip() == "ready"
         time.sleep(float(rng.uniform(0.0, 0.6)))  # somewhere inside the write loop
         os.kill(child.pid, signal.SIGKILL)
@@ -90,8 +93,12 @@ def test_sigkill_during_a_write_leaves_a_complete_file(kind, tmp_path):
         # a write the kill interrupted may leave its temporary file: `.<name>.<random>.tmp`,
         # never the artifact's own name, so nothing reads it by mistake
         for other in tmp_path.iterdir():
-            assert other == path or other.name.startswith(f".{path.name}.") and other.name.endswith(".tmp") \
-                or other.name.startswith(f"{path.name}.cb"), other.name
+            assert (
+                other == path
+                or other.name.startswith(f".{path.name}.")
+                and other.name.endswith(".tmp")
+                or other.name.startswith(f"{path.name}.cb")
+            ), other.name
     assert seen  # (both versions usually appear; one is enough to show the file was always whole)
 
 
@@ -102,13 +109,34 @@ def test_interrupted_compress_resumes_to_the_same_artifact(tmp_path):
     bytes differ there)."""
     rng = np.random.default_rng(0)
     cb_path = tmp_path / "cb.safetensors"
-    artifact.save_codebook(cb_path, Codebook(rng.integers(-127, 128, (4096, 8), dtype=np.int8), np.array([1 / 40], np.float32), {}))
+    artifact.save_codebook(
+        cb_path, Codebook(rng.integers(-127, 128, (4096, 8), dtype=np.int8), np.array([1 / 40], np.float32), {})
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # same thread count: same float sums
 
     def compress(out, *extra):
-        return [sys.executable, "-m", "vq4all", "compress", "--network", "digits_cnn", "--codebook", str(cb_path),
-                "--out", str(out), "--steps", "30", "--checkpoint-every", "3", "--seed", "0", "--calibration", "128",
-                "--json", *extra]
+        return [
+            sys.executable,
+            "-m",
+            "vq4all",
+            "compress",
+            "--network",
+            "digits_cnn",
+            "--codebook",
+            str(cb_path),
+            "--out",
+            str(out),
+            "--steps",
+            "30",
+            "--checkpoint-every",
+            "3",
+            "--seed",
+            "0",
+            "--calibration-count",
+            "128",
+            "--json",
+            *extra,
+        ]
 
     straight = tmp_path / "straight.safetensors"
     subprocess.run(compress(straight), check=True, env=env, capture_output=True, timeout=300)

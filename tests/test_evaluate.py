@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from vq4all import zoo
 from vq4all.evaluate import quality_table, rows_to_json, rows_to_markdown, sqnr_db
 
 
@@ -17,14 +18,23 @@ def test_sqnr_known_values():
 
 @pytest.fixture(scope="module")
 def table():
-    return quality_table(["digits_cnn"], ["digits_cnn", "mtcnn_pnet"], per_network=4000, progress=False, log=lambda s: None)
+    nets = {name: zoo.load(name) for name in ("digits_cnn", "mtcnn_pnet")}
+    return quality_table(
+        nets, ["digits_cnn"], ["digits_cnn", "mtcnn_pnet"], per_network=4000, progress=False, log=lambda s: None
+    )
 
 
 def test_quality_rows_for_a_real_network(table):
     rows, codebooks = table
     methods = [r.method for r in rows]
-    assert methods == ["FP32", "universal 65536x8, leave-one-out", "universal 65536x8, all sources",
-                       "universal 256x4", "per-layer k-means 256x4", "RTN 2-bit per channel, MSE clip"]
+    assert methods == [
+        "FP32",
+        "universal 65536x8, leave-one-out",
+        "universal 65536x8, all sources",
+        "universal 256x4",
+        "per-layer k-means 256x4",
+        "RTN 2-bit per channel, MSE clip",
+    ]
     fp = rows[0]
     assert fp.value == fp.fp_value and fp.extras["fp_agreement"] == 1.0
     # the leave-one-out codebook was built from mtcnn_pnet alone

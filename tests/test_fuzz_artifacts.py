@@ -9,11 +9,10 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import numpy as np
 
 from support import fuzzing
 from vq4all import artifact
@@ -70,9 +69,14 @@ def test_damaged_files_end_in_one_clear_error(source, kind, seed, codebook, tmp_
     check_outcome(path, codebook)
 
 
-@pytest.mark.parametrize("kind,rule", [
-    ("codes_ge_k", "is >= k=16"), ("wrong_hash", "built on codebook"), ("nan_inf", "NaN or Inf"),
-])
+@pytest.mark.parametrize(
+    "kind,rule",
+    [
+        ("codes_ge_k", "is >= k=16"),
+        ("wrong_hash", "built on codebook"),
+        ("nan_inf", "NaN or Inf"),
+    ],
+)
 def test_each_damage_is_caught_by_its_rule(kind, rule, codebook, tmp_path):
     """The mutators that always break a rule do break the one they aim at (on the network file)."""
     path = tmp_path / "net.safetensors"
@@ -121,8 +125,9 @@ def test_regressions_found_by_fuzzing(tmp_path, codebook):
 
 
 def inspect(path, *extra):
-    return subprocess.run([sys.executable, "-m", "vq4all", "inspect", str(path), *extra],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "vq4all", "inspect", str(path), *extra], capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
@@ -156,8 +161,12 @@ def test_inspect_into_a_closed_pipe_exits_quietly(tmp_path):
     write meets a closed pipe (once a BrokenPipeError traceback); now a quiet exit 141."""
     path = tmp_path / "net.safetensors"
     path.write_bytes(SEEDS["network"])
-    proc = subprocess.run(["bash", "-c", f"{sys.executable} -m vq4all inspect {path} --json | true; echo ${{PIPESTATUS[0]}}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m vq4all inspect {path} --json | true; echo ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.stderr == "", proc.stderr
     assert proc.stdout.strip() in ("0", "141"), proc.stdout  # 0 only if the write beat the reader's exit
 
@@ -170,8 +179,13 @@ def test_nothing_is_ever_unpickled():
     for folder in ("vq4all", "kernels", "rtl", "sim"):
         for path in (ROOT / folder).rglob("*.py"):
             text = path.read_text()
-            for pattern in (r"\bimport pickle\b", r"\bpickle\.load", r"allow_pickle\s*=\s*True", r"\bdill\b",
-                            r"torch\.load\((?!.*weights_only\s*=\s*True)"):
+            for pattern in (
+                r"\bimport pickle\b",
+                r"\bpickle\.load",
+                r"allow_pickle\s*=\s*True",
+                r"\bdill\b",
+                r"torch\.load\((?!.*weights_only\s*=\s*True)",
+            ):
                 if re.search(pattern, text):  # line by line: `.` stops at the end of the call's line
                     offenders.append(f"{path.relative_to(ROOT)}: {pattern}")
     assert not offenders, offenders

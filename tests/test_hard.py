@@ -6,8 +6,8 @@ import pytest
 from vq4all import artifact
 from vq4all.artifact import Codebook
 from vq4all.baselines import kmeans_layer, rtn
-from vq4all.evaluate import sqnr_db
 from vq4all.decode import decode_weights
+from vq4all.evaluate import sqnr_db
 from vq4all.hard import assign, hard_assign
 from vq4all.subvectors import split
 
@@ -35,8 +35,11 @@ def test_codes_are_the_nearest_codewords(codebook):
 
 def test_hard_assign_round_trips_through_the_artifact(codebook, tmp_path):
     rng = np.random.default_rng(2)
-    state = {"a.weight": rng.standard_normal((8, 12)).astype(np.float32), "a.bias": np.ones(8, np.float32),
-             "lstm.weight_hh_l0": rng.standard_normal((16, 4)).astype(np.float32)}
+    state = {
+        "a.weight": rng.standard_normal((8, 12)).astype(np.float32),
+        "a.bias": np.ones(8, np.float32),
+        "lstm.weight_hh_l0": rng.standard_normal((16, 4)).astype(np.float32),
+    }
     art = hard_assign("toy", state, ["a.weight", "lstm.weight_hh_l0"], codebook)
     assert set(art.leftovers) == {"a.bias"}
     path = tmp_path / "toy.safetensors"

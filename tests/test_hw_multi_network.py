@@ -6,13 +6,14 @@ whose load overlaps the previous layer's compute."""
 
 import pytest
 
+from vq4all import zoo
 from vq4all.codebook import build
 from vq4all.config import CodebookConfig
 from vq4all.hw.layer_inputs import real_layer_job
 from vq4all.hw.rtl.config import EngineConfig
 from vq4all.hw.rtl.engine import Engine
 from vq4all.hw.sim.amaranth_sim import run_engine
-from vq4all.hw.sim.streams import EngineShape, StreamDriver, beats_per_row
+from vq4all.hw.sim.streams import StreamDriver, beats_per_row
 
 pytestmark = pytest.mark.sim
 
@@ -24,15 +25,16 @@ LAYERS = [("digits_cnn", "conv2.weight"), ("mtcnn_pnet", "conv2.weight"), ("digi
 @pytest.fixture(scope="module")
 def codebook():
     # a small universal codebook from both networks (K=256 keeps the Amaranth simulation quick)
-    return build(CodebookConfig(networks=("digits_cnn", "mtcnn_pnet"), k=256, per_network=4096))
+    config = CodebookConfig(networks=("digits_cnn", "mtcnn_pnet"), k=256, per_network=4096)
+    return build(config, {name: zoo.load(name) for name in config.networks})
 
 
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_two_networks_back_to_back_on_one_rom(codebook, lanes):
-    jobs = [real_layer_job(net, param, codebook) for net, param in LAYERS]
+    jobs = [real_layer_job(zoo.load(net), param, codebook) for net, param in LAYERS]
     config = EngineConfig(k=codebook.k, d=codebook.d, lanes=lanes, max_m=32, max_rows=63)
-    driver = StreamDriver(EngineShape.of(config), jobs, codebook.codebook)
-    report = run_engine(Engine(config, codebook.codebook), driver)
+    driver = StreamDriver(config, jobs, codebook)
+    report = run_engine(Engine(config, codebook), driver)
     assert not report["timed_out"]
     assert report["mismatches"] == 0
     assert report["outputs"] == sum(job.codes.shape[0] for job in jobs)

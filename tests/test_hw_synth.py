@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from vq4all.artifact import Codebook
+from vq4all.errors import VQ4AllError
 from vq4all.hw.rtl.config import EngineConfig
 from vq4all.hw.rtl.engine import Engine
 from vq4all.hw.synth import DEVICES, fit_table, harness_rtlil, overflow, parse_report, summarize
@@ -40,9 +43,15 @@ def _r(device, k, lanes, fits, fmax=None):
 
 
 def test_fit_table_picks_largest_k_then_throughput():
-    results = [_r("a", 256, 1, True, 50.0), _r("a", 1024, 1, True, 40.0), _r("a", 4096, 1, False),
-               _r("a", 256, 2, True, 45.0), _r("a", 1024, 2, True, 30.0), _r("a", 1024, 4, False),
-               _r("b", 256, 1, False)]
+    results = [
+        _r("a", 256, 1, True, 50.0),
+        _r("a", 1024, 1, True, 40.0),
+        _r("a", 4096, 1, False),
+        _r("a", 256, 2, True, 45.0),
+        _r("a", 1024, 2, True, 30.0),
+        _r("a", 1024, 4, False),
+        _r("b", 256, 1, False),
+    ]
     table = fit_table(results)
     assert table["a"]["largest_k"] == {1: 1024, 2: 1024, 4: None}
     best = table["a"]["best"]
@@ -52,31 +61,40 @@ def test_fit_table_picks_largest_k_then_throughput():
 
 def test_harness_keeps_every_input_bit_in_the_shift_chain():
     config = EngineConfig(k=16, lanes=2, max_m=8, max_rows=15)
-    codebook = np.arange(16 * 8).reshape(16, 8).astype(np.int8)
+    codebook = Codebook(np.arange(16 * 8).reshape(16, 8).astype(np.int8), np.ones(1, np.float32))
     text, width = harness_rtlil(config, codebook)
     engine = Engine(config, codebook)
     engine._MustUse__silence = True  # only its signature is read
-    inputs = sum(len(v.as_value() if hasattr(v, "as_value") else v)
-                 for _, member, v in engine.signature.flatten(engine) if member.flow.name == "In")
+    inputs = sum(
+        len(v.as_value() if hasattr(v, "as_value") else v)
+        for _, member, v in engine.signature.flatten(engine)
+        if member.flow.name == "In"
+    )
     assert width == inputs
     assert "module \\vq4all_synth_top" in text and "\\sin" in text and "\\sout" in text
 
 
 def test_sweep_reuses_the_cache_and_implies_larger_k_after_an_overflow(tmp_path):
-    from vq4all.hw.synth import cache_key, synth_config, sweep
+    from vq4all.hw.synth import cache_key, sweep, synth_config
 
     sha = "ab" * 32
     fit = {"fits": True, "fmax_mhz": 30.0, "lut": 1000, "ff": 700, "bram": 20, "seconds_yosys": 1, "seconds_nextpnr": 1}
-    nofit = {"fits": False, "overflow": {"cell": "ICESTORM_RAM", "used": 40, "available": 30,
-                                         "all": [["ICESTORM_RAM", 40, 30]]}}
-    cache = {cache_key("ice40-up5k", synth_config(256, 1), sha): {"device": "ice40-up5k", **fit},
-             cache_key("ice40-up5k", synth_config(1024, 1), sha): {"device": "ice40-up5k", **nofit}}
+    nofit = {
+        "fits": False,
+        "overflow": {"cell": "ICESTORM_RAM", "used": 40, "available": 30, "all": [["ICESTORM_RAM", 40, 30]]},
+    }
+    cache = {
+        cache_key("ice40-up5k", synth_config(256, 1), sha): {"device": "ice40-up5k", **fit},
+        cache_key("ice40-up5k", synth_config(1024, 1), sha): {"device": "ice40-up5k", **nofit},
+    }
     path = tmp_path / "synth_cache.json"
     path.write_text(json.dumps(cache))
-    results = sweep(None, sha, ["ice40-up5k"], [256, 1024, 4096], [1, 2], path, cache_only=True, progress=lambda s: None)
+    results = sweep(sha, ["ice40-up5k"], [256, 1024, 4096], [1, 2], path, cache_only=True, progress=lambda s: None)
     by = {(r["k"], r["lanes"]): r for r in results}
     assert by[256, 1]["fits"] and by[1024, 1]["fits"] is False
     assert by[4096, 1]["fits"] is False and by[4096, 1]["implied_by"] == "k=1024 (ICESTORM_RAM)"
     assert by[256, 2]["missing"] and by[256, 2]["fits"] is None
     table = fit_table(results)
     assert table["ice40-up5k"]["largest_k"][1] == 256 and table["ice40-up5k"]["best"]["k"] == 256
+    with pytest.raises(VQ4AllError, match="SHA-256 alone"):  # a run needs the codewords
+        sweep(sha, ["ice40-up5k"], [256], [2], path, progress=lambda s: None)

@@ -14,9 +14,17 @@ def tiny_artifact(k: int = 65536) -> NetworkArtifact:
     for param, shape in (("conv.weight", (4, 3, 3, 3)), ("fc.weight", (5, 16))):
         row = int(np.prod(shape[1:]))
         m = -(-row // 8)
-        layers.append(LayerCodes(param, shape, 8, m * 8 - row, "channel",
-                                 rng.integers(0, k, (shape[0], m)).astype(np.uint16),
-                                 np.ones(shape[0], np.float16)))
+        layers.append(
+            LayerCodes(
+                param,
+                shape,
+                8,
+                m * 8 - row,
+                "channel",
+                rng.integers(0, k, (shape[0], m)).astype(np.uint16),
+                np.ones(shape[0], np.float16),
+            )
+        )
     return NetworkArtifact("tiny", "0" * 64, k, layers, {"fc.bias": np.zeros(5, np.float32)})
 
 
@@ -45,5 +53,5 @@ def test_small_k_packs_codes_into_bits():
 def test_stream_bits_equals_artifact_bits_at_one_lane():
     art = tiny_artifact()
     code_beats = sum(layer.codes.size for layer in art.layers)  # lanes=1: one code per beat
-    scale_beats = sum(layer.shape[0] for layer in art.layers)   # one multiplier per row
+    scale_beats = sum(layer.shape[0] for layer in art.layers)  # one multiplier per row
     assert stream_bits(code_beats, 1, 16, scale_beats, 16) == 8 * network_traffic(art)["bytes"]["vq4all"]

@@ -28,8 +28,17 @@ if not torch.cuda.is_available():
 
 from vq4all import reference  # noqa: E402
 from vq4all.errors import VQ4AllError  # noqa: E402
-from vq4all.kernels import IMPLS, KernelArgumentError, KernelUnavailableError, choose_impl, lookup_matmul  # noqa: E402
-from vq4all.kernels import args as kargs, dispatch, torch_path, triton_support  # noqa: E402
+from vq4all.kernels import (  # noqa: E402
+    IMPLS,
+    KernelArgumentError,
+    KernelUnavailableError,
+    choose_impl,
+    dispatch,
+    lookup_matmul,
+    torch_path,
+    triton_support,
+)
+from vq4all.kernels import args as kargs  # noqa: E402
 
 ACC_TOL = 2e-5
 OUT_EPS = {torch.float32: 0.0, torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -60,8 +69,9 @@ def to_torch(case, x_dtype, device):
     return t(x).to(x_dtype), t(codes), t(codebook), t(scales), None if scale is None else t(scale)
 
 
-def check_close(y: torch.Tensor, x_used: torch.Tensor, case, interpreted: bool = False,
-                weight_rounded: bool = False) -> None:
+def check_close(
+    y: torch.Tensor, x_used: torch.Tensor, case, interpreted: bool = False, weight_rounded: bool = False
+) -> None:
     """y against the reference computed from the x actually passed (after its rounding to x's dtype)."""
     _, codes, codebook, scales, scale = case
     x64 = x_used.float().cpu().numpy().astype(np.float64)
@@ -89,10 +99,10 @@ def need_launch(impl, device):
 
 # (batch, out_features, in_features, k, d, codebook dtype): ragged rows everywhere but one
 SHAPES = {
-    "u16-int8-ragged": (1, 40, 100, 1 << 16, 8, "int8"),     # m = 13, pad 4, codes >= 32768
-    "u8-fp16-ragged": (3, 33, 37, 256, 4, "float16"),        # m = 10, pad 3, uint8 codes
-    "u16-int8-d3": (2, 21, 50, 512, 3, "int8"),              # d not a power of two
-    "u16-fp16-exact": (4, 24, 64, 4096, 8, "float16"),       # no padding
+    "u16-int8-ragged": (1, 40, 100, 1 << 16, 8, "int8"),  # m = 13, pad 4, codes >= 32768
+    "u8-fp16-ragged": (3, 33, 37, 256, 4, "float16"),  # m = 10, pad 3, uint8 codes
+    "u16-int8-d3": (2, 21, 50, 512, 3, "int8"),  # d not a power of two
+    "u16-fp16-exact": (4, 24, 64, 4096, 8, "float16"),  # no padding
 }
 GEMM_BATCHES = {"u16-int8-ragged": 20, "u8-fp16-ragged": 33, "u16-int8-d3": 5, "u16-fp16-exact": 16}
 
@@ -121,8 +131,9 @@ def test_half_inputs_match_reference(device, impl, x_dtype, cb_dtype):
     case = make_case(np.random.default_rng(7), batch, 36, 45, 1 << 16, 8, cb_dtype)
     x, codes, codebook, scales, scale = to_torch(case, x_dtype, device)
     y = lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl=impl)
-    check_close(y, x, case, interpreted=impl != "torch" and device == "cpu",
-                weight_rounded=impl == "torch" and device == "cuda")
+    check_close(
+        y, x, case, interpreted=impl != "torch" and device == "cpu", weight_rounded=impl == "torch" and device == "cuda"
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -156,15 +167,26 @@ def test_strided_operands_and_an_empty_batch(device, impl):
     check_close(y, x, case)
     empty = lookup_matmul(x[:0], codes, codebook, scales, codebook_scale=scale, impl=impl)
     assert empty.shape == (0, 20) and empty.dtype == x.dtype
-    no_features = lookup_matmul(torch.full((batch, 0), float("nan"), device=device), codes[:, :0], codebook, scales,
-                                codebook_scale=scale, impl=impl)  # an empty sum is 0
+    no_features = lookup_matmul(
+        torch.full((batch, 0), float("nan"), device=device),
+        codes[:, :0],
+        codebook,
+        scales,
+        codebook_scale=scale,
+        impl=impl,
+    )  # an empty sum is 0
     assert no_features.shape == (batch, 20) and bool((no_features == 0).all())
 
 
 def test_torch_decode_is_bit_identical_to_the_reference():
     x, codes, codebook, scales, scale = make_case(np.random.default_rng(3), 1, 30, 61, 1 << 16, 8, "int8")
-    got = torch_path.decode(torch.from_numpy(codes), torch.from_numpy(codebook), torch.from_numpy(scales),
-                            torch.from_numpy(scale), in_features=61)
+    got = torch_path.decode(
+        torch.from_numpy(codes),
+        torch.from_numpy(codebook),
+        torch.from_numpy(scales),
+        torch.from_numpy(scale),
+        in_features=61,
+    )
     want = reference.decode(codes, codebook, scales, scale, in_features=61)
     np.testing.assert_array_equal(got.numpy(), want)
 
@@ -174,9 +196,13 @@ def test_torch_path_decodes_in_row_blocks(monkeypatch):
     a = kargs.check_args(*to_torch(case, torch.float32, "cpu"))
     decoded_rows = []
     decode_into = torch_path.decode_into
-    monkeypatch.setattr(torch_path, "decode_into",
-                        lambda weight, picked, codes, *rest, **kw: decoded_rows.append(len(codes))
-                        or decode_into(weight, picked, codes, *rest, **kw))
+    monkeypatch.setattr(
+        torch_path,
+        "decode_into",
+        lambda weight, picked, codes, *rest, **kw: (
+            decoded_rows.append(len(codes)) or decode_into(weight, picked, codes, *rest, **kw)
+        ),
+    )
     y = torch_path.lookup_matmul(a, block_rows=7)
     assert decoded_rows == [7, 7, 7, 2]
     check_close(y, a.x, case)
@@ -201,18 +227,30 @@ def _operands():
     return to_torch(case, torch.float32, "cpu")
 
 
-@pytest.mark.parametrize("change, match", [
-    (lambda a: {**a, "x": a["x"][0]}, r"^x: expected \[M, in_features\], got shape \[10\]$"),
-    (lambda a: {**a, "x": a["x"].double()}, r"^x: expected dtype float16, bfloat16, float32, got float64$"),
-    (lambda a: {**a, "x": a["x"][:, :7]}, r"^codes: x has 7 features, so codes of d=4 need ceil\(7/4\) = 2 columns, got 3$"),
-    (lambda a: {**a, "codes": a["codes"].to(torch.int16)}, r"^codes: expected dtype uint8, uint16, got int16$"),
-    (lambda a: {**a, "codebook": a["codebook"].float()[None]}, r"^codebook: expected \[k, d\], got shape \[1, 256, 4\]$"),
-    (lambda a: {**a, "scales": a["scales"][:5]}, r"^scales: expected shape \[6\] \(one per code row\), got \[5\]$"),
-    (lambda a: {**a, "codebook_scale": None}, r"^codebook_scale: an int8 codebook needs its scale"),
-    (lambda a: {**a, "codebook": a["codebook"].half()}, r"^codebook_scale: a float16 codebook holds its values; pass None$"),
-    (lambda a: {**a, "codebook": a["codebook"][:100]}, r"^codes: expected every code < k=100, found \d+$"),
-    (lambda a: {**a, "impl": "cuda"}, r"^impl: unknown 'cuda', choose one of triton_gemv, triton_gemm, torch"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda a: {**a, "x": a["x"][0]}, r"^x: expected \[M, in_features\], got shape \[10\]$"),
+        (lambda a: {**a, "x": a["x"].double()}, r"^x: expected dtype float16, bfloat16, float32, got float64$"),
+        (
+            lambda a: {**a, "x": a["x"][:, :7]},
+            r"^codes: x has 7 features, so codes of d=4 need ceil\(7/4\) = 2 columns, got 3$",
+        ),
+        (lambda a: {**a, "codes": a["codes"].to(torch.int16)}, r"^codes: expected dtype uint8, uint16, got int16$"),
+        (
+            lambda a: {**a, "codebook": a["codebook"].float()[None]},
+            r"^codebook: expected \[k, d\], got shape \[1, 256, 4\]$",
+        ),
+        (lambda a: {**a, "scales": a["scales"][:5]}, r"^scales: expected shape \[6\] \(one per code row\), got \[5\]$"),
+        (lambda a: {**a, "codebook_scale": None}, r"^codebook_scale: an int8 codebook needs its scale"),
+        (
+            lambda a: {**a, "codebook": a["codebook"].half()},
+            r"^codebook_scale: a float16 codebook holds its values; pass None$",
+        ),
+        (lambda a: {**a, "codebook": a["codebook"][:100]}, r"^codes: expected every code < k=100, found \d+$"),
+        (lambda a: {**a, "impl": "cuda"}, r"^impl: unknown 'cuda', choose one of triton_gemv, triton_gemm, torch"),
+    ],
+)
 def test_bad_arguments_name_the_argument(change, match):
     x, codes, codebook, scales, scale = _operands()
     a = change({"x": x, "codes": codes, "codebook": codebook, "scales": scales, "codebook_scale": scale, "impl": None})
@@ -230,8 +268,12 @@ def test_gemv_refuses_more_rows_than_it_takes():
 def test_forcing_triton_where_it_cannot_run(monkeypatch):
     x, codes, codebook, scales, scale = _operands()
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(KernelUnavailableError, match=r"impl 'triton_gemm' runs on CUDA tensors, got cpu tensors: .*TRITON_INTERPRET=1"):
+    with pytest.raises(
+        KernelUnavailableError, match=r"impl 'triton_gemm' runs on CUDA tensors, got cpu tensors: .*TRITON_INTERPRET=1"
+    ):
         lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemm")
     monkeypatch.setattr(triton_support, "triton_available", lambda: False)
-    with pytest.raises(KernelUnavailableError, match=r"needs triton, which is not installed: pip install 'vq4all\[kernels\]'"):
+    with pytest.raises(
+        KernelUnavailableError, match=r"needs triton, which is not installed: pip install 'vq4all\[kernels\]'"
+    ):
         lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemv")

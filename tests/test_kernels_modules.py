@@ -13,7 +13,6 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -67,7 +66,7 @@ def test_vq_linear_matches_linear_with_the_decoded_weight(codebook, impl):
 
 
 CONVS = {  # in_channels, out_channels, kernel, stride, padding, dilation, groups, padding_mode
-    "plain": (3, 8, 3, 1, 0, 1, 1, "zeros"),          # row 27: ragged at d=8
+    "plain": (3, 8, 3, 1, 0, 1, 1, "zeros"),  # row 27: ragged at d=8
     "strided": (4, 6, (3, 2), 2, (1, 2), (2, 1), 1, "zeros"),
     "reflect": (2, 5, 3, 1, 1, 1, 1, "reflect"),
 }

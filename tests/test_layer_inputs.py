@@ -10,8 +10,16 @@ from vq4all.errors import VQ4AllError
 from vq4all.hw.layer_inputs import real_input
 
 
-@pytest.mark.parametrize("network,module_name", [("digits_cnn", "conv1"), ("digits_cnn", "conv2"), ("digits_cnn", "fc1"),
-                                                 ("crepe_tiny", "conv2"), ("crepe_tiny", "classifier")])
+@pytest.mark.parametrize(
+    "network,module_name",
+    [
+        ("digits_cnn", "conv1"),
+        ("digits_cnn", "conv2"),
+        ("digits_cnn", "fc1"),
+        ("crepe_tiny", "conv2"),
+        ("crepe_tiny", "classifier"),
+    ],
+)
 def test_input_times_weight_is_the_layer_output(network, module_name):
     net = zoo.load(network)
     module = dict(net.model.named_modules())[module_name]
@@ -38,9 +46,14 @@ def test_input_times_weight_is_the_layer_output(network, module_name):
 
 def test_layers_without_one_input_vector_are_refused():
     net = zoo.load("silero_vad")
-    keys = [k for k in net.compressible_keys()
-            if not isinstance(dict(net.model.named_modules()).get(k.rsplit(".", 1)[0]),
-                              (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d))]
+    keys = [
+        k
+        for k in net.compressible_keys()
+        if not isinstance(
+            dict(net.model.named_modules()).get(k.rsplit(".", 1)[0]),
+            (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d),
+        )
+    ]
     assert keys, "silero_vad has recurrent weights"
     with pytest.raises(VQ4AllError, match="Linear and Conv"):
         real_input(net, keys[0])

@@ -74,7 +74,9 @@ def test_lookup_matmul_int_matches_float_path_exactly():
     ones = np.ones(7, np.float16)
     exact = reference.lookup_matmul_int(x, codes, codebook)
     # float64 products of int8 values are exact, so the float path must agree after rounding
-    np.testing.assert_array_equal(exact, np.rint(reference.lookup_matmul(x.astype(np.float64), codes, codebook, ones, 1.0)))
+    np.testing.assert_array_equal(
+        exact, np.rint(reference.lookup_matmul(x.astype(np.float64), codes, codebook, ones, 1.0))
+    )
 
 
 def test_rom_words_packing():

@@ -31,20 +31,43 @@ def files(tmp_path_factory):
 
 @pytest.mark.sim
 def test_sim_random_and_artifact_layer(files):
-    proc = run_cli("sim", "--codebook", str(files / "cb.safetensors"), "--lanes", "2", "--backpressure", "0.2", "--json")
+    proc = run_cli(
+        "sim", "--codebook", str(files / "cb.safetensors"), "--lanes", "2", "--backpressure", "0.2", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["mismatches"] == 0 and info["outputs"] == info["rows"] == 48 and info["cycles"] > 0
     assert 0 < info["mac_utilization"] <= 1 and info["input"] == "random"
-    proc = run_cli("sim", "--codebook", str(files / "cb.safetensors"), "--artifact", str(files / "toy.safetensors"),
-                   "--layer", "head", "--json")
+    proc = run_cli(
+        "sim",
+        "--codebook",
+        str(files / "cb.safetensors"),
+        "--artifact",
+        str(files / "toy.safetensors"),
+        "--layer",
+        "head",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["name"] == "head" and info["outputs"] == 12 and info["mismatches"] == 0 and info["in_features"] == 37
     assert info["cycles"] == info["ideal_cycles"]  # no backpressure: one beat per cycle
     assert info["input"].startswith("random normal")  # 'toy' is no zoo network: no real input to capture
-    proc = run_cli("sim", "--codebook", str(files / "cb.safetensors"), "--artifact", str(files / "toy.safetensors"),
-                   "--layer", "head", "--requant", "--lanes", "4", "--backpressure", "0.3", "--json")
+    proc = run_cli(
+        "sim",
+        "--codebook",
+        str(files / "cb.safetensors"),
+        "--artifact",
+        str(files / "toy.safetensors"),
+        "--layer",
+        "head",
+        "--requant",
+        "--lanes",
+        "4",
+        "--backpressure",
+        "0.3",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["requant"] and info["mismatches"] == 0 and info["outputs"] == 12 and info["config"]["requant"]

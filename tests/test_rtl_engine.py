@@ -3,16 +3,19 @@ reference.lookup_matmul_int, under random valid/ready backpressure, ragged rows,
 back to back; the throughput claim (one beat per cycle at full speed); and every impossible
 parameter combination as a one-line error."""
 
+import json
+
 import numpy as np
 import pytest
 
+from vq4all.artifact import Codebook
 from vq4all.errors import VQ4AllError
-from vq4all.reference import lookup_matmul_int, rom_words
 from vq4all.hw.rtl.config import EngineConfig
 from vq4all.hw.rtl.engine import Engine
 from vq4all.hw.rtl.rom import CodebookROM
 from vq4all.hw.sim.amaranth_sim import run_engine
-from vq4all.hw.sim.streams import EngineShape, Job, StreamDriver, pack_acts, pack_codes, quantize_int8
+from vq4all.hw.sim.streams import Job, StreamDriver, pack_acts, pack_codes, quantize_int8
+from vq4all.reference import lookup_matmul_int, rom_words
 
 
 def random_jobs(rng, k, d, shapes):
@@ -20,14 +23,25 @@ def random_jobs(rng, k, d, shapes):
     jobs = []
     for i, (rows, in_features) in enumerate(shapes):
         m = -(-in_features // d)
-        jobs.append(Job(f"L{i}", rng.integers(-128, 128, in_features).astype(np.int8),
-                        rng.integers(0, k, (rows, m)).astype(np.uint8 if k <= 256 else np.uint16)))
+        jobs.append(
+            Job(
+                f"L{i}",
+                rng.integers(-128, 128, in_features).astype(np.int8),
+                rng.integers(0, k, (rows, m)).astype(np.uint8 if k <= 256 else np.uint16),
+            )
+        )
     return jobs
 
 
+def int8_codebook(values: np.ndarray) -> Codebook:
+    """An int8 Codebook of `values` [k, d] (scale 1: the engine computes on the int8 values)."""
+    return Codebook(values, np.ones(1, np.float32))
+
+
 def simulate(config, codebook, jobs, backpressure=0.0, seed=0):
-    report = run_engine(Engine(config, codebook), StreamDriver(EngineShape.of(config), jobs, codebook,
-                                                              backpressure=backpressure, seed=seed))
+    """codebook: [k, d] int8 values; the engine's ROM and the driver's reference share its Codebook."""
+    cb = int8_codebook(codebook)
+    report = run_engine(Engine(config, cb), StreamDriver(config, jobs, cb, backpressure=backpressure, seed=seed))
     assert not report["timed_out"], report
     return report
 
@@ -78,7 +92,7 @@ def test_a_wrong_engine_is_caught():
     other = rom.copy()
     other[5, 2] ^= 1
     jobs = [Job("L", rng.integers(-128, 128, 16).astype(np.int8), np.full((4, 4), 5, np.uint8))]
-    report = run_engine(Engine(config, rom), StreamDriver(EngineShape.of(config), jobs, other))
+    report = run_engine(Engine(config, int8_codebook(rom)), StreamDriver(config, jobs, int8_codebook(other)))
     assert report["mismatches"] == 4
 
 
@@ -134,16 +148,29 @@ def test_quantize_int8():
     assert quantize_int8(np.zeros(3))[0].tolist() == [0, 0, 0]
 
 
-@pytest.mark.parametrize("kwargs,words", [
-    ({"k": 1000}, "power of two"), ({"k": 1 << 17}, "power of two"), ({"k": 1}, "power of two"),
-    ({"k": 256, "d": 0}, "d=0"), ({"k": 256, "d": 65}, "d=65"),
-    ({"k": 256, "width": 9}, "width=9"), ({"k": 256, "width": 0}, "width=0"),
-    ({"k": 256, "lanes": 3}, "lanes=3"), ({"k": 256, "lanes": 0}, "lanes=0"), ({"k": 256, "lanes": 32}, "lanes=32"),
-    ({"k": 256, "acc_bits": 15}, "acc_bits=15"), ({"k": 256, "width": 4, "acc_bits": 11}, "acc_bits=11"),
-    ({"k": 256, "acc_bits": 65}, "acc_bits=65"),
-    ({"k": 256, "max_m": 0}, "max_m=0"), ({"k": 256, "max_rows": 0}, "max_rows=0"),
-    ({"k": 256, "fifo_depth": 1}, "fifo_depth=1"), ({"k": "256"}, "integer"), ({"k": 256, "lanes": True}, "integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"k": 1000}, "power of two"),
+        ({"k": 1 << 17}, "power of two"),
+        ({"k": 1}, "power of two"),
+        ({"k": 256, "d": 0}, "d=0"),
+        ({"k": 256, "d": 65}, "d=65"),
+        ({"k": 256, "width": 9}, "width=9"),
+        ({"k": 256, "width": 0}, "width=0"),
+        ({"k": 256, "lanes": 3}, "lanes=3"),
+        ({"k": 256, "lanes": 0}, "lanes=0"),
+        ({"k": 256, "lanes": 32}, "lanes=32"),
+        ({"k": 256, "acc_bits": 15}, "acc_bits=15"),
+        ({"k": 256, "width": 4, "acc_bits": 11}, "acc_bits=11"),
+        ({"k": 256, "acc_bits": 65}, "acc_bits=65"),
+        ({"k": 256, "max_m": 0}, "max_m=0"),
+        ({"k": 256, "max_rows": 0}, "max_rows=0"),
+        ({"k": 256, "fifo_depth": 1}, "fifo_depth=1"),
+        ({"k": "256"}, "integer"),
+        ({"k": 256, "lanes": True}, "integer"),
+    ],
+)
 def test_impossible_parameters_are_one_line_errors(kwargs, words):
     with pytest.raises(VQ4AllError, match=words) as e:
         EngineConfig(**kwargs)
@@ -155,19 +182,21 @@ def test_engine_rejects_a_codebook_that_does_not_fit():
     config = EngineConfig(k=16, d=4)
     good = rng.integers(-8, 8, (16, 4)).astype(np.int8)
     with pytest.raises(VQ4AllError, match="int8 codebook"):
-        Engine(config, good.astype(np.float16))
+        Engine(config, Codebook(good.astype(np.float16)))
+    with pytest.raises(VQ4AllError, match="artifact.Codebook, got ndarray"):
+        Engine(config, good)
     with pytest.raises(VQ4AllError, match="does not match the engine's k=16, d=4"):
-        Engine(config, good[:8])
+        Engine(config, int8_codebook(good[:8]))
     with pytest.raises(VQ4AllError, match="does not match the engine's k=16, d=4"):
-        Engine(config, np.zeros((16, 8), np.int8))
+        Engine(config, int8_codebook(np.zeros((16, 8), np.int8)))
     with pytest.raises(VQ4AllError, match="width=4"):
-        Engine(EngineConfig(k=16, d=4, width=4), np.full((16, 4), 100, np.int8))
+        Engine(EngineConfig(k=16, d=4, width=4), int8_codebook(np.full((16, 4), 100, np.int8)))
     with pytest.raises(VQ4AllError, match="exactly one"):
-        Engine(config, good, rom_init_file="codebook.hex")
+        Engine(config, int8_codebook(good), rom_init_file="codebook.hex")
     with pytest.raises(VQ4AllError, match="exactly one"):
         Engine(config)
     with pytest.raises(VQ4AllError, match="EngineConfig"):
-        Engine({"k": 16}, good)
+        Engine({"k": 16}, int8_codebook(good))
     with pytest.raises(VQ4AllError, match="15 words given for k=16"):
         CodebookROM(k=16, word_bits=32, ports=1, words=rom_words(good)[:15])
     with pytest.raises(VQ4AllError, match="does not fit 8 bits"):
@@ -176,14 +205,25 @@ def test_engine_rejects_a_codebook_that_does_not_fit():
 
 def test_driver_rejects_a_layer_the_engine_cannot_hold():
     config = EngineConfig(k=16, d=4, max_m=4, max_rows=8)
-    shape = EngineShape.of(config)
-    cb = np.zeros((16, 4), np.int8)
+    cb = int8_codebook(np.zeros((16, 4), np.int8))
     with pytest.raises(ValueError, match="max_m"):
-        StreamDriver(shape, [Job("big", np.zeros(20, np.int8), np.zeros((2, 5), np.uint8))], cb)
+        StreamDriver(config, [Job("big", np.zeros(20, np.int8), np.zeros((2, 5), np.uint8))], cb)
     with pytest.raises(ValueError, match="max_rows"):
-        StreamDriver(shape, [Job("tall", np.zeros(4, np.int8), np.zeros((9, 1), np.uint8))], cb)
+        StreamDriver(config, [Job("tall", np.zeros(4, np.int8), np.zeros((9, 1), np.uint8))], cb)
     with pytest.raises(ValueError, match="activations"):
-        StreamDriver(shape, [Job("short", np.zeros(3, np.int8), np.zeros((2, 2), np.uint8))], cb)
+        StreamDriver(config, [Job("short", np.zeros(3, np.int8), np.zeros((2, 2), np.uint8))], cb)
+    with pytest.raises(VQ4AllError, match="does not match the engine's k=16, d=4"):
+        StreamDriver(config, [], int8_codebook(np.zeros((8, 4), np.int8)))
+
+
+def test_the_config_travels_as_json():
+    """What sim.runner hands the cocotb testbench: EngineConfig.to_dict() rebuilds the same config,
+    streams included."""
+    for config in (EngineConfig(k=256, lanes=4, max_m=64), EngineConfig(k=16, d=4, requant=True, mult_bits=24)):
+        back = EngineConfig(**json.loads(json.dumps(config.to_dict())))
+        assert back == config and back.streams == config.streams
+    assert EngineConfig(k=16).streams == ("layer", "acts", "codes")
+    assert EngineConfig(k=16, requant=True).streams == ("layer", "acts", "codes", "scales")
 
 
 def requant_jobs(rng, k, d, shapes, mult_bits=16):
@@ -211,10 +251,25 @@ def test_requantization_matches_the_reference(lanes, backpressure):
     if backpressure == 0:
         assert all(layer["cycles"] == layer["ideal_cycles"] for layer in report["layers"])
     # the check is not vacuous: outputs spread over the int8 range, some saturated
-    driver_out = np.concatenate([
-        np.clip(np.floor((lookup_matmul_int(j.x[None], j.codes, codebook)[0].astype(np.float64)
-                          * j.multipliers + 2.0 ** (j.shift - 1)) / 2.0**j.shift), -128, 127) for j in jobs])
-    assert (np.abs(driver_out) == 127).sum() + (driver_out == -128).sum() > 0 and np.unique(driver_out).size > 12  # of 27 outputs
+    driver_out = np.concatenate(
+        [
+            np.clip(
+                np.floor(
+                    (
+                        lookup_matmul_int(j.x[None], j.codes, codebook)[0].astype(np.float64) * j.multipliers
+                        + 2.0 ** (j.shift - 1)
+                    )
+                    / 2.0**j.shift
+                ),
+                -128,
+                127,
+            )
+            for j in jobs
+        ]
+    )
+    assert (np.abs(driver_out) == 127).sum() + (driver_out == -128).sum() > 0 and np.unique(
+        driver_out
+    ).size > 12  # of 27 outputs
 
 
 def test_requantization_wide_multipliers_and_outputs():
@@ -226,11 +281,19 @@ def test_requantization_wide_multipliers_and_outputs():
 
 
 def test_requant_parameter_errors():
-    for kwargs, words in [({"mult_bits": 1}, "mult_bits=1"), ({"mult_bits": 33}, "mult_bits=33"),
-                          ({"out_bits": 1}, "out_bits=1"), ({"out_bits": 40}, "out_bits=40"),
-                          ({"requant": 1}, "requant=1")]:
+    for kwargs, words in [
+        ({"mult_bits": 1}, "mult_bits=1"),
+        ({"mult_bits": 33}, "mult_bits=33"),
+        ({"out_bits": 1}, "out_bits=1"),
+        ({"out_bits": 40}, "out_bits=40"),
+        ({"requant": 1}, "requant=1"),
+    ]:
         with pytest.raises(VQ4AllError, match=words):
             EngineConfig(k=16, **kwargs)
-    shape = EngineShape.of(EngineConfig(k=16, d=4, max_m=4, max_rows=8, requant=True))
+    config = EngineConfig(k=16, d=4, max_m=4, max_rows=8, requant=True)
     with pytest.raises(ValueError, match="multipliers and a shift"):
-        StreamDriver(shape, [Job("noscale", np.zeros(4, np.int8), np.zeros((2, 1), np.uint8))], np.zeros((16, 4), np.int8))
+        StreamDriver(
+            config,
+            [Job("noscale", np.zeros(4, np.int8), np.zeros((2, 1), np.uint8))],
+            int8_codebook(np.zeros((16, 4), np.int8)),
+        )

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from vq4all.artifact import Codebook, save_codebook
-from vq4all.reference import rom_words
 from vq4all.hw.rtl.config import EngineConfig
 from vq4all.hw.rtl.generate import TOP, generate
 from vq4all.hw.rtl.romfiles import read_readmemh
+from vq4all.reference import rom_words
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +45,15 @@ def test_generate_writes_every_file(codebook_file, tmp_path):
     assert [p["width"] for p in manifest["ports"] if p["name"] == "codes__payload"] == [16]
     assert "module vq4all_engine" in (out / f"{TOP}.il").read_text().replace("\\", "")
     readmemh = (out / f"{TOP}_readmemh.v").read_text()
-    assert '$readmemh(INIT_FILE, words)' in readmemh and 'INIT_FILE = "codebook.hex"' in readmemh
+    assert "$readmemh(INIT_FILE, words)" in readmemh and 'INIT_FILE = "codebook.hex"' in readmemh
     assert read_readmemh((out / "codebook.hex").read_text()) == rom_words(cb.codebook)
 
 
 def test_cli_generate_and_its_errors(codebook_file, tmp_path):
     path, cb = codebook_file
-    proc = run_cli("rtl", "generate", "--codebook", str(path), "--out-dir", str(tmp_path / "o"), "--lanes", "4", "--json")
+    proc = run_cli(
+        "rtl", "generate", "--codebook", str(path), "--out-dir", str(tmp_path / "o"), "--lanes", "4", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["codebook_sha256"] == cb.sha256 and info["config"]["lanes"] == 4 and "vq4all_engine.v" in info["files"]

@@ -15,6 +15,7 @@ import json
 import numpy as np
 import pytest
 
+from vq4all import zoo
 from vq4all.artifact import Codebook, load_codebook, save_codebook
 from vq4all.config import CodebookConfig
 from vq4all.errors import VQ4AllError
@@ -29,8 +30,12 @@ pytestmark = pytest.mark.sim
 UNIVERSAL = CodebookConfig(networks=("digits_cnn", "crepe_tiny"))
 # (network, weight): ragged rows (digits conv1: 9 values = 2 sub-vectors, the last 1/8 full;
 # conv2: m=18, ragged for 4 lanes), long rows (fc1: 64 sub-vectors; crepe classifier: 360 rows)
-REAL_LAYERS = [("digits_cnn", "conv1.weight"), ("digits_cnn", "conv2.weight"), ("digits_cnn", "fc1.weight"),
-               ("crepe_tiny", "classifier.weight")]
+REAL_LAYERS = [
+    ("digits_cnn", "conv1.weight"),
+    ("digits_cnn", "conv2.weight"),
+    ("digits_cnn", "fc1.weight"),
+    ("crepe_tiny", "classifier.weight"),
+]
 RANDOM_SHAPES = [(7, 61), (3, 8), (5, 1)]  # (rows, in_features): m = 8 (ragged), 1, 1
 BACKPRESSURE = 0.3
 
@@ -43,7 +48,7 @@ def universal() -> Codebook:
         return load_codebook(path)
     from vq4all.codebook import build
 
-    cb = build(UNIVERSAL)
+    cb = build(UNIVERSAL, {name: zoo.load(name) for name in UNIVERSAL.networks})
     path.parent.mkdir(parents=True, exist_ok=True)
     save_codebook(path, cb)
     return cb
@@ -53,7 +58,7 @@ def codebook_k(universal: Codebook, k: int) -> Codebook:
     """The universal codebook itself (k=65536) or its first k rows: real codewords either way."""
     if k == universal.k:
         return universal
-    return Codebook(universal.codebook[:k].copy(), universal.codebook_scale)
+    return Codebook(universal.codebook[:k], universal.codebook_scale)
 
 
 _jobs_cache: dict = {}
@@ -64,12 +69,17 @@ def jobs_for(cb: Codebook) -> list[Job]:
     if cb.sha256 not in _jobs_cache:
         from vq4all.hw.layer_inputs import real_layer_job
 
-        jobs = [real_layer_job(net, param, cb) for net, param in REAL_LAYERS]
+        jobs = [real_layer_job(zoo.load(net), param, cb) for net, param in REAL_LAYERS]
         rng = np.random.default_rng(cb.k)
         for i, (rows, in_features) in enumerate(RANDOM_SHAPES):
             m = -(-in_features // cb.d)
-            jobs.append(Job(f"random{i}", rng.integers(-128, 128, in_features).astype(np.int8),
-                            rng.integers(0, cb.k, (rows, m)).astype(np.uint8 if cb.k <= 256 else np.uint16)))
+            jobs.append(
+                Job(
+                    f"random{i}",
+                    rng.integers(-128, 128, in_features).astype(np.int8),
+                    rng.integers(0, cb.k, (rows, m)).astype(np.uint8 if cb.k <= 256 else np.uint16),
+                )
+            )
         _jobs_cache[cb.sha256] = jobs
     return _jobs_cache[cb.sha256]
 
@@ -90,10 +100,9 @@ def run_config(universal, k, lanes, simulator="icarus", readmemh=False):
     cb = codebook_k(universal, k)
     jobs = jobs_for(cb)
     config = EngineConfig(k=k, lanes=lanes, max_m=64, max_rows=512)
-    pressed = simulate(config, cb.codebook, jobs, simulator=simulator, backpressure=BACKPRESSURE, seed=lanes,
-                       sha256=cb.sha256, readmemh=readmemh)
+    pressed = simulate(config, cb, jobs, simulator=simulator, backpressure=BACKPRESSURE, seed=lanes, readmemh=readmemh)
     check(pressed, jobs)
-    full = simulate(config, cb.codebook, jobs, simulator=simulator, sha256=cb.sha256, readmemh=readmemh)
+    full = simulate(config, cb, jobs, simulator=simulator, readmemh=readmemh)
     check(full, jobs)
     # at full speed every layer takes exactly its ideal cycle count (one beat per cycle)...
     for layer in full["layers"]:
@@ -119,8 +128,10 @@ def test_icarus_universal_codebook_65536(universal):
 def test_verilator(universal):
     pressed, full = run_config(universal, 4096, 2, simulator="verilator")
     # the same seeds give the same cycle counts in both simulators: the handshakes are cycle-exact
-    icarus = simulate(EngineConfig(k=4096, lanes=2, max_m=64, max_rows=512), codebook_k(universal, 4096).codebook,
-                      jobs_for(codebook_k(universal, 4096)), backpressure=BACKPRESSURE, seed=2)
+    cb = codebook_k(universal, 4096)
+    icarus = simulate(
+        EngineConfig(k=4096, lanes=2, max_m=64, max_rows=512), cb, jobs_for(cb), backpressure=BACKPRESSURE, seed=2
+    )
     assert [layer["cycles"] for layer in icarus["layers"]] == [layer["cycles"] for layer in pressed["layers"]]
 
 
@@ -130,11 +141,11 @@ def test_icarus_requantization(universal):
     from vq4all.hw.layer_inputs import real_layer_job
 
     cb = codebook_k(universal, 4096)
-    jobs = [real_layer_job(net, param, cb, requant=True) for net, param in REAL_LAYERS]
+    jobs = [real_layer_job(zoo.load(net), param, cb, requant=True) for net, param in REAL_LAYERS]
     config = EngineConfig(k=4096, lanes=2, max_m=64, max_rows=512, requant=True)
-    report = simulate(config, cb.codebook, jobs, backpressure=BACKPRESSURE, seed=7, sha256=cb.sha256)
+    report = simulate(config, cb, jobs, backpressure=BACKPRESSURE, seed=7)
     check(report, jobs)
-    full = simulate(config, cb.codebook, jobs, sha256=cb.sha256)
+    full = simulate(config, cb, jobs)
     check(full, jobs)
     assert all(layer["cycles"] == layer["ideal_cycles"] for layer in full["layers"])
     record("icarus-k4096-l2-requant", [report, full])
@@ -150,11 +161,12 @@ def test_a_wrong_rom_fails_the_testbench(universal):
     from vq4all.hw.sim import runner
 
     cb = codebook_k(universal, 256)
-    other = cb.codebook.copy()
-    other[:, 0] = other[:, 0] ^ 1
+    values = cb.codebook.copy()
+    values[:, 0] = values[:, 0] ^ 1
+    other = Codebook(values, cb.codebook_scale)
     config = EngineConfig(k=256, max_m=64, max_rows=512)
-    verilog = runner.cached_verilog(config, cb.codebook, sha256=cb.sha256)
-    # same engine (cached Verilog of cb's ROM), reference computed on `other`
+    verilog = runner.cached_verilog(config, cb)
+    assert cb.sha256[:16] in verilog.parent.name and other.sha256[:16] not in verilog.parent.name
+    # same engine (the cached Verilog of cb's ROM), reference computed on `other`
     with pytest.raises(VQ4AllError, match="mismatches"):
-        simulate(config, other, jobs_for(cb)[-3:], sha256=cb.sha256)
-    assert verilog.exists()
+        simulate(config, other, jobs_for(cb)[-3:], verilog=verilog)

@@ -13,9 +13,9 @@ from vq4all import artifact, zoo
 from vq4all.artifact import Codebook
 from vq4all.assign import CandidateWeight, quantize_
 from vq4all.config import CompressConfig
+from vq4all.decode import decode_weights
 from vq4all.errors import VQ4AllError
 from vq4all.evaluate import artifact_weights
-from vq4all.decode import decode_weights
 from vq4all.train import compress
 
 
@@ -107,7 +107,9 @@ def test_artifact_decodes_to_the_weights_the_student_used(trained, codebook, dig
         np.testing.assert_array_equal(v, student[key].numpy())
     # and the rebuilt network computes what the student computes
     x = digits.calibration(16, seed=5)
-    rebuilt = digits.with_weights({k: torch.from_numpy(np.array(v)) for k, v in artifact_weights(back, codebook).items()})
+    rebuilt = digits.with_weights(
+        {k: torch.from_numpy(np.array(v)) for k, v in artifact_weights(back, codebook).items()}
+    )
     torch.testing.assert_close(rebuilt(x), trained.model(x), rtol=1e-5, atol=1e-5)
     report = trained.report
     assert report["frozen_by_pnc"] + report["forced"] == report["subvectors"] == sum(l.codes.size for l in back.layers)
@@ -127,7 +129,13 @@ def test_resume_after_interruption_gives_the_same_artifact(digits, codebook, tra
     for key, v in straight.leftovers.items():
         np.testing.assert_array_equal(resumed.artifact.leftovers[key], v)
     with pytest.raises(VQ4AllError, match="another configuration"):
-        compress(digits, codebook, CompressConfig(steps=61, calibration=128, checkpoint_every=20), checkpoint=ckpt, resume=True)
+        compress(
+            digits,
+            codebook,
+            CompressConfig(steps=61, calibration=128, checkpoint_every=20),
+            checkpoint=ckpt,
+            resume=True,
+        )
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # a truncated checkpoint: one clear error, no crash
     with pytest.raises(VQ4AllError, match=str(ckpt)):
         compress(digits, codebook, cfg, checkpoint=ckpt, resume=True)
@@ -144,8 +152,10 @@ def test_cli_compress_and_eval_ratios_match_an_independent_count(tmp_path):
     from vq4all.config import CodebookConfig
 
     rng = np.random.default_rng(1)
-    cb = build_from_subvectors({"g": rng.standard_normal((5000, 8)).astype(np.float32)},
-                               CodebookConfig(networks=("g",), k=1024, per_network=5000))
+    cb = build_from_subvectors(
+        {"g": rng.standard_normal((5000, 8)).astype(np.float32)},
+        CodebookConfig(networks=("g",), k=1024, per_network=5000),
+    )
     cb_path, out = tmp_path / "cb.safetensors", tmp_path / "digits.safetensors"
     artifact.save_codebook(cb_path, cb)
 
@@ -153,11 +163,25 @@ def test_cli_compress_and_eval_ratios_match_an_independent_count(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "vq4all", *args], capture_output=True, text=True, timeout=600)
         return proc
 
-    proc = cli("compress", "--network", "digits_cnn", "--codebook", str(cb_path), "--out", str(out),
-               "--steps", "30", "--calibration-count", "64", "--json")
+    proc = cli(
+        "compress",
+        "--network",
+        "digits_cnn",
+        "--codebook",
+        str(cb_path),
+        "--out",
+        str(out),
+        "--steps",
+        "30",
+        "--calibration-count",
+        "64",
+        "--json",
+    )
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "digits.safetensors.ckpt").exists()  # removed when the run finished
-    info = json.loads(cli("eval", "--network", "digits_cnn", "--artifact", str(out), "--codebook", str(cb_path), "--json").stdout)
+    info = json.loads(
+        cli("eval", "--network", "digits_cnn", "--artifact", str(out), "--codebook", str(cb_path), "--json").stdout
+    )
     # independent count from the raw file: codes at log2(1024) = 10 bits, every other tensor at its width
     tensors = load_file(str(out))
     code_bits = sum(t.size * 10 for n, t in tensors.items() if n.endswith(".codes"))
@@ -185,18 +209,56 @@ def test_torchrun_data_parallel_matches_one_process(tmp_path):
     from vq4all.config import CodebookConfig
 
     rng = np.random.default_rng(2)
-    cb = build_from_subvectors({"g": rng.standard_normal((5000, 8)).astype(np.float32)},
-                               CodebookConfig(networks=("g",), k=1024, per_network=5000))
+    cb = build_from_subvectors(
+        {"g": rng.standard_normal((5000, 8)).astype(np.float32)},
+        CodebookConfig(networks=("g",), k=1024, per_network=5000),
+    )
     cb_path = tmp_path / "cb.safetensors"
     artifact.save_codebook(cb_path, cb)
-    args = ["-m", "vq4all", "compress", "--network", "digits_cnn", "--codebook", str(cb_path),
-            "--steps", "80", "--calibration-count", "128", "--batch-size", "32", "--reg", "3", "--lr", "0.2", "--json"]
+    args = [
+        "-m",
+        "vq4all",
+        "compress",
+        "--network",
+        "digits_cnn",
+        "--codebook",
+        str(cb_path),
+        "--steps",
+        "80",
+        "--calibration-count",
+        "128",
+        "--batch-size",
+        "32",
+        "--reg",
+        "3",
+        "--lr",
+        "0.2",
+        "--json",
+    ]
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *args,
-                          "--out", str(tmp_path / "dp.safetensors")], capture_output=True, text=True, timeout=600, env=env)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            *args,
+            "--out",
+            str(tmp_path / "dp.safetensors"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
-    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one.safetensors")],
-                         capture_output=True, text=True, timeout=600, env=env)
+    one = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
     a = artifact.load_network(tmp_path / "dp.safetensors", cb)
     b = artifact.load_network(tmp_path / "one.safetensors", cb)
@@ -240,8 +302,10 @@ def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(d
     layers = sorted({k.rpartition(".")[0] for k in digits.compressible_keys()})
     outs = {}
     for tag, model in (("t", digits.model), ("s", student)):
-        hooks = [model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n, tag=tag: outs.__setitem__((tag, n), o))
-                 for n in layers]
+        hooks = [
+            model.get_submodule(n).register_forward_hook(lambda m, i, o, n=n, tag=tag: outs.__setitem__((tag, n), o))
+            for n in layers
+        ]
         with torch.no_grad():
             digits.forward(model, batch)
         for h in hooks:
@@ -258,7 +322,9 @@ def test_finish_nearest_takes_the_candidate_nearest_to_the_mixture():
     r = p.ratios().detach()
     vals = p.values[p.cand.long()]  # [S, n, d]
     mix = (r.unsqueeze(2) * vals).sum(1)
-    want = [int(p.cand[s, int(np.argmin([float(((vals[s, i] - mix[s]) ** 2).sum()) for i in range(4)]))]) for s in range(20)]
+    want = [
+        int(p.cand[s, int(np.argmin([float(((vals[s, i] - mix[s]) ** 2).sum()) for i in range(4)]))]) for s in range(20)
+    ]
     argmax = p.cand[torch.arange(20), r.argmax(1)].tolist()
     assert want != argmax  # the two rules differ on this draw, so the test tells them apart
     assert p.freeze_rest("nearest") == 20
@@ -309,11 +375,20 @@ def test_linear_schedule_freezes_the_most_confident_first_and_ends_constructed(d
     assert rep["forced"] > 0
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"n": 0}, "n=0"), ({"alpha": 1.0}, "alpha"), ({"init": "random"}, "init"), ({"schedule": "cosine"}, "schedule"),
-    ({"finish": "median"}, "finish"), ({"steps": 0}, "steps"), ({"lr": -1.0}, "lr"),
-    ({"feature_weight": float("nan")}, "feature_weight"), ({"temperature": 0.0}, "temperature"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"n": 0}, "n=0"),
+        ({"alpha": 1.0}, "alpha"),
+        ({"init": "random"}, "init"),
+        ({"schedule": "cosine"}, "schedule"),
+        ({"finish": "median"}, "finish"),
+        ({"steps": 0}, "steps"),
+        ({"lr": -1.0}, "lr"),
+        ({"feature_weight": float("nan")}, "feature_weight"),
+        ({"temperature": 0.0}, "temperature"),
+    ],
+)
 def test_compress_config_errors_say_what_to_change(kwargs, match):
     with pytest.raises(VQ4AllError, match=match):
         CompressConfig(**kwargs)

@@ -14,8 +14,7 @@ import torch
 from vq4all import zoo
 from vq4all.errors import VQ4AllError
 
-ALLOWED = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding,
-           torch.nn.LSTM, torch.nn.LSTMCell)
+ALLOWED = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear, torch.nn.Embedding, torch.nn.LSTM, torch.nn.LSTMCell)
 
 
 @pytest.fixture(scope="module", params=zoo.NAMES)
@@ -30,16 +29,27 @@ def _owner(model, key):
 
 # ------------------------------------------------------------------------------- generic
 def test_names_and_unknown():
-    assert zoo.NAMES == ("efficientnet_lite0", "minilm_l6", "crepe_tiny", "crepe_full",
-                         "silero_vad", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "digits_cnn")
+    assert zoo.NAMES == (
+        "efficientnet_lite0",
+        "minilm_l6",
+        "crepe_tiny",
+        "crepe_full",
+        "silero_vad",
+        "mtcnn_pnet",
+        "mtcnn_rnet",
+        "mtcnn_onet",
+        "digits_cnn",
+    )
     with pytest.raises(VQ4AllError, match="unknown network 'resnet50': choose one of"):
         zoo.load("resnet50")
 
 
 def test_import_is_light():
     """Importing vq4all.zoo imports neither torch nor any network package."""
-    code = ("import sys, vq4all.zoo; bad = [m for m in ('torch', 'sentence_transformers', "
-            "'transformers', 'skimage', 'sklearn') if m in sys.modules]; print(bad)")
+    code = (
+        "import sys, vq4all.zoo; bad = [m for m in ('torch', 'sentence_transformers', "
+        "'transformers', 'skimage', 'sklearn') if m in sys.modules]; print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -141,8 +151,7 @@ def test_fp_value(net):
 def test_damaged_scores_worse(net):
     """Weights + Gaussian noise (50 % of each tensor's std) score worse than the FP model."""
     g = torch.Generator().manual_seed(0)
-    noisy = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=g)
-             for k, v in net.compressible().items()}
+    noisy = {k: v + 0.5 * v.std() * torch.randn(v.shape, generator=g) for k, v in net.compressible().items()}
     value = net.evaluate(net.with_weights(noisy))["value"]
     assert value < net.fp_value if net.higher_is_better else value > net.fp_value
 
@@ -208,7 +217,7 @@ def test_silero_matches_torchscript():
     jit = torch.jit.load(str(jit_path()))
     jit.reset_states()
     with torch.no_grad():
-        ref = torch.cat([jit(audio[i:i + 512][None], 16000) for i in range(0, 8192, 512)], 1)
+        ref = torch.cat([jit(audio[i : i + 512][None], 16000) for i in range(0, 8192, 512)], 1)
         ours = net.forward(net.model, audio[None])
     assert ours.shape == ref.shape == (1, 16)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)  # float reordering only

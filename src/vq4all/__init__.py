@@ -18,11 +18,18 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY = {
-    "compress": "vq4all.api", "hard_assign": "vq4all.api", "save": "vq4all.api", "load": "vq4all.api",
+    "compress": "vq4all.api",
+    "hard_assign": "vq4all.api",
+    "save": "vq4all.api",
+    "load": "vq4all.api",
     "Network": "vq4all.network",
-    "CompressConfig": "vq4all.config", "CodebookConfig": "vq4all.config",
-    "Codebook": "vq4all.artifact", "NetworkArtifact": "vq4all.artifact",
-    "load_codebook": "vq4all.artifact", "load_network": "vq4all.artifact", "save_codebook": "vq4all.artifact",
+    "CompressConfig": "vq4all.config",
+    "CodebookConfig": "vq4all.config",
+    "Codebook": "vq4all.artifact",
+    "NetworkArtifact": "vq4all.artifact",
+    "load_codebook": "vq4all.artifact",
+    "load_network": "vq4all.artifact",
+    "save_codebook": "vq4all.artifact",
 }
 
 __all__ = ["VQ4AllError", "ArtifactError", *_LAZY]

@@ -33,22 +33,37 @@ def _codebook(codebook) -> Codebook:
         return codebook
     if isinstance(codebook, (str, Path)):
         return load_codebook(codebook)
-    raise VQ4AllError(f"codebook must be a vq4all Codebook or the path of a codebook file, got {type(codebook).__name__}")
+    raise VQ4AllError(
+        f"codebook must be a vq4all Codebook or the path of a codebook file, got {type(codebook).__name__}"
+    )
 
 
 def _network(model, calibration=None, *, loss=None, keys=None, forward=None, name=None) -> Network:
     if isinstance(model, Network):
         if any(v is not None for v in (calibration, loss, keys, forward, name)):
-            raise VQ4AllError("model is already a vq4all Network: give calibration, loss, keys, forward and name "
-                              "when building it, not here")
+            raise VQ4AllError(
+                "model is already a vq4all Network: give calibration, loss, keys, forward and name "
+                "when building it, not here"
+            )
         return model
     net = Network(model, name, calibration=calibration, loss=loss, keys=keys, forward=forward)
     return net
 
 
-def compress(model, calibration, codebook, config: CompressConfig | None = None, *, loss="mse", keys=None,
-             forward=None, name: str | None = None, checkpoint=None, resume: bool = False,
-             progress: bool = True) -> nn.Module:
+def compress(
+    model,
+    calibration,
+    codebook,
+    config: CompressConfig | None = None,
+    *,
+    loss="mse",
+    keys=None,
+    forward=None,
+    name: str | None = None,
+    checkpoint=None,
+    resume: bool = False,
+    progress: bool = True,
+) -> nn.Module:
     """Rebuild `model` on the universal `codebook` by distillation with PNC; returns the student.
 
     Args:
@@ -86,8 +101,9 @@ def compress(model, calibration, codebook, config: CompressConfig | None = None,
     return student.eval()
 
 
-def hard_assign(model, codebook, *, keys=None, granularity: str = "channel", name: str | None = None,
-                progress: bool = False) -> NetworkArtifact:
+def hard_assign(
+    model, codebook, *, keys=None, granularity: str = "channel", name: str | None = None, progress: bool = False
+) -> NetworkArtifact:
     """Codes by hard assignment (every sub-vector takes its nearest codeword; no training).
 
     `keys`, `name` as for `compress`; granularity: the weight scales ("channel", "tensor",
@@ -112,8 +128,10 @@ def codes_of(student_or_codes) -> NetworkArtifact:
     result = getattr(student_or_codes, RESULT_ATTR, None)
     if result is not None:
         return result.artifact
-    raise VQ4AllError(f"cannot save a {type(student_or_codes).__name__}: pass what vq4all.compress (a student) or "
-                      "vq4all.hard_assign (codes) returned")
+    raise VQ4AllError(
+        f"cannot save a {type(student_or_codes).__name__}: pass what vq4all.compress (a student) or "
+        "vq4all.hard_assign (codes) returned"
+    )
 
 
 def save(student_or_codes, path) -> None:
@@ -149,8 +167,10 @@ def load(artifact, codebook=None, model: nn.Module | None = None, *, impl: str |
         from . import zoo
 
         if art.network not in zoo.NAMES:
-            raise VQ4AllError(f"the artifact is of '{art.network}', not a zoo network: pass model=<a module of its "
-                              "architecture> (its weights are ignored)")
+            raise VQ4AllError(
+                f"the artifact is of '{art.network}', not a zoo network: pass model=<a module of its "
+                "architecture> (its weights are ignored)"
+            )
         model = zoo.load(art.network).model
     elif not isinstance(model, nn.Module):
         raise VQ4AllError(f"model must be a torch.nn.Module of the artifact's architecture, got {type(model).__name__}")

@@ -47,9 +47,18 @@ FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 16 << 20  # a manifest with thousands of layers is ~1 MiB
 
 _DTYPES = {  # safetensors dtype -> numpy little-endian dtype
-    "BOOL": np.dtype("bool"), "U8": np.dtype("u1"), "I8": np.dtype("i1"), "U16": np.dtype("<u2"),
-    "I16": np.dtype("<i2"), "U32": np.dtype("<u4"), "I32": np.dtype("<i4"), "U64": np.dtype("<u8"),
-    "I64": np.dtype("<i8"), "F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
+    "BOOL": np.dtype("bool"),
+    "U8": np.dtype("u1"),
+    "I8": np.dtype("i1"),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -177,16 +186,19 @@ def _save(path, tensors: dict[str, np.ndarray], manifest: dict) -> None:
         if np.dtype(t.dtype).newbyteorder("<") not in _NAMES:
             raise VQ4AllError(f"{path}: tensor '{name}': dtype {t.dtype} cannot be stored")
     # np.ascontiguousarray would turn a 0-d tensor (e.g. num_batches_tracked) into shape [1]
-    data = save({n: np.asarray(t, order="C") for n, t in tensors.items()},
-                metadata={"vq4all": json.dumps(manifest, sort_keys=True)})
+    data = save(
+        {n: np.asarray(t, order="C") for n, t in tensors.items()},
+        metadata={"vq4all": json.dumps(manifest, sort_keys=True)},
+    )
     atomic_write_bytes(path, data)
 
 
 def save_codebook(path, cb: Codebook) -> None:
     """Write a codebook file (atomic). The manifest's k, d, dtype and sha256 are recomputed here."""
     manifest = dict(cb.manifest)
-    manifest.update(format=FORMAT, format_version=FORMAT_VERSION, kind="codebook",
-                    k=cb.k, d=cb.d, dtype=cb.dtype, sha256=cb.sha256)
+    manifest.update(
+        format=FORMAT, format_version=FORMAT_VERSION, kind="codebook", k=cb.k, d=cb.d, dtype=cb.dtype, sha256=cb.sha256
+    )
     tensors = {"codebook": cb.codebook}
     if cb.codebook_scale is not None:
         tensors["codebook_scale"] = np.asarray(cb.codebook_scale, dtype=np.float32).reshape(1)
@@ -197,11 +209,23 @@ def save_codebook(path, cb: Codebook) -> None:
 def save_network(path, art: NetworkArtifact) -> None:
     """Write a network file (atomic), after checking it by the same rules a reader applies."""
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "network",
-        "network": art.network, "codebook_sha256": art.codebook_sha256, "k": int(art.k),
-        "layers": [{"name": layer.name, "param": layer.param, "shape": [int(s) for s in layer.shape],
-                    "d": int(layer.d), "pad": int(layer.pad), "scale_granularity": layer.scale_granularity}
-                   for layer in art.layers],
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "kind": "network",
+        "network": art.network,
+        "codebook_sha256": art.codebook_sha256,
+        "k": int(art.k),
+        "layers": [
+            {
+                "name": layer.name,
+                "param": layer.param,
+                "shape": [int(s) for s in layer.shape],
+                "d": int(layer.d),
+                "pad": int(layer.pad),
+                "scale_granularity": layer.scale_granularity,
+            }
+            for layer in art.layers
+        ],
         "config": art.config,
     }
     tensors: dict[str, np.ndarray] = {}
@@ -234,17 +258,25 @@ def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, 
         raise VQ4AllError(f"{path}: cannot read ({e.strerror})") from None
     size = len(data)
     if size < 8:
-        raise ArtifactError(path, None, f"truncated: {size} bytes, but a safetensors file starts with an 8-byte header length")
+        raise ArtifactError(
+            path, None, f"truncated: {size} bytes, but a safetensors file starts with an 8-byte header length"
+        )
     (header_len,) = struct.unpack("<Q", data[:8])
     if header_len > size - 8:
-        raise ArtifactError(path, None, f"header declares {header_len} bytes but only {size - 8} follow (truncated or not a safetensors file)")
+        raise ArtifactError(
+            path,
+            None,
+            f"header declares {header_len} bytes but only {size - 8} follow (truncated or not a safetensors file)",
+        )
     if header_len > MAX_HEADER_BYTES:
         raise ArtifactError(path, None, f"header of {header_len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
     try:
-        header = json.loads(data[8:8 + header_len].decode("utf-8"))
+        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
     # ValueError: also integers past Python's digit limit; RecursionError: deeply nested arrays
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ArtifactError(path, None, f"header is not valid JSON ({e.__class__.__name__}): not a safetensors file or corrupted") from None
+        raise ArtifactError(
+            path, None, f"header is not valid JSON ({e.__class__.__name__}): not a safetensors file or corrupted"
+        ) from None
     if not isinstance(header, dict):
         raise ArtifactError(path, None, "header must be a JSON object")
     meta = header.pop("__metadata__", None)
@@ -257,10 +289,12 @@ def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, 
     try:
         manifest = json.loads(meta["vq4all"])
     except (ValueError, RecursionError) as e:
-        raise ArtifactError(path, None, f"the 'vq4all' manifest is not valid JSON ({getattr(e, 'msg', e.__class__.__name__)})") from None
+        raise ArtifactError(
+            path, None, f"the 'vq4all' manifest is not valid JSON ({getattr(e, 'msg', e.__class__.__name__)})"
+        ) from None
     if not isinstance(manifest, dict):
         raise ArtifactError(path, None, "the 'vq4all' manifest must be a JSON object")
-    body = memoryview(data)[8 + header_len:]
+    body = memoryview(data)[8 + header_len :]
     tensors = {}
     spans = []
     for name, info in header.items():
@@ -270,25 +304,36 @@ def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, 
         if dtype is None:
             raise ArtifactError(path, name, f"unknown dtype {info.get('dtype')!r}")
         shape = info.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
+        if not isinstance(shape, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+        ):
             raise ArtifactError(path, name, f"shape must be a list of non-negative integers, got {shape!r}")
         offsets = info.get("data_offsets")
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        ):
             raise ArtifactError(path, name, f"data_offsets must be [begin, end], got {offsets!r}")
         begin, end = offsets
         if not 0 <= begin <= end <= len(body):
-            raise ArtifactError(path, name, f"data_offsets {offsets} fall outside the {len(body)} data bytes (truncated file?)")
+            raise ArtifactError(
+                path, name, f"data_offsets {offsets} fall outside the {len(body)} data bytes (truncated file?)"
+            )
         nbytes = math.prod(shape) * dtype.itemsize
         if end - begin != nbytes:
-            raise ArtifactError(path, name, f"shape {shape} of {info['dtype']} needs {nbytes} bytes, data_offsets give {end - begin}")
+            raise ArtifactError(
+                path, name, f"shape {shape} of {info['dtype']} needs {nbytes} bytes, data_offsets give {end - begin}"
+            )
         spans.append((begin, end, name))
         try:
             tensors[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
         except ValueError:  # an empty tensor passes the size check whatever its other dimensions
-            raise ArtifactError(path, name, f"shape {shape} cannot be held by numpy (too many or too large dimensions)") from None
+            raise ArtifactError(
+                path, name, f"shape {shape} cannot be held by numpy (too many or too large dimensions)"
+            ) from None
     spans.sort()
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
             raise ArtifactError(path, n1, f"data overlaps tensor '{n0}'")
     return manifest, tensors
@@ -299,7 +344,11 @@ def _check_common(path, manifest: dict, kind: str | None = None) -> None:
         raise ArtifactError(path, None, f"manifest format is {manifest.get('format')!r}, expected {FORMAT!r}")
     version = manifest.get("format_version")
     if type(version) is not int or version != FORMAT_VERSION:  # JSON 1.0 and true also equal 1 in Python
-        raise ArtifactError(path, None, f"unknown format_version {version!r}: this vq4all reads version {FORMAT_VERSION}; use a matching vq4all release")
+        raise ArtifactError(
+            path,
+            None,
+            f"unknown format_version {version!r}: this vq4all reads version {FORMAT_VERSION}; use a matching vq4all release",
+        )
     if manifest.get("kind") not in ("codebook", "network"):
         raise ArtifactError(path, None, f"manifest kind {manifest.get('kind')!r} must be 'codebook' or 'network'")
     if kind is not None and manifest["kind"] != kind:
@@ -308,7 +357,12 @@ def _check_common(path, manifest: dict, kind: str | None = None) -> None:
 
 def _int_field(path, manifest, key, lo=None, hi=None, where=None) -> int:
     value = manifest.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or (lo is not None and value < lo) or (hi is not None and value > hi):
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or (lo is not None and value < lo)
+        or (hi is not None and value > hi)
+    ):
         raise ArtifactError(path, where, f"manifest field '{key}' must be an integer in {lo}..{hi}, got {value!r}")
     return value
 
@@ -340,19 +394,29 @@ def _check_codebook(path, manifest: dict, tensors: dict) -> None:
     cb = tensors["codebook"]
     want = np.int8 if dtype == "int8" else np.float16
     if cb.dtype != want:
-        raise ArtifactError(path, "codebook", f"dtype {_NAMES.get(cb.dtype.newbyteorder('<'), cb.dtype)} does not match the manifest's {dtype}")
+        raise ArtifactError(
+            path,
+            "codebook",
+            f"dtype {_NAMES.get(cb.dtype.newbyteorder('<'), cb.dtype)} does not match the manifest's {dtype}",
+        )
     if tuple(cb.shape) != (k, d):
         raise ArtifactError(path, "codebook", f"shape {list(cb.shape)} must be [k, d] = [{k}, {d}]")
     _check_finite(path, "codebook", cb)
     scale = tensors.get("codebook_scale")
     if scale is not None:
         if scale.dtype != np.float32 or tuple(scale.shape) != (1,):
-            raise ArtifactError(path, "codebook_scale", f"must be float32 of shape [1], got {scale.dtype} {list(scale.shape)}")
+            raise ArtifactError(
+                path, "codebook_scale", f"must be float32 of shape [1], got {scale.dtype} {list(scale.shape)}"
+            )
         if not (np.isfinite(scale).all() and scale[0] > 0):
             raise ArtifactError(path, "codebook_scale", f"must be finite and > 0, got {scale[0]}")
     sha = codebook_sha256(cb, scale)
     if manifest.get("sha256") != sha:
-        raise ArtifactError(path, "codebook", f"SHA-256 {sha[:16]}... does not match the manifest's {str(manifest.get('sha256'))[:16]}... (corrupted file)")
+        raise ArtifactError(
+            path,
+            "codebook",
+            f"SHA-256 {sha[:16]}... does not match the manifest's {str(manifest.get('sha256'))[:16]}... (corrupted file)",
+        )
 
 
 def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | None = None) -> None:
@@ -365,7 +429,11 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
         raise ArtifactError(path, None, f"manifest codebook_sha256 must be 64 lowercase hex digits, got {sha!r}")
     if codebook is not None:
         if sha != codebook.sha256:
-            raise ArtifactError(path, None, f"built on codebook {sha[:16]}..., not on the given codebook {codebook.sha256[:16]}...: pass the codebook it was built with")
+            raise ArtifactError(
+                path,
+                None,
+                f"built on codebook {sha[:16]}..., not on the given codebook {codebook.sha256[:16]}...: pass the codebook it was built with",
+            )
         if k != codebook.k:
             raise ArtifactError(path, None, f"k={k} does not match the codebook's k={codebook.k}")
     layers = manifest.get("layers")
@@ -378,12 +446,22 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
             raise ArtifactError(path, None, f"layers[{i}] must be an object")
         name, param = layer.get("name"), layer.get("param")
         if not isinstance(name, str) or not name or not isinstance(param, str) or layer_name(param) != name:
-            raise ArtifactError(path, None, f"layers[{i}]: 'param' must be a state-dict key and 'name' that key without '.weight', got {param!r}, {name!r}")
+            raise ArtifactError(
+                path,
+                None,
+                f"layers[{i}]: 'param' must be a state-dict key and 'name' that key without '.weight', got {param!r}, {name!r}",
+            )
         if name in claimed:
             raise ArtifactError(path, f"{name}.codes", "layer listed twice")
         shape = layer.get("shape")
-        if not isinstance(shape, list) or not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
-            raise ArtifactError(path, f"{name}.codes", f"layer shape must be a list of positive integers, got {shape!r}")
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+        ):
+            raise ArtifactError(
+                path, f"{name}.codes", f"layer shape must be a list of positive integers, got {shape!r}"
+            )
         d = _int_field(path, layer, "d", MIN_D, MAX_D, where=f"{name}.codes")
         if codebook is not None and d != codebook.d:
             raise ArtifactError(path, f"{name}.codes", f"d={d} does not match the codebook's d={codebook.d}")
@@ -391,21 +469,39 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
         m = -(-row // d)
         pad = layer.get("pad")
         if not isinstance(pad, int) or isinstance(pad, bool) or pad != m * d - row:
-            raise ArtifactError(path, f"{name}.codes", f"pad {layer.get('pad')!r} must be m*d - row = {m * d - row} for shape {shape} and d={d}")
+            raise ArtifactError(
+                path,
+                f"{name}.codes",
+                f"pad {layer.get('pad')!r} must be m*d - row = {m * d - row} for shape {shape} and d={d}",
+            )
         if layer.get("scale_granularity") not in GRANULARITIES:
-            raise ArtifactError(path, f"{name}.scales", f"scale_granularity {layer.get('scale_granularity')!r} must be one of {', '.join(GRANULARITIES)}")
+            raise ArtifactError(
+                path,
+                f"{name}.scales",
+                f"scale_granularity {layer.get('scale_granularity')!r} must be one of {', '.join(GRANULARITIES)}",
+            )
         codes, scales = tensors.get(f"{name}.codes"), tensors.get(f"{name}.scales")
         for tname, t in ((f"{name}.codes", codes), (f"{name}.scales", scales)):
             if t is None:
                 raise ArtifactError(path, tname, "missing: every layer in the manifest has .codes and .scales")
         if codes.dtype != want_codes:
-            raise ArtifactError(path, f"{name}.codes", f"dtype {codes.dtype} must be {'U8' if k <= 256 else 'U16'} for k={k}")
+            raise ArtifactError(
+                path, f"{name}.codes", f"dtype {codes.dtype} must be {'U8' if k <= 256 else 'U16'} for k={k}"
+            )
         if tuple(codes.shape) != (shape[0], m):
-            raise ArtifactError(path, f"{name}.codes", f"shape {list(codes.shape)} must be [out_features, ceil(row/d)] = [{shape[0]}, {m}]")
+            raise ArtifactError(
+                path,
+                f"{name}.codes",
+                f"shape {list(codes.shape)} must be [out_features, ceil(row/d)] = [{shape[0]}, {m}]",
+            )
         if codes.size and int(codes.max()) >= k:
             raise ArtifactError(path, f"{name}.codes", f"code {int(codes.max())} is >= k={k}")
         if scales.dtype != np.float16 or tuple(scales.shape) != (shape[0],):
-            raise ArtifactError(path, f"{name}.scales", f"must be float16 of shape [{shape[0]}], got {scales.dtype} {list(scales.shape)}")
+            raise ArtifactError(
+                path,
+                f"{name}.scales",
+                f"must be float16 of shape [{shape[0]}], got {scales.dtype} {list(scales.shape)}",
+            )
         if not (np.isfinite(scales).all() and (scales > 0).all()):
             raise ArtifactError(path, f"{name}.scales", "every scale must be finite and > 0")
         if param in tensors:
@@ -451,14 +547,23 @@ def load_network(path, codebook: Codebook | None = None) -> NetworkArtifact:
     """Read and fully validate a network file; with `codebook`, also check it was built on it."""
     manifest, tensors = _read_raw(path)
     _check_network(path, manifest, tensors, codebook)
-    layers = [LayerCodes(param=e["param"], shape=tuple(e["shape"]), d=e["d"], pad=e["pad"],
-                         scale_granularity=e["scale_granularity"],
-                         codes=tensors[f"{e['name']}.codes"].copy(), scales=tensors[f"{e['name']}.scales"].copy())
-              for e in manifest["layers"]]
+    layers = [
+        LayerCodes(
+            param=e["param"],
+            shape=tuple(e["shape"]),
+            d=e["d"],
+            pad=e["pad"],
+            scale_granularity=e["scale_granularity"],
+            codes=tensors[f"{e['name']}.codes"].copy(),
+            scales=tensors[f"{e['name']}.scales"].copy(),
+        )
+        for e in manifest["layers"]
+    ]
     claimed = {f"{layer.name}.{s}" for layer in layers for s in ("codes", "scales")}
     leftovers = {n: t.copy() for n, t in tensors.items() if n not in claimed}
-    return NetworkArtifact(manifest["network"], manifest["codebook_sha256"], manifest["k"], layers,
-                           leftovers, manifest.get("config", {}))
+    return NetworkArtifact(
+        manifest["network"], manifest["codebook_sha256"], manifest["k"], layers, leftovers, manifest.get("config", {})
+    )
 
 
 def load(path, codebook: Codebook | None = None) -> Codebook | NetworkArtifact:
@@ -495,11 +600,27 @@ def summarize(path) -> dict:
     art = load(path)
     if isinstance(art, Codebook):
         m = art.manifest
-        return {"file": str(path), "kind": "codebook", "k": art.k, "d": art.d, "dtype": art.dtype,
-                "sha256": art.sha256, "bits": int(art.codebook.size * art.codebook.itemsize * 8),
-                "codebook_scale": None if art.codebook_scale is None else float(art.codebook_scale[0]),
-                "config": m.get("config"), "valid": True}
+        return {
+            "file": str(path),
+            "kind": "codebook",
+            "k": art.k,
+            "d": art.d,
+            "dtype": art.dtype,
+            "sha256": art.sha256,
+            "bits": int(art.codebook.size * art.codebook.itemsize * 8),
+            "codebook_scale": None if art.codebook_scale is None else float(art.codebook_scale[0]),
+            "config": m.get("config"),
+            "valid": True,
+        }
     sizes = network_sizes(art)
-    return {"file": str(path), "kind": "network", "network": art.network, "k": art.k,
-            "codebook_sha256": art.codebook_sha256, "layers": len(art.layers), **sizes,
-            "fp_leftover_tensors": len(art.leftovers), "valid": True}
+    return {
+        "file": str(path),
+        "kind": "network",
+        "network": art.network,
+        "k": art.k,
+        "codebook_sha256": art.codebook_sha256,
+        "layers": len(art.layers),
+        **sizes,
+        "fp_leftover_tensors": len(art.leftovers),
+        "valid": True,
+    }

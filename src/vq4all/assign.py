@@ -23,13 +23,10 @@ import torch
 from torch.nn.utils import parametrize
 
 from .artifact import Codebook, LayerCodes
-
-from .rules import code_dtype
 from .errors import VQ4AllError
-from .rules import FINISH_RULES, INITS
+from .rules import FINISH_RULES, INITS, code_dtype
 from .search import candidates
 from .subvectors import split
-
 
 
 class CandidateWeight(torch.nn.Module):
@@ -41,8 +38,16 @@ class CandidateWeight(torch.nn.Module):
     log_scales [out_features] float32 (used as float16(exp(log_scales))).
     """
 
-    def __init__(self, values: torch.Tensor, cand: np.ndarray, dist: np.ndarray, scales: np.ndarray,
-                 shape: tuple[int, ...], pad: int, init: str = "equal"):
+    def __init__(
+        self,
+        values: torch.Tensor,
+        cand: np.ndarray,
+        dist: np.ndarray,
+        scales: np.ndarray,
+        shape: tuple[int, ...],
+        pad: int,
+        init: str = "equal",
+    ):
         super().__init__()
         out_features = shape[0]
         s, n = cand.shape
@@ -142,8 +147,17 @@ def weight_owner(model: torch.nn.Module, key: str) -> tuple[torch.nn.Module, str
     return (model.get_submodule(module_name) if module_name else model), attr
 
 
-def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int, init: str = "equal",
-              granularity: str = "channel", device=None, progress: bool = False) -> dict[str, CandidateWeight]:
+def quantize_(
+    model: torch.nn.Module,
+    keys,
+    codebook: Codebook,
+    *,
+    n: int,
+    init: str = "equal",
+    granularity: str = "channel",
+    device=None,
+    progress: bool = False,
+) -> dict[str, CandidateWeight]:
     """Rebuild, in place, the weights `keys` (state-dict keys) of `model` from `codebook`.
 
     Each weight gets a `CandidateWeight` parametrization over its sub-vectors' n nearest
@@ -154,10 +168,14 @@ def quantize_(model: torch.nn.Module, keys, codebook: Codebook, *, n: int, init:
         raise VQ4AllError(f"n={n} candidates must be between 1 and k={codebook.k}")
     owners = {key: weight_owner(model, key) for key in keys}
     if not owners:
-        raise VQ4AllError("the network has no compressible layer (no weight with >= 2 dimensions to code): nothing to compress")
+        raise VQ4AllError(
+            "the network has no compressible layer (no weight with >= 2 dimensions to code): nothing to compress"
+        )
     values = torch.from_numpy(codebook.values().copy())  # read-only cache: torch needs its own
-    splits = [split(getattr(module, attr).detach().cpu().numpy(), codebook.d, granularity, name=f"weight '{key}'")
-              for key, (module, attr) in owners.items()]
+    splits = [
+        split(getattr(module, attr).detach().cpu().numpy(), codebook.d, granularity, name=f"weight '{key}'")
+        for key, (module, attr) in owners.items()
+    ]
     found = candidates(splits, codebook.values(), n, device=device, progress=progress)
     out = {}
     for (key, (module, attr)), s, (cand, dist) in zip(owners.items(), splits, found):

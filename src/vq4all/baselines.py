@@ -44,8 +44,9 @@ def rtn(weight, bits: int = 2, clip_steps: int = 20) -> tuple[np.ndarray, int]:
     return best.astype(np.float32).reshape(w.shape), stored
 
 
-def kmeans_layer(weight, k: int = 256, d: int = 4, iters: int = 20, granularity: str = "channel",
-                 seed: int = 0) -> tuple[np.ndarray, int]:
+def kmeans_layer(
+    weight, k: int = 256, d: int = 4, iters: int = 20, granularity: str = "channel", seed: int = 0
+) -> tuple[np.ndarray, int]:
     """(reconstructed weight float32, stored bits) of per-layer k-means VQ.
 
     Codebook: k codewords (fewer if the layer has fewer sub-vectors), initialised from distinct

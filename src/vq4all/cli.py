@@ -40,49 +40,111 @@ def cmd_zoo_list(args) -> int:
 def cmd_codebook_build(args) -> int:
     from . import zoo
     from .artifact import save_codebook
-    from .io import check_writable
     from .codebook import build
     from .config import CodebookConfig
+    from .io import check_writable
 
     names = tuple(n.strip() for n in args.networks.split(",") if n.strip()) if args.networks else ()
     for name in names:
         if name not in zoo.NAMES:
             raise VQ4AllError(f"unknown network '{name}' in --networks: choose from {', '.join(zoo.NAMES)}")
-    given = {"k": args.k, "d": args.d, "per_network": args.per_network, "bandwidth": args.bandwidth,
-             "dtype": args.dtype, "lloyd_iters": args.lloyd_iters, "seed": args.seed,
-             "scale_granularity": args.scale_granularity}
+    given = {
+        "k": args.k,
+        "d": args.d,
+        "per_network": args.per_network,
+        "bandwidth": args.bandwidth,
+        "dtype": args.dtype,
+        "lloyd_iters": args.lloyd_iters,
+        "seed": args.seed,
+        "scale_granularity": args.scale_granularity,
+    }
     config = CodebookConfig(networks=names, **{k: v for k, v in given.items() if v is not None})
     check_writable(args.out)
     start = time.perf_counter()
-    cb = build(config, progress=not args.json)
+    cb = build(config, {name: zoo.load(name) for name in names}, progress=not args.json)
     seconds = time.perf_counter() - start
     save_codebook(args.out, cb)
-    info = {"file": args.out, "k": cb.k, "d": cb.d, "dtype": cb.dtype, "sha256": cb.sha256,
-            "bandwidth_h": cb.manifest["bandwidth_h"], "pooled_subvectors": cb.manifest["pooled_subvectors"],
-            "networks": list(names), "seconds": round(seconds, 3)}
-    _emit(args, info, f"wrote {args.out}: k={cb.k} d={cb.d} {cb.dtype} from {len(names)} networks "
-                      f"(h={info['bandwidth_h']:.4f}, {seconds:.1f} s)  sha256={cb.sha256}")
+    info = {
+        "file": args.out,
+        "k": cb.k,
+        "d": cb.d,
+        "dtype": cb.dtype,
+        "sha256": cb.sha256,
+        "bandwidth_h": cb.manifest["bandwidth_h"],
+        "pooled_subvectors": cb.manifest["pooled_subvectors"],
+        "networks": list(names),
+        "seconds": round(seconds, 3),
+    }
+    _emit(
+        args,
+        info,
+        f"wrote {args.out}: k={cb.k} d={cb.d} {cb.dtype} from {len(names)} networks "
+        f"(h={info['bandwidth_h']:.4f}, {seconds:.1f} s)  sha256={cb.sha256}",
+    )
     return 0
 
 
 # ----------------------------------------------------------------------------- assign
-def cmd_assign(args) -> int:
+def _network(args, *, calibration: bool):
+    """The network a command works on: a zoo network (--network NAME) or the user's own
+    (--model package.module:factory, --weights FILE, --calibration FILE): a vq4all Network."""
     from . import zoo
+
+    if (args.network is None) == (args.model is None):
+        raise VQ4AllError(
+            "give exactly one of --network NAME (a zoo network: `vq4all zoo list`) or "
+            "--model package.module:factory (your own)"
+        )
+    if args.network is not None:
+        for flag in ("weights", "calibration", "name", "loss"):
+            if getattr(args, flag, None) is not None:
+                raise VQ4AllError(f"--{flag} goes with --model: a zoo network brings its own")
+        return zoo.load(args.network)
+    from .network import Network
+    from .usermodel import load_calibration, load_model
+
+    inputs = None if args.calibration is None else load_calibration(args.calibration)
+    if calibration and inputs is None:
+        raise VQ4AllError(
+            "--model needs --calibration FILE (.safetensors or .npy): a batch of real inputs to the model"
+        )
+    model = load_model(args.model, args.weights)
+    return Network(model, args.name, calibration=inputs, loss=getattr(args, "loss", None))
+
+
+def cmd_assign(args) -> int:
     from .artifact import load_codebook, network_sizes, save_network
-    from .io import check_writable
     from .hard import hard_assign
+    from .io import check_not_input, check_writable
 
     check_writable(args.out)
+    check_not_input(args.out, args.codebook, args.weights, args.calibration)
     cb = load_codebook(args.codebook)
-    net = zoo.load(args.network)
+    net = _network(args, calibration=False)
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
-    art = hard_assign(net.name, state, net.compressible_keys(), cb, args.scale_granularity or "channel",
-                      progress=not args.json)
+    art = hard_assign(
+        net.name, state, net.compressible_keys(cb.d), cb, args.scale_granularity or "channel", progress=not args.json
+    )
+    left_fp = net.skipped_keys(cb.d)
+    if left_fp:
+        art.config["left_fp"] = left_fp
     save_network(args.out, art)
-    info = {"file": args.out, "network": net.name, "layers": len(art.layers), **network_sizes(art)}
-    _emit(args, info, f"wrote {args.out}: {net.name}, {len(art.layers)} layers, "
-                      f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x")
+    info = {"file": args.out, "network": net.name, "layers": len(art.layers), "left_fp": left_fp, **network_sizes(art)}
+    _emit(
+        args,
+        info,
+        f"wrote {args.out}: {net.name}, {len(art.layers)} layers, "
+        f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x"
+        + _left_fp_text(left_fp),
+    )
     return 0
+
+
+def _left_fp_text(left_fp: dict) -> str:
+    if not left_fp:
+        return ""
+    names = ", ".join(list(left_fp)[:5]) + (" ..." if len(left_fp) > 5 else "")
+    return f"; left FP (rows shorter than d): {names}"
 
 
 # ----------------------------------------------------------------------------- compress / eval
@@ -91,45 +153,88 @@ def cmd_compress(args) -> int:
 
     import torch
 
-    from . import zoo
     from .artifact import load_codebook, network_sizes, save_network
-    from .io import check_writable
     from .config import CompressConfig
+    from .io import check_not_input, check_writable
     from .train import compress, init_distributed
 
-    given = {"alpha": args.alpha, "n": args.n, "steps": args.steps, "seed": args.seed, "init": args.init,
-             "lr": args.lr, "reg": args.reg, "batch_size": args.batch_size, "calibration": args.calibration,
-             "checkpoint_every": args.checkpoint_every, "feature_weight": args.feature_weight,
-             "schedule": args.schedule, "finish": args.finish}
+    given = {
+        "alpha": args.alpha,
+        "n": args.n,
+        "steps": args.steps,
+        "seed": args.seed,
+        "init": args.init,
+        "lr": args.lr,
+        "reg": args.reg,
+        "batch_size": args.batch_size,
+        "calibration": args.calibration_count,
+        "checkpoint_every": args.checkpoint_every,
+        "feature_weight": args.feature_weight,
+        "schedule": args.schedule,
+        "finish": args.finish,
+    }
     config = CompressConfig(pnc=not args.no_pnc, **{k: v for k, v in given.items() if v is not None})
     distributed = init_distributed()
     rank = torch.distributed.get_rank() if distributed else 0
     check_writable(args.out)
     checkpoint = Path(args.checkpoint or f"{args.out}.ckpt")
+    check_not_input(args.out, args.codebook, args.weights, args.calibration, checkpoint)
     if config.checkpoint_every:
         check_writable(checkpoint)
+        check_not_input(checkpoint, args.codebook, args.weights, args.calibration, flag="--checkpoint")
     codebook = load_codebook(args.codebook)
-    net = zoo.load(args.network)
-    result = compress(net, codebook, config, checkpoint=checkpoint if config.checkpoint_every else None,
-                      resume=args.resume, progress=not args.json and rank == 0)
+    net = _network(args, calibration=True)
+    result = compress(
+        net,
+        codebook,
+        config,
+        checkpoint=checkpoint if config.checkpoint_every else None,
+        resume=args.resume,
+        progress=not args.json and rank == 0,
+    )
     if rank != 0:
         return 0  # rank 0 writes the artifact and reports
     save_network(args.out, result.artifact)
     if checkpoint.exists() and not args.checkpoint:
         checkpoint.unlink()  # the run finished: its default checkpoint has served
-    info = {"file": args.out, **{k: v for k, v in result.report.items() if k != "config"},
-            **network_sizes(result.artifact)}
-    _emit(args, info, f"wrote {args.out}: {net.name} in {info['steps']} steps ({info['seconds']:.0f} s), "
-                      f"{info['frozen_by_pnc']} sub-vectors frozen by PNC, {info['forced']} forced (finish {config.finish}); "
-                      f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x")
+    info = {
+        "file": args.out,
+        **{k: v for k, v in result.report.items() if k != "config"},
+        **network_sizes(result.artifact),
+    }
+    _emit(
+        args,
+        info,
+        f"wrote {args.out}: {net.name} in {info['steps']} steps ({info['seconds']:.0f} s), "
+        f"{info['frozen_by_pnc']} sub-vectors frozen by PNC, {info['forced']} forced (finish {config.finish}); "
+        f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x"
+        + _left_fp_text(info.get("left_fp", {})),
+    )
     return 0
 
 
 def cmd_eval(args) -> int:
-    from . import zoo
     from .artifact import load_codebook, load_network
-    from .evaluate import evaluate_artifact, evaluate_baseline
+    from .evaluate import evaluate_artifact, evaluate_baseline, evaluate_model_artifact
 
+    if args.model is not None:
+        if args.artifact is None or args.codebook is None or args.baseline is not None:
+            raise VQ4AllError("--model needs --artifact FILE and --codebook FILE (baselines are for zoo networks)")
+        net = _network(args, calibration=True)
+        codebook = load_codebook(args.codebook)
+        art = load_network(args.artifact, codebook)
+        info = evaluate_model_artifact(net, art, codebook, net.calibration(sys.maxsize))  # every given input
+        top1 = f", top-1 agreement {info['top1_agreement']:.4f}" if "top1_agreement" in info else ""
+        _emit(
+            args,
+            info,
+            f"{info['network']} ({info['method']}) vs its FP model on {info['inputs']} inputs: "
+            f"output cosine {info['cosine']:.4f}, relative MSE {info['relative_mse']:.4f}, "
+            f"SQNR {info['sqnr_db']:.1f} dB{top1}; {info['bits_per_weight']:.3f} bits/weight, "
+            f"compression {info['compression_ratio']:.2f}x",
+        )
+        return 0
+    net = _network(args, calibration=False)
     if (args.artifact is None) == (args.baseline is None):
         raise VQ4AllError("give exactly one of --artifact FILE (with --codebook FILE) or --baseline fp|rtn2|kmeans")
     if args.artifact is not None:
@@ -137,12 +242,16 @@ def cmd_eval(args) -> int:
             raise VQ4AllError("--artifact needs --codebook FILE: the codebook the network was built on")
         codebook = load_codebook(args.codebook)
         art = load_network(args.artifact, codebook)
-        info = evaluate_artifact(zoo.load(args.network), art, codebook)
+        info = evaluate_artifact(net, art, codebook)
     else:
-        info = evaluate_baseline(zoo.load(args.network), args.baseline)
-    _emit(args, info, f"{info['network']} ({info['method']}): {info['metric']} {info['value']:.4f} (FP {info['fp_value']:.4f}), "
-                      f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x "
-                      f"({info['compression_ratio_with_codebook']:.2f}x with the codebook)")
+        info = evaluate_baseline(net, args.baseline)
+    _emit(
+        args,
+        info,
+        f"{info['network']} ({info['method']}): {info['metric']} {info['value']:.4f} (FP {info['fp_value']:.4f}), "
+        f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x "
+        f"({info['compression_ratio_with_codebook']:.2f}x with the codebook)",
+    )
     return 0
 
 
@@ -154,12 +263,16 @@ def cmd_inspect(args) -> int:
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
     elif info["kind"] == "codebook":
-        print(f"{info['file']}: valid codebook, k={info['k']} d={info['d']} {info['dtype']} "
-              f"({info['bits'] / 8 / 1024:.0f} KiB), sha256={info['sha256']}")
+        print(
+            f"{info['file']}: valid codebook, k={info['k']} d={info['d']} {info['dtype']} "
+            f"({info['bits'] / 8 / 1024:.0f} KiB), sha256={info['sha256']}"
+        )
     else:
-        print(f"{info['file']}: valid network artifact of {info['network']}: {info['layers']} layers, "
-              f"k={info['k']}, {info['bits_per_weight']:.3f} bits/weight, "
-              f"compression {info['compression_ratio']:.2f}x, codebook {info['codebook_sha256']}")
+        print(
+            f"{info['file']}: valid network artifact of {info['network']}: {info['layers']} layers, "
+            f"k={info['k']}, {info['bits_per_weight']:.3f} bits/weight, "
+            f"compression {info['compression_ratio']:.2f}x, codebook {info['codebook_sha256']}"
+        )
     return 0
 
 
@@ -169,14 +282,15 @@ def _int8_codebook(path):
 
     cb = load_codebook(path)
     if cb.dtype != "int8":
-        raise VQ4AllError(f"{path}: a {cb.dtype} codebook has no integer datapath: the engine and its ROM files need an int8 codebook")
+        raise VQ4AllError(
+            f"{path}: a {cb.dtype} codebook has no integer datapath: the engine and its ROM files need an int8 codebook"
+        )
     return cb
 
 
 def cmd_rom_export(args) -> int:
-    from .io import atomic_write_bytes, check_writable
-    from .reference import rom_words
     from .hw.rtl.romfiles import FORMATS, rom_file_text
+    from .io import atomic_write_bytes, check_writable
 
     if args.format not in FORMATS:
         raise VQ4AllError(f"unknown ROM format '{args.format}': choose one of {', '.join(FORMATS)}")
@@ -184,14 +298,24 @@ def cmd_rom_export(args) -> int:
     cb = _int8_codebook(args.codebook)
     width = 8 if args.width is None else args.width
     try:
-        words = rom_words(cb.codebook, width)
+        text = rom_file_text(args.format, cb, width)
     except ValueError as e:
         raise VQ4AllError(f"{args.codebook}: {e}") from None
-    text = rom_file_text(args.format, words, d=cb.d, width=width, sha256=cb.sha256)
     atomic_write_bytes(args.out, text.encode())
-    info = {"file": args.out, "format": args.format, "k": cb.k, "d": cb.d, "width": width,
-            "word_bits": cb.d * width, "sha256": cb.sha256}
-    _emit(args, info, f"wrote {args.out}: {args.format} ROM of {cb.k} words x {cb.d * width} bits, codebook sha256={cb.sha256}")
+    info = {
+        "file": args.out,
+        "format": args.format,
+        "k": cb.k,
+        "d": cb.d,
+        "width": width,
+        "word_bits": cb.d * width,
+        "sha256": cb.sha256,
+    }
+    _emit(
+        args,
+        info,
+        f"wrote {args.out}: {args.format} ROM of {cb.k} words x {cb.d * width} bits, codebook sha256={cb.sha256}",
+    )
     return 0
 
 
@@ -204,10 +328,19 @@ def cmd_rtl_generate(args) -> int:
     config = EngineConfig(k=cb.k, d=cb.d, requant=args.requant, **{k: v for k, v in given.items() if v is not None})
     start = time.perf_counter()
     manifest = generate(cb, args.out_dir, config, progress=not args.json)
-    info = {"out_dir": args.out_dir, "files": sorted(manifest["files"]), "config": manifest["config"],
-            "codebook_sha256": cb.sha256, "seconds": round(time.perf_counter() - start, 3)}
-    _emit(args, info, f"wrote {len(manifest['files'])} files + manifest.json to {args.out_dir}: engine k={cb.k} d={cb.d} "
-                      f"lanes={config.lanes} ({info['seconds']:.1f} s), codebook sha256={cb.sha256}")
+    info = {
+        "out_dir": args.out_dir,
+        "files": sorted(manifest["files"]),
+        "config": manifest["config"],
+        "codebook_sha256": cb.sha256,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    _emit(
+        args,
+        info,
+        f"wrote {len(manifest['files'])} files + manifest.json to {args.out_dir}: engine k={cb.k} d={cb.d} "
+        f"lanes={config.lanes} ({info['seconds']:.1f} s), codebook sha256={cb.sha256}",
+    )
     return 0
 
 
@@ -246,30 +379,57 @@ def cmd_sim(args) -> int:
         layer = art.layers[names.index(args.layer)]
         codes, name = layer.codes, layer.name
         from . import zoo
+        from .hw.layer_inputs import real_input
 
+        net = None
+        if args.model is not None:  # the user's own network runs its calibration input
+            net = _network(args, calibration=True)
+        elif art.network in zoo.NAMES:
+            net = zoo.load(art.network)
         try:
-            from .hw.layer_inputs import real_input
-
-            vec = real_input(zoo.load(art.network), layer.param, seed)
-            source = f"real ({art.network} calibration sample, int8 by max|x|/127)"
-        except VQ4AllError as e:  # not a zoo network, or a layer without one shared input vector
+            if net is None:
+                raise VQ4AllError(
+                    f"'{art.network}' is not a zoo network: give --model/--weights/--calibration for a real input"
+                )
+            vec = real_input(net, layer.param, seed)
+            source = f"real ({net.name} calibration sample, int8 by max|x|/127)"
+        except VQ4AllError as e:  # no network to run, or a layer without one shared input vector
             vec = np.random.default_rng(seed).standard_normal(layer.row)
             source = f"random normal ({e})"
         x, x_scale = quantize_int8(vec)
         if args.requant:  # the layer's real scales: row scale x codebook scale x activation scale
-            row_factors = layer.scales.astype(np.float64) * float(cb.codebook_scale[0]) * x_scale
-    result = run_layer(cb.codebook, codes, x, name=name, lanes=lanes, simulator=simulator,
-                       backpressure=backpressure, seed=seed, sha256=cb.sha256, row_factors=row_factors)
+            row_factors = layer.scales.astype(np.float64) * cb.scale * x_scale
+    result = run_layer(
+        cb,
+        codes,
+        x,
+        name=name,
+        lanes=lanes,
+        simulator=simulator,
+        backpressure=backpressure,
+        seed=seed,
+        row_factors=row_factors,
+    )
     result["input"] = source
-    _emit(args, result, f"{name}: {result['outputs']} outputs, {result['mismatches']} mismatches vs the reference, "
-                        f"{result['cycles']} cycles, MAC utilization {result['mac_utilization']:.3f} "
-                        f"({simulator}, k={cb.k}, lanes={lanes}, input {source})")
+    _emit(
+        args,
+        result,
+        f"{name}: {result['outputs']} outputs, {result['mismatches']} mismatches vs the reference, "
+        f"{result['cycles']} cycles, MAC utilization {result['mac_utilization']:.3f} "
+        f"({simulator}, k={cb.k}, lanes={lanes}, input {source})",
+    )
     return 0 if result["mismatches"] == 0 else 1
 
 
 def _add_hw_parsers(sub, with_json) -> None:
-    rom_p = sub.add_parser("rom", help="ROM init files of the codebook").add_subparsers(dest="rom_command", required=True)
-    r = with_json(rom_p.add_parser("export", help="write the codebook ROM as hex ($readmemh), mem (Lattice), coe (Xilinx) or mif (Intel)"))
+    rom_p = sub.add_parser("rom", help="ROM init files of the codebook").add_subparsers(
+        dest="rom_command", required=True
+    )
+    r = with_json(
+        rom_p.add_parser(
+            "export", help="write the codebook ROM as hex ($readmemh), mem (Lattice), coe (Xilinx) or mif (Intel)"
+        )
+    )
     r.add_argument("--codebook", required=True)
     r.add_argument("--format", required=True, help="hex, mem, coe or mif")
     r.add_argument("--width", type=int, help="bits per codeword value (default 8)")
@@ -277,7 +437,9 @@ def _add_hw_parsers(sub, with_json) -> None:
     r.set_defaults(func=cmd_rom_export)
 
     rtl_p = sub.add_parser("rtl", help="the accelerator's RTL").add_subparsers(dest="rtl_command", required=True)
-    g = with_json(rtl_p.add_parser("generate", help="Verilog, RTLIL, ROM files and manifest of the engine for a codebook"))
+    g = with_json(
+        rtl_p.add_parser("generate", help="Verilog, RTLIL, ROM files and manifest of the engine for a codebook")
+    )
     g.add_argument("--codebook", required=True)
     g.add_argument("--out-dir", required=True)
     g.add_argument("--lanes", type=int, help="codes per cycle (power of two, default 1)")
@@ -286,19 +448,49 @@ def _add_hw_parsers(sub, with_json) -> None:
     g.add_argument("--requant", action="store_true", help="add the per-row fixed-point scale + int8 output stage")
     g.set_defaults(func=cmd_rtl_generate)
 
-    s = with_json(sub.add_parser("sim", help="run one layer through the engine in an HDL simulator, checked against the reference"))
+    s = with_json(
+        sub.add_parser(
+            "sim", help="run one layer through the engine in an HDL simulator, checked against the reference"
+        )
+    )
     s.add_argument("--codebook", required=True)
     s.add_argument("--artifact", help="network artifact (with --layer); default: a random layer")
     s.add_argument("--layer", help="layer name in the artifact")
+    s.add_argument(
+        "--model",
+        help="with --artifact of your own network: package.module:factory or file.py:factory, "
+        "run on --calibration to capture the layer's real input",
+    )
+    s.add_argument("--weights", help="with --model: its state dict (.safetensors or .pt)")
+    s.add_argument("--calibration", help="with --model: real inputs (.safetensors or .npy); the first one is used")
     s.add_argument("--simulator", help="icarus (default) or verilator")
     s.add_argument("--lanes", type=int, help="codes per cycle (power of two, default 1)")
     s.add_argument("--backpressure", type=float, help="probability a stream beat is withheld each cycle (default 0)")
     s.add_argument("--seed", type=int, help="default 0")
-    s.add_argument("--requant", action="store_true", help="with the requantization stage (int8 results from the real scales)")
-    s.set_defaults(func=cmd_sim)
+    s.add_argument(
+        "--requant", action="store_true", help="with the requantization stage (int8 results from the real scales)"
+    )
+    s.set_defaults(func=cmd_sim, network=None, name=None)
 
 
 # ----------------------------------------------------------------------------- parser
+def _add_network_args(q) -> None:
+    """--network (a zoo network) or --model/--weights/--calibration/--name (any model)."""
+    q.add_argument("--network", help="a zoo network (see `vq4all zoo list`)")
+    q.add_argument(
+        "--model",
+        help="your own network: package.module:factory or path/to/file.py:factory, a callable "
+        "returning the torch.nn.Module",
+    )
+    q.add_argument("--weights", help="with --model: its state dict (.safetensors, or .pt read with weights_only=True)")
+    q.add_argument(
+        "--calibration", help="with --model: a batch of real inputs (.safetensors or .npy, first dim = inputs)"
+    )
+    q.add_argument(
+        "--name", help="with --model: the network name stored in the artifact (default: the model's class name)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vq4all", description="Universal-codebook neural network compression.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -309,9 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
         return q
 
     zoo_p = sub.add_parser("zoo", help="the bundled real networks").add_subparsers(dest="zoo_command", required=True)
-    with_json(zoo_p.add_parser("list", help="name, parameters, compressible parameters, metric")).set_defaults(func=cmd_zoo_list)
+    with_json(zoo_p.add_parser("list", help="name, parameters, compressible parameters, metric")).set_defaults(
+        func=cmd_zoo_list
+    )
 
-    cb_p = sub.add_parser("codebook", help="the universal codebook").add_subparsers(dest="codebook_command", required=True)
+    cb_p = sub.add_parser("codebook", help="the universal codebook").add_subparsers(
+        dest="codebook_command", required=True
+    )
     b = with_json(cb_p.add_parser("build", help="build a universal codebook by KDE from zoo networks"))
     b.add_argument("--networks", required=True, help="comma-separated zoo names (see `vq4all zoo list`)")
     b.add_argument("--k", type=int, help="codewords (power of two, default 65536)")
@@ -325,41 +521,66 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="codebook file to write (.safetensors)")
     b.set_defaults(func=cmd_codebook_build)
 
-    a = with_json(sub.add_parser("assign", help="hard-assign a zoo network to a codebook (no training)"))
-    a.add_argument("--network", required=True)
+    a = with_json(sub.add_parser("assign", help="hard-assign a network to a codebook (no training)"))
+    _add_network_args(a)
     a.add_argument("--codebook", required=True)
     a.add_argument("--scale-granularity", choices=rules.GRANULARITIES)
     a.add_argument("--out", required=True)
     a.set_defaults(func=cmd_assign)
 
-    c = with_json(sub.add_parser("compress", help="rebuild a zoo network on the codebook by distillation with PNC"))
-    c.add_argument("--network", required=True)
+    c = with_json(sub.add_parser("compress", help="rebuild a network on the codebook by distillation with PNC"))
+    _add_network_args(c)
+    c.add_argument(
+        "--loss",
+        choices=rules.DISTILL_LOSSES,
+        help="with --model: distillation loss on its output: mse (default; any output), kl (logits), cosine (embeddings)",
+    )
     c.add_argument("--codebook", required=True)
     c.add_argument("--out", required=True, help="network artifact to write (.safetensors)")
     c.add_argument("--alpha", type=float, help="PNC threshold on the largest ratio (default 0.99)")
     c.add_argument("--n", type=int, help="candidate codewords per sub-vector (default 8)")
     c.add_argument("--steps", type=int, help="step budget (default 300)")
-    c.add_argument("--no-pnc", action="store_true", help="train the same budget, take every argmax at the end")
+    c.add_argument(
+        "--no-pnc",
+        action="store_true",
+        help="train the same budget, then freeze every sub-vector by --finish at the end",
+    )
     c.add_argument("--init", choices=rules.INITS, help="initial ratios (default equal)")
-    c.add_argument("--schedule", choices=rules.SCHEDULES,
-                   help="PNC alone (threshold, default) or PNC plus a quota frozen fraction >= step/steps (linear)")
-    c.add_argument("--finish", choices=rules.FINISH_RULES,
-                   help="how sub-vectors frozen without passing alpha choose: largest ratio (default) or the "
-                        "candidate nearest to their current mixture")
+    c.add_argument(
+        "--schedule",
+        choices=rules.SCHEDULES,
+        help="PNC alone (threshold, default) or PNC plus a quota frozen fraction >= step/steps (linear)",
+    )
+    c.add_argument(
+        "--finish",
+        choices=rules.FINISH_RULES,
+        help="how sub-vectors frozen without passing alpha choose: largest ratio (default) or the "
+        "candidate nearest to their current mixture",
+    )
     c.add_argument("--lr", type=float, help="Adam learning rate of the logits (default 0.05)")
     c.add_argument("--reg", type=float, help="weight of the ratio regulariser sum r(1-r) (default 1.0)")
-    c.add_argument("--feature-weight", type=float,
-                   help="weight of the layer-wise feature MSE against the teacher (default 0: off)")
+    c.add_argument(
+        "--feature-weight", type=float, help="weight of the layer-wise feature MSE against the teacher (default 0: off)"
+    )
     c.add_argument("--batch-size", type=int)
-    c.add_argument("--calibration", type=int, help="real calibration inputs (default 512)")
+    c.add_argument(
+        "--calibration-count",
+        type=int,
+        help="most calibration inputs used (default 512; a zoo network makes that many, a --calibration file gives its first)",
+    )
     c.add_argument("--seed", type=int)
     c.add_argument("--checkpoint", help="checkpoint file (default OUT.ckpt, removed when the run finishes)")
     c.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50; 0 = none)")
     c.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
     c.set_defaults(func=cmd_compress)
 
-    e = with_json(sub.add_parser("eval", help="task metric and compression of an artifact or a baseline"))
-    e.add_argument("--network", required=True)
+    e = with_json(
+        sub.add_parser(
+            "eval",
+            help="task metric (zoo) or output agreement with the FP model (--model) of an artifact, or a zoo baseline",
+        )
+    )
+    _add_network_args(e)
     e.add_argument("--artifact")
     e.add_argument("--codebook")
     e.add_argument("--baseline", choices=["fp", "rtn2", "kmeans"])

@@ -56,8 +56,9 @@ def quantize(codewords: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray 
     return q, np.array([scale], dtype=np.float32)
 
 
-def build_from_subvectors(subvectors_by_network: dict[str, np.ndarray], config: CodebookConfig,
-                          progress: bool = False) -> Codebook:
+def build_from_subvectors(
+    subvectors_by_network: dict[str, np.ndarray], config: CodebookConfig, progress: bool = False
+) -> Codebook:
     """The universal codebook from already-extracted sub-vectors ({name: [N_i, d] float32})."""
     for name, subvectors in subvectors_by_network.items():
         if subvectors.ndim != 2 or subvectors.shape[1] != config.d:
@@ -85,17 +86,24 @@ def network_subvectors(weights: dict, d: int, granularity: str) -> np.ndarray:
     weights: {state-dict key: tensor or array [out_features, ...]}."""
     from .subvectors import split
 
-    parts = [split(np.asarray(w, dtype=np.float32), d, granularity, name=f"weight '{key}'").full() for key, w in weights.items()]
+    parts = [
+        split(np.asarray(w, dtype=np.float32), d, granularity, name=f"weight '{key}'").full()
+        for key, w in weights.items()
+    ]
     parts = [p for p in parts if p.size]
     return np.concatenate(parts) if parts else np.zeros((0, d), np.float32)
 
 
-def build(config: CodebookConfig, progress: bool = False) -> Codebook:
-    """The universal codebook from the zoo networks named in `config.networks`."""
-    from . import zoo
+def build(config: CodebookConfig, networks: dict, progress: bool = False) -> Codebook:
+    """The universal codebook from the source networks named in `config.networks`.
 
+    networks: {name: vq4all.network.Network} holding at least those names (e.g. zoo.load(name)
+    for each, or a user's own networks): their compressible weights are pooled."""
     if not config.networks:
-        raise VQ4AllError(f"no source networks: pass --networks with some of {', '.join(zoo.NAMES)}")
+        raise VQ4AllError("no source networks: name at least one (e.g. --networks digits_cnn,mtcnn_onet)")
+    missing = [name for name in config.networks if name not in networks]
+    if missing:
+        raise VQ4AllError(f"source network '{missing[0]}' of the config was not given")
     subvectors = {}
     names = config.networks
     if progress:
@@ -103,6 +111,5 @@ def build(config: CodebookConfig, progress: bool = False) -> Codebook:
 
         names = tqdm(names, desc="sub-vectors", unit="net", leave=False)
     for name in names:
-        net = zoo.load(name)
-        subvectors[name] = network_subvectors(net.compressible(), config.d, config.scale_granularity)
+        subvectors[name] = network_subvectors(networks[name].compressible(config.d), config.d, config.scale_granularity)
     return build_from_subvectors(subvectors, config, progress=progress)

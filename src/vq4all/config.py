@@ -8,8 +8,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from .errors import VQ4AllError
-from .rules import (BANDWIDTH_RULES, CODEBOOK_DTYPES, FINISH_RULES, GRANULARITIES, INITS, MAX_K, SCHEDULES,
-                    check_choice, check_d, check_k)
+from .rules import (
+    BANDWIDTH_RULES,
+    CODEBOOK_DTYPES,
+    FINISH_RULES,
+    GRANULARITIES,
+    INITS,
+    MAX_K,
+    SCHEDULES,
+    check_choice,
+    check_d,
+    check_k,
+)
 
 
 class _Manifested:
@@ -67,14 +77,13 @@ class CodebookConfig(_Manifested):
             raise VQ4AllError(f"lloyd_iters={self.lloyd_iters} must be >= 0")
 
 
-
 @dataclass(frozen=True)
 class CompressConfig(_Manifested):
     """How a network is rebuilt from the universal codebook and trained (METHOD.md steps 4-7).
 
     n candidates per sub-vector, initial ratios "equal" (paper) or "inverse_distance" (VQ4DiT);
     PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same
-    budget, then take every argmax). schedule "threshold" is the paper's PNC (alpha alone);
+    budget, then freeze every sub-vector by `finish`). schedule "threshold" is the paper's PNC (alpha alone);
     "linear" also freezes, after each step, the most confident active sub-vectors until the
     frozen fraction reaches step / steps, so a budget too short for the ratios to pass alpha
     still ends with a network the distillation has adapted to. Sub-vectors frozen without
@@ -120,8 +129,9 @@ class CompressConfig(_Manifested):
         for name in ("lr", "lr_fp", "reg", "task_weight", "feature_weight", "temperature"):
             value = float(getattr(self, name))
             if not (value >= 0 and value < float("inf")) or (name == "temperature" and value == 0):
-                raise VQ4AllError(f"{name}={getattr(self, name)} must be a finite number >= 0{' and > 0' if name == 'temperature' else ''}")
+                raise VQ4AllError(
+                    f"{name}={getattr(self, name)} must be a finite number >= 0{' and > 0' if name == 'temperature' else ''}"
+                )
         check_choice("scale granularity", self.scale_granularity, GRANULARITIES)
         if int(self.checkpoint_every) < 0:
             raise VQ4AllError(f"checkpoint_every={self.checkpoint_every} must be >= 0")
-

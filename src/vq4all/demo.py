@@ -27,11 +27,11 @@ FAST = ("digits_cnn", "crepe_tiny", "silero_vad", "mtcnn_pnet", "mtcnn_rnet", "m
 def main(argv=None) -> int:
     from . import zoo
     from .artifact import load_network, save_codebook, save_network, summarize
-    from .io import atomic_write_bytes
     from .codebook import build_from_subvectors, network_subvectors
     from .config import CodebookConfig, CompressConfig
     from .evaluate import evaluate_artifact, plot_sqnr, quality_table, rows_to_json, rows_to_markdown
     from .hard import hard_assign
+    from .io import atomic_write_bytes
     from .train import compress
 
     p = argparse.ArgumentParser(prog="vq4all.demo")
@@ -49,13 +49,17 @@ def main(argv=None) -> int:
 
     t = time.perf_counter()
     config = CodebookConfig(networks=zoo.NAMES)
-    subvectors = {name: network_subvectors(zoo.load(name).compressible(), config.d, config.scale_granularity)
-                  for name in zoo.NAMES}
+    subvectors = {
+        name: network_subvectors(zoo.load(name).compressible(), config.d, config.scale_granularity)
+        for name in zoo.NAMES
+    }
     cb = build_from_subvectors(subvectors, config)
     save_codebook(out / "codebook.safetensors", cb)
     info = summarize(out / "codebook.safetensors")
-    print(f"\n[1] universal codebook: k={cb.k} d={cb.d} {cb.dtype} (h={cb.manifest['bandwidth_h']:.4f}, "
-          f"{info['bits'] / 8 / 1024:.0f} KiB) from {len(zoo.NAMES)} networks in {time.perf_counter() - t:.1f} s")
+    print(
+        f"\n[1] universal codebook: k={cb.k} d={cb.d} {cb.dtype} (h={cb.manifest['bandwidth_h']:.4f}, "
+        f"{info['bits'] / 8 / 1024:.0f} KiB) from {len(zoo.NAMES)} networks in {time.perf_counter() - t:.1f} s"
+    )
     print(f"    {out / 'codebook.safetensors'}  sha256={cb.sha256}")
 
     t = time.perf_counter()
@@ -64,32 +68,47 @@ def main(argv=None) -> int:
     art = hard_assign(net.name, state, net.compressible_keys(), cb)
     save_network(out / "crepe_tiny.safetensors", art)
     info = summarize(out / "crepe_tiny.safetensors")
-    print(f"\n[2] {net.name} as codes: {info['layers']} layers, {info['bits_per_weight']:.3f} bits/weight, "
-          f"compression {info['compression_ratio']:.1f}x (ROM codebook not charged), {time.perf_counter() - t:.1f} s")
+    print(
+        f"\n[2] {net.name} as codes: {info['layers']} layers, {info['bits_per_weight']:.3f} bits/weight, "
+        f"compression {info['compression_ratio']:.1f}x (ROM codebook not charged), {time.perf_counter() - t:.1f} s"
+    )
     print(f"    {out / 'crepe_tiny.safetensors'}  (vq4all inspect validates it)")
 
     t = time.perf_counter()
     # the results table's settings for short budgets (README, "Short budgets")
     config = CompressConfig(schedule="linear", finish="nearest")
-    print(f"\n[3] compressing {net.name} by distillation with PNC (n={config.n}, alpha={config.alpha}, "
-          f"{config.schedule} schedule, finish {config.finish}, up to {config.steps} steps)", flush=True)
+    print(
+        f"\n[3] compressing {net.name} by distillation with PNC (n={config.n}, alpha={config.alpha}, "
+        f"{config.schedule} schedule, finish {config.finish}, up to {config.steps} steps)",
+        flush=True,
+    )
     result = compress(net, cb, config, checkpoint=out / "crepe_tiny.ckpt", progress=True)
     save_network(out / "crepe_tiny_vq4all.safetensors", result.artifact)
     (out / "crepe_tiny.ckpt").unlink(missing_ok=True)
     trained = evaluate_artifact(net, load_network(out / "crepe_tiny_vq4all.safetensors", cb), cb)
     hard = evaluate_artifact(net, load_network(out / "crepe_tiny.safetensors", cb), cb)
     report = result.report
-    print(f"    {report['steps']} steps in {time.perf_counter() - t:.0f} s: {report['frozen_by_pnc']:,} sub-vectors frozen by PNC, "
-          f"{report['forced']:,} forced (finish {config.finish})")
-    print(f"    {trained['metric']}: FP {trained['fp_value']:.3f}, hard assignment {hard['value']:.3f}, "
-          f"vq4all {trained['value']:.3f}; {trained['bits_per_weight']:.3f} bits/weight, "
-          f"compression {trained['compression_ratio']:.1f}x ({trained['compression_ratio_with_codebook']:.2f}x with the codebook)")
+    print(
+        f"    {report['steps']} steps in {time.perf_counter() - t:.0f} s: {report['frozen_by_pnc']:,} sub-vectors frozen by PNC, "
+        f"{report['forced']:,} forced (finish {config.finish})"
+    )
+    print(
+        f"    {trained['metric']}: FP {trained['fp_value']:.3f}, hard assignment {hard['value']:.3f}, "
+        f"vq4all {trained['value']:.3f}; {trained['bits_per_weight']:.3f} bits/weight, "
+        f"compression {trained['compression_ratio']:.1f}x ({trained['compression_ratio_with_codebook']:.2f}x with the codebook)"
+    )
     print(f"    {out / 'crepe_tiny_vq4all.safetensors'}")
 
     networks = zoo.NAMES if args.full else FAST
     print(f"\n[4] hard-assignment quality table ({len(networks)} networks; codebooks from all {len(zoo.NAMES)})\n")
-    rows, _ = quality_table(networks, zoo.NAMES, log=lambda s: print(s, flush=True), progress=False,
-                            codebooks={"u16_all": cb})  # step 1's codebook: same sources and defaults
+    rows, _ = quality_table(
+        {name: zoo.load(name) for name in zoo.NAMES},
+        networks,
+        zoo.NAMES,
+        log=lambda s: print(s, flush=True),
+        progress=False,
+        codebooks={"u16_all": cb},
+    )  # step 1's codebook: same sources and defaults
     table = rows_to_markdown(rows)
     atomic_write_bytes(out / "quality.md", (table + "\n").encode())
     atomic_write_bytes(out / "quality.json", json.dumps(rows_to_json(rows), indent=2).encode())
@@ -97,8 +116,10 @@ def main(argv=None) -> int:
     print("\n" + table)
 
     hardware_step(out, cb, out / "crepe_tiny_vq4all.safetensors")
-    print(f"\nwrote {out}/codebook.safetensors, crepe_tiny.safetensors, crepe_tiny_vq4all.safetensors, quality.md/.json/.png "
-          f"in {time.perf_counter() - start:.0f} s")
+    print(
+        f"\nwrote {out}/codebook.safetensors, crepe_tiny.safetensors, crepe_tiny_vq4all.safetensors, quality.md/.json/.png "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
     return 0
 
 
@@ -117,18 +138,25 @@ def hardware_step(out: Path, cb, artifact_path: Path, layer_name: str = "classif
     layer = next(layer for layer in art.layers if layer.name == layer_name)
     rows, m = layer.codes.shape
     config = engine_for(cb.k, cb.d, m, rows)
-    print(f"\n[5] hardware: the engine for this codebook (k={cb.k}, d={cb.d}, {config.lanes} lane), "
-          f"one real layer in simulation", flush=True)
+    print(
+        f"\n[5] hardware: the engine for this codebook (k={cb.k}, d={cb.d}, {config.lanes} lane), "
+        f"one real layer in simulation",
+        flush=True,
+    )
     generate(cb, out / "rtl", config, progress=True)
-    print(f"    {out / 'rtl'}: codebook.hex/.mem/.coe/.mif (ROM init), {TOP}.v, {TOP}.il (RTLIL), "
-          f"{TOP}_readmemh.v, manifest.json ({time.perf_counter() - t:.1f} s)", flush=True)
+    print(
+        f"    {out / 'rtl'}: codebook.hex/.mem/.coe/.mif (ROM init), {TOP}.v, {TOP}.il (RTLIL), "
+        f"{TOP}_readmemh.v, manifest.json ({time.perf_counter() - t:.1f} s)",
+        flush=True,
+    )
     t = time.perf_counter()
     x, _scale = quantize_int8(real_input(zoo.load(art.network), layer.param))
-    result = run_layer(cb.codebook, layer.codes, x, name=f"{art.network}.{layer.name}", sha256=cb.sha256,
-                       verilog=out / "rtl" / f"{TOP}.v")
-    print(f"    icarus: {result['name']} ({rows} rows x {result['in_features']} int8 inputs): {result['outputs']} outputs, "
-          f"{result['mismatches']} mismatches vs the reference, {result['cycles']} cycles, "
-          f"MAC utilization {result['mac_utilization']:.3f} ({time.perf_counter() - t:.1f} s)")
+    result = run_layer(cb, layer.codes, x, name=f"{art.network}.{layer.name}", verilog=out / "rtl" / f"{TOP}.v")
+    print(
+        f"    icarus: {result['name']} ({rows} rows x {result['in_features']} int8 inputs): {result['outputs']} outputs, "
+        f"{result['mismatches']} mismatches vs the reference, {result['cycles']} cycles, "
+        f"MAC utilization {result['mac_utilization']:.3f} ({time.perf_counter() - t:.1f} s)"
+    )
     return result
 
 

@@ -18,7 +18,9 @@ def printable(text, limit: int = 0) -> str:
     surrogates (all possible in a file's JSON header) escaped, and cut to `limit` characters."""
     text = str(text)
     if not text.isprintable():
-        text = "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text)
+        text = "".join(
+            c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii") for c in text
+        )
     if limit and len(text) > limit:
         text = text[:limit] + f"...({len(text) - limit} more characters)"
     return text

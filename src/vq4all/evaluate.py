@@ -35,7 +35,9 @@ def task_metric(net, rebuilt: dict) -> dict:
     ({key: array}) put in."""
     import torch
 
-    model = net.with_weights({k: torch.from_numpy(np.array(v)) for k, v in rebuilt.items()})  # np.array keeps 0-d shapes
+    model = net.with_weights(
+        {k: torch.from_numpy(np.array(v)) for k, v in rebuilt.items()}
+    )  # np.array keeps 0-d shapes
     return net.evaluate(model)
 
 
@@ -54,12 +56,21 @@ class Row:
     extras: dict = field(default_factory=dict)
 
     @classmethod
-    def measured(cls, net, method: str, weights: dict, rebuilt: dict, bits_per_weight: float, start: float) -> "Row":
+    def measured(cls, net, method: str, weights: dict, rebuilt: dict, bits_per_weight: float, start: float) -> Row:
         """A row for `rebuilt` weights: SQNR against `weights`, the task metric, the time since `start`."""
         result = task_metric(net, rebuilt)
         extras = {k: v for k, v in result.items() if k not in ("metric", "value")}
-        return cls(net.name, method, net.metric, float(result["value"]), net.fp_value, sqnr_db(weights, rebuilt),
-                   bits_per_weight, time.perf_counter() - start, extras)
+        return cls(
+            net.name,
+            method,
+            net.metric,
+            float(result["value"]),
+            net.fp_value,
+            sqnr_db(weights, rebuilt),
+            bits_per_weight,
+            time.perf_counter() - start,
+            extras,
+        )
 
 
 def numpy_weights(net) -> dict[str, np.ndarray]:
@@ -115,12 +126,16 @@ def _details(extras: dict) -> str:
 
 def rows_to_markdown(rows: list[Row]) -> str:
     """The quality table: one line per (network, method)."""
-    lines = ["| network | method | bits/weight | weight SQNR (dB) | metric | value | FP value | details |",
-             "|---|---|---:|---:|---|---:|---:|---|"]
+    lines = [
+        "| network | method | bits/weight | weight SQNR (dB) | metric | value | FP value | details |",
+        "|---|---|---:|---:|---|---:|---:|---|",
+    ]
     for r in rows:
         sq = "inf" if math.isinf(r.sqnr_db) else f"{r.sqnr_db:.2f}"
-        lines.append(f"| {r.network} | {r.method} | {r.bits_per_weight:.3f} | {sq} | {r.metric} | {r.value:.4f} "
-                     f"| {r.fp_value:.4f} | {_details(r.extras)} |")
+        lines.append(
+            f"| {r.network} | {r.method} | {r.bits_per_weight:.3f} | {sq} | {r.metric} | {r.value:.4f} "
+            f"| {r.fp_value:.4f} | {_details(r.extras)} |"
+        )
     return "\n".join(lines)
 
 
@@ -133,10 +148,22 @@ def rows_to_json(rows: list[Row]) -> list[dict]:
     return out
 
 
-def quality_table(networks, sources, *, per_network: int = 1 << 18, seed: int = 0, leave_one_out: bool = True,
-                  lloyd_iters: int = 0, progress: bool = True, log=print,
-                  codebooks: dict[str, Codebook] | None = None) -> tuple[list[Row], dict[str, Codebook]]:
+def quality_table(
+    nets: dict,
+    networks,
+    sources,
+    *,
+    per_network: int = 1 << 18,
+    seed: int = 0,
+    leave_one_out: bool = True,
+    lloyd_iters: int = 0,
+    progress: bool = True,
+    log=print,
+    codebooks: dict[str, Codebook] | None = None,
+) -> tuple[list[Row], dict[str, Codebook]]:
     """Hard-assignment quality of each of `networks` against every method of the table.
+
+    nets: {name: ZooNetwork} for every name in `networks` and `sources` (e.g. zoo.load(name)).
 
     Universal codebooks are built from the zoo networks `sources` (equal pooling): K=2^16, d=8
     from all of them, and, per evaluated network that is a source, the same without it
@@ -145,22 +172,23 @@ def quality_table(networks, sources, *, per_network: int = 1 << 18, seed: int = 
     codebooks built ({"u16_all", "u256_all", "u16_loo_<name>", "u16_lloyd_loo_<name>": Codebook}).
     `codebooks` may hand in any of them already built (from the same sources and settings).
     """
-    from . import zoo
     from .codebook import build_from_subvectors, network_subvectors
     from .config import CodebookConfig
 
     names = list(dict.fromkeys(list(sources) + list(networks)))
-    nets = {name: zoo.load(name) for name in names}
     weights = {name: numpy_weights(nets[name]) for name in names}
     sub8 = {name: network_subvectors(weights[name], 8, "channel") for name in sources}
     sub4 = {name: network_subvectors(weights[name], 4, "channel") for name in sources}
 
     def universal(subvectors, k, d, key, lloyd=0):
         start = time.perf_counter()
-        config = CodebookConfig(networks=tuple(subvectors), k=k, d=d, per_network=per_network, seed=seed,
-                                lloyd_iters=lloyd)
+        config = CodebookConfig(
+            networks=tuple(subvectors), k=k, d=d, per_network=per_network, seed=seed, lloyd_iters=lloyd
+        )
         cb = build_from_subvectors(subvectors, config, progress=progress)
-        log(f"[quality] codebook {key}: k={k} d={d} from {len(subvectors)} networks in {time.perf_counter() - start:.1f} s")
+        log(
+            f"[quality] codebook {key}: k={k} d={d} from {len(subvectors)} networks in {time.perf_counter() - start:.1f} s"
+        )
         return cb
 
     codebooks = dict(codebooks or {})
@@ -185,21 +213,28 @@ def quality_table(networks, sources, *, per_network: int = 1 << 18, seed: int = 
             if loo is not None:
                 rows.append(universal_row(net, loo, "universal 65536x8, leave-one-out", w, progress=progress))
         if name in sources:
-            rows.append(universal_row(net, codebooks["u16_all"], "universal 65536x8, all sources", w, progress=progress))
+            rows.append(
+                universal_row(net, codebooks["u16_all"], "universal 65536x8, all sources", w, progress=progress)
+            )
         if lloyd_iters:
             # Lloyd steps pull codewords onto the pooled sub-vectors themselves, so a network in
             # the pool would be partly memorised: the refined codebook is judged leave-one-out.
             others = {n: s for n, s in sub8.items() if n != name}
             key = f"u16_lloyd_loo_{name}"
             codebooks[key] = universal(others, 1 << 16, 8, key, lloyd_iters)
-            rows.append(universal_row(net, codebooks[key], f"universal 65536x8 + {lloyd_iters} Lloyd, leave-one-out",
-                                      w, progress=progress))
+            rows.append(
+                universal_row(
+                    net, codebooks[key], f"universal 65536x8 + {lloyd_iters} Lloyd, leave-one-out", w, progress=progress
+                )
+            )
         rows.append(universal_row(net, codebooks["u256_all"], "universal 256x4", w, progress=progress))
         rows.append(kmeans_row(net, 256, 4, w))
         rows.append(rtn_row(net, 2, w))
         first = max(i for i, r in enumerate(rows) if r.method == "FP32")
-        for r in rows[first + 1:]:
-            log(f"[quality]   {r.method:<36} SQNR {r.sqnr_db:6.2f} dB  {r.metric} {r.value:.4f} (FP {r.fp_value:.4f})  {r.seconds:.1f} s")
+        for r in rows[first + 1 :]:
+            log(
+                f"[quality]   {r.method:<36} SQNR {r.sqnr_db:6.2f} dB  {r.metric} {r.value:.4f} (FP {r.fp_value:.4f})  {r.seconds:.1f} s"
+            )
     return rows, codebooks
 
 
@@ -259,10 +294,17 @@ def evaluate_artifact(net, art, codebook: Codebook) -> dict:
     sizes = network_sizes(art)
     result = task_metric(net, artifact_weights(art, codebook))
     represented = sizes["compressed_weights"] + sizes["leftover_values"]
-    return {"network": net.name, **result, "fp_value": net.fp_value, "method": art.config.get("method", "vq4all"),
-            "bits_per_weight": sizes["bits_per_weight"], "compression_ratio": sizes["compression_ratio"],
-            "compression_ratio_with_codebook": 32 * represented / (sizes["stored_bits"] + codebook_bits(codebook)),
-            "k": art.k, "codebook_sha256": art.codebook_sha256}
+    return {
+        "network": net.name,
+        **result,
+        "fp_value": net.fp_value,
+        "method": art.config.get("method", "vq4all"),
+        "bits_per_weight": sizes["bits_per_weight"],
+        "compression_ratio": sizes["compression_ratio"],
+        "compression_ratio_with_codebook": 32 * represented / (sizes["stored_bits"] + codebook_bits(codebook)),
+        "k": art.k,
+        "codebook_sha256": art.codebook_sha256,
+    }
 
 
 BASELINES = ("fp", "rtn2", "kmeans")
@@ -288,8 +330,15 @@ def evaluate_baseline(net, name: str) -> dict:
         rebuilt, stored = quantize_per_layer(weights, quantize)
     result = task_metric(net, rebuilt)
     ratio = 32 * (count + left_values) / (stored + left_bits)
-    return {"network": net.name, **result, "fp_value": net.fp_value, "method": name,
-            "bits_per_weight": stored / count, "compression_ratio": ratio, "compression_ratio_with_codebook": ratio}
+    return {
+        "network": net.name,
+        **result,
+        "fp_value": net.fp_value,
+        "method": name,
+        "bits_per_weight": stored / count,
+        "compression_ratio": ratio,
+        "compression_ratio_with_codebook": ratio,
+    }
 
 
 def output_agreement(teacher, student) -> dict:
@@ -309,9 +358,11 @@ def output_agreement(teacher, student) -> dict:
     norms = np.linalg.norm(tf, axis=1) * np.linalg.norm(sf, axis=1)
     cosine = np.where(norms > 0, (tf * sf).sum(1) / np.where(norms > 0, norms, 1), 1.0)
     noise = float(((t - s) ** 2).sum())
-    out = {"cosine": float(cosine.mean()),
-           "relative_mse": float(((t - s) ** 2).mean() / max(float(t.var()), 1e-30)),
-           "sqnr_db": 10 * math.log10(float((t**2).sum()) / noise) if noise > 0 else float("inf")}
+    out = {
+        "cosine": float(cosine.mean()),
+        "relative_mse": float(((t - s) ** 2).mean() / max(float(t.var()), 1e-30)),
+        "sqnr_db": 10 * math.log10(float((t**2).sum()) / noise) if noise > 0 else float("inf"),
+    }
     if t.ndim == 2 and t.shape[1] > 1:
         out["top1_agreement"] = float((t.argmax(1) == s.argmax(1)).mean())
     return out
@@ -332,9 +383,14 @@ def evaluate_model_artifact(net, art, codebook: Codebook, inputs) -> dict:
         student_out = net.forward(student.eval(), inputs)
     sizes = network_sizes(art)
     represented = sizes["compressed_weights"] + sizes["leftover_values"]
-    return {"network": art.network, "method": art.config.get("method", "vq4all"),
-            **output_agreement(teacher_out.float().numpy(), student_out.float().numpy()),
-            "inputs": int(teacher_out.shape[0]),
-            "bits_per_weight": sizes["bits_per_weight"], "compression_ratio": sizes["compression_ratio"],
-            "compression_ratio_with_codebook": 32 * represented / (sizes["stored_bits"] + codebook_bits(codebook)),
-            "k": art.k, "codebook_sha256": art.codebook_sha256}
+    return {
+        "network": art.network,
+        "method": art.config.get("method", "vq4all"),
+        **output_agreement(teacher_out.float().numpy(), student_out.float().numpy()),
+        "inputs": int(teacher_out.shape[0]),
+        "bits_per_weight": sizes["bits_per_weight"],
+        "compression_ratio": sizes["compression_ratio"],
+        "compression_ratio_with_codebook": 32 * represented / (sizes["stored_bits"] + codebook_bits(codebook)),
+        "k": art.k,
+        "codebook_sha256": art.codebook_sha256,
+    }

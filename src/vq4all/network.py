@@ -81,19 +81,25 @@ def check_keys(model: nn.Module, keys, d: int) -> list[str]:
     for key in keys:
         if not isinstance(key, str) or key not in state:
             close = difflib.get_close_matches(str(key), list(state), n=3)
-            raise VQ4AllError(f"key '{printable(key, 200)}' is not in the model's state dict"
-                              + (f" (did you mean {', '.join(close)}?)" if close else ""))
+            raise VQ4AllError(
+                f"key '{printable(key, 200)}' is not in the model's state dict"
+                + (f" (did you mean {', '.join(close)}?)" if close else "")
+            )
         if key in seen:
             raise VQ4AllError(f"key '{key}' is listed twice")
         seen.add(key)
         tensor = state[key]
         if not tensor.is_floating_point() or tensor.dim() == 0:
-            raise VQ4AllError(f"key '{key}' is a {tensor.dtype} tensor of shape {list(tensor.shape)}: "
-                              "only floating-point weights with rows can be coded")
+            raise VQ4AllError(
+                f"key '{key}' is a {tensor.dtype} tensor of shape {list(tensor.shape)}: "
+                "only floating-point weights with rows can be coded"
+            )
         row = row_length(tensor.shape)
         if row < d:
-            raise VQ4AllError(f"key '{key}' has rows of {row} values, fewer than d={d}: coding it saves nothing; "
-                              "leave it out of keys (it stays FP)")
+            raise VQ4AllError(
+                f"key '{key}' has rows of {row} values, fewer than d={d}: coding it saves nothing; "
+                "leave it out of keys (it stays FP)"
+            )
     return keys
 
 
@@ -103,8 +109,9 @@ def check_finite(model: nn.Module, keys) -> None:
     for key in keys:
         bad = int((~torch.isfinite(state[key])).sum())
         if bad:
-            raise VQ4AllError(f"weight '{key}' holds {bad} NaN or Inf values: fix the model (or its checkpoint) "
-                              "before compressing it")
+            raise VQ4AllError(
+                f"weight '{key}' holds {bad} NaN or Inf values: fix the model (or its checkpoint) before compressing it"
+            )
 
 
 def check_architecture(model: nn.Module, art) -> None:
@@ -116,15 +123,21 @@ def check_architecture(model: nn.Module, art) -> None:
     held.update({key: tuple(value.shape) for key, value in art.leftovers.items()})
     for key, tensor in state.items():
         if key not in held:
-            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': the model has '{key}' "
-                              f"{list(tensor.shape)}, the artifact has no such entry")
+            raise VQ4AllError(
+                f"the model does not match the artifact of '{art.network}': the model has '{key}' "
+                f"{list(tensor.shape)}, the artifact has no such entry"
+            )
         if tuple(tensor.shape) != held[key]:
-            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': layer '{key}' is "
-                              f"{list(held[key])} in the artifact, {list(tensor.shape)} in the model")
+            raise VQ4AllError(
+                f"the model does not match the artifact of '{art.network}': layer '{key}' is "
+                f"{list(held[key])} in the artifact, {list(tensor.shape)} in the model"
+            )
     for key, shape in held.items():
         if key not in state:
-            raise VQ4AllError(f"the model does not match the artifact of '{art.network}': the artifact has '{key}' "
-                              f"{list(shape)}, the model has no such entry")
+            raise VQ4AllError(
+                f"the model does not match the artifact of '{art.network}': the artifact has '{key}' "
+                f"{list(shape)}, the model has no such entry"
+            )
 
 
 class Network:
@@ -150,8 +163,17 @@ class Network:
     #: "kl", "cosine", "mse" or a callable (student_out, teacher_out) -> scalar
     distill: str | Callable = "mse"
 
-    def __init__(self, model: nn.Module, name: str | None = None, *, calibration=None, loss=None,
-                 keys=None, forward: Callable | None = None, exclude=()):
+    def __init__(
+        self,
+        model: nn.Module,
+        name: str | None = None,
+        *,
+        calibration=None,
+        loss=None,
+        keys=None,
+        forward: Callable | None = None,
+        exclude=(),
+    ):
         if not isinstance(model, nn.Module):
             raise VQ4AllError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.name = name or type(model).__name__
@@ -162,8 +184,10 @@ class Network:
             p.requires_grad_(False)
         if loss is not None:
             if not callable(loss) and loss not in DISTILL_LOSSES:
-                raise VQ4AllError(f"loss {printable(loss, 80)!r} must be one of {', '.join(DISTILL_LOSSES)} or a callable "
-                                  "(student_out, teacher_out) -> scalar")
+                raise VQ4AllError(
+                    f"loss {printable(loss, 80)!r} must be one of {', '.join(DISTILL_LOSSES)} or a callable "
+                    "(student_out, teacher_out) -> scalar"
+                )
             self.distill = loss
         if exclude:
             self.exclude = tuple(exclude)
@@ -229,8 +253,10 @@ class Network:
             if key not in sd:
                 raise VQ4AllError(f"{self.name}: weight '{key}' is not in the model's state dict")
             if tuple(value.shape) != tuple(sd[key].shape):
-                raise VQ4AllError(f"{self.name}: weight '{key}' has shape {tuple(value.shape)}, "
-                                  f"the model needs {tuple(sd[key].shape)}")
+                raise VQ4AllError(
+                    f"{self.name}: weight '{key}' has shape {tuple(value.shape)}, "
+                    f"the model needs {tuple(sd[key].shape)}"
+                )
         model = copy.deepcopy(self.model)
         target = model.state_dict(keep_vars=True)
         with torch.no_grad():
@@ -266,8 +292,10 @@ class Network:
         else:
             out = model(inputs)
         if not isinstance(out, torch.Tensor):
-            raise VQ4AllError(f"{self.name}: the model returned a {type(out).__name__}, not a tensor: pass "
-                              "forward=lambda model, inputs: <the output tensor to distill>")
+            raise VQ4AllError(
+                f"{self.name}: the model returned a {type(out).__name__}, not a tensor: pass "
+                "forward=lambda model, inputs: <the output tensor to distill>"
+            )
         return out
 
 

@@ -67,16 +67,18 @@ def kmeans_(model: torch.nn.Module, keys, k: int = 256, d: int = 4, iters: int =
     return out
 
 
-def finetune_kmeans(net, config: CompressConfig | None = None, k: int = 256, d: int = 4,
-                    progress: bool = False) -> tuple[dict[str, np.ndarray], int, dict]:
+def finetune_kmeans(
+    net, config: CompressConfig | None = None, k: int = 256, d: int = 4, progress: bool = False
+) -> tuple[dict[str, np.ndarray], int, dict]:
     """Per-layer k-means VQ fine-tuned by distillation: (the student's whole state dict, its
     compressed weights rebuilt and its FP leftovers trained; stored bits of the compressed layers
     (codes, scales, codebooks); report)."""
     from .assign import unquantize_
     from .train import _Run, distill
 
-    config = CompressConfig.from_dict({**(config or CompressConfig()).to_dict(), "pnc": False, "reg": 0.0,
-                                       "checkpoint_every": 0})
+    config = CompressConfig.from_dict(
+        {**(config or CompressConfig()).to_dict(), "pnc": False, "reg": 0.0, "checkpoint_every": 0}
+    )
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     student = net.with_weights({})
@@ -86,6 +88,9 @@ def finetune_kmeans(net, config: CompressConfig | None = None, k: int = 256, d: 
     stored = sum(p.stored_bits() for p in params.values())
     unquantize_(student, params)
     state = {key: value.detach().cpu().numpy().copy() for key, value in student.state_dict().items()}
-    report = {"steps": run.step, "seconds": time.perf_counter() - start,
-              "final_loss": run.history[-1]["loss"] if run.history else math.nan}
+    report = {
+        "steps": run.step,
+        "seconds": time.perf_counter() - start,
+        "final_loss": run.history[-1]["loss"] if run.history else math.nan,
+    }
     return state, stored, report

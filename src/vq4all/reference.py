@@ -89,7 +89,7 @@ def lookup_matmul_int(x, codes, codebook, acc_bits: int = 32) -> np.ndarray:
     the row scales). y[b, o] = sum_j sum_e x[b, j*d + e] * codebook[codes[o, j], e], with x
     zero-padded to m*d. The sum is exact, then wrapped to a two's-complement accumulator of
     `acc_bits` bits, as a hardware accumulator of that width does (real layers never wrap at 32:
-    |sum| <= 128*128*in_features needs in_features > 131072 to overflow).
+    |sum| <= 128*128*in_features reaches 2^31 only at in_features >= 131072).
     """
     x = np.asarray(x)
     codebook = np.asarray(codebook)
@@ -104,7 +104,9 @@ def lookup_matmul_int(x, codes, codebook, acc_bits: int = 32) -> np.ndarray:
     out_features, m = idx.shape
     in_features = x.shape[1]
     if not (m - 1) * d < in_features <= m * d:
-        raise ValueError(f"x has {in_features} features; codes of m={m} sub-vectors of d={d} need {(m-1)*d+1}..{m*d}")
+        raise ValueError(
+            f"x has {in_features} features; codes of m={m} sub-vectors of d={d} need {(m - 1) * d + 1}..{m * d}"
+        )
     xp = np.zeros((x.shape[0], m * d), dtype=np.int64)
     xp[:, :in_features] = x
     weight = codebook.astype(np.int64)[idx].reshape(out_features, m * d)
@@ -183,7 +185,9 @@ def requantize(acc, multiplier, shift: int, out_bits: int = 8) -> np.ndarray:
     if acc.ndim != 2:
         raise ValueError(f"acc must be [M, out_features], got shape {acc.shape}")
     if multiplier.shape != (acc.shape[1],) or multiplier.dtype.kind not in "ui" or (multiplier < 0).any():
-        raise ValueError(f"multiplier must be [{acc.shape[1]}] non-negative integers, got {multiplier.dtype} {multiplier.shape}")
+        raise ValueError(
+            f"multiplier must be [{acc.shape[1]}] non-negative integers, got {multiplier.dtype} {multiplier.shape}"
+        )
     if not 1 <= int(shift) <= 62:
         raise ValueError(f"shift must be in 1..62, got {shift}")
     if not 2 <= out_bits <= 32:
@@ -191,9 +195,12 @@ def requantize(acc, multiplier, shift: int, out_bits: int = 8) -> np.ndarray:
     shift = int(shift)
     lo, hi = -(1 << (out_bits - 1)), (1 << (out_bits - 1)) - 1
     mult = [int(v) for v in multiplier.tolist()]
-    out = [[min(hi, max(lo, (a * mlt + (1 << (shift - 1))) >> shift)) for a, mlt in zip(row, mult)]
-           for row in acc.tolist()]
-    return np.array(out, dtype=np.int8 if out_bits <= 8 else np.int16 if out_bits <= 16 else np.int32).reshape(acc.shape)
+    out = [
+        [min(hi, max(lo, (a * mlt + (1 << (shift - 1))) >> shift)) for a, mlt in zip(row, mult)] for row in acc.tolist()
+    ]
+    return np.array(out, dtype=np.int8 if out_bits <= 8 else np.int16 if out_bits <= 16 else np.int32).reshape(
+        acc.shape
+    )
 
 
 def requant_parameters(factors, mult_bits: int = 16) -> tuple[np.ndarray, int]:

@@ -48,7 +48,9 @@ def _smallest(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]
         return scores.min(dim=1, keepdim=True) if n == 1 else scores.topk(n, dim=1, largest=False, sorted=True)
     grouped = scores.view(b, c // _GROUP, _GROUP)
     minima = grouped.amin(dim=2)
-    groups = minima.argmin(dim=1, keepdim=True) if n == 1 else minima.topk(n, dim=1, largest=False, sorted=False).indices
+    groups = (
+        minima.argmin(dim=1, keepdim=True) if n == 1 else minima.topk(n, dim=1, largest=False, sorted=False).indices
+    )
     candidates = grouped.gather(1, groups.unsqueeze(2).expand(-1, -1, _GROUP)).reshape(b, -1)
     if n == 1:
         val, pick = candidates.min(dim=1, keepdim=True)
@@ -57,8 +59,9 @@ def _smallest(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]
     return val, groups.gather(1, pick // _GROUP) * _GROUP + pick % _GROUP
 
 
-def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 4 << 20,
-            progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def nearest(
+    x, codewords, n: int = 1, *, device=None, block_bytes: int = 4 << 20, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices and squared distances of the n nearest codewords of every row of x.
 
     x: [N, d] float (numpy or torch); codewords: [k, d] float (the codebook's real values).
@@ -68,7 +71,9 @@ def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 4 << 20
     device = torch.device(device) if device is not None else default_device()
     xs, cs = _as_tensor(x, device), _as_tensor(codewords, device)
     if xs.ndim != 2 or cs.ndim != 2 or xs.shape[1] != cs.shape[1]:
-        raise VQ4AllError(f"nearest: x [N, d] and codewords [k, d] must share d, got {tuple(xs.shape)} and {tuple(cs.shape)}")
+        raise VQ4AllError(
+            f"nearest: x [N, d] and codewords [k, d] must share d, got {tuple(xs.shape)} and {tuple(cs.shape)}"
+        )
     big_n, k = xs.shape[0], cs.shape[0]
     if not 1 <= n <= k:
         raise VQ4AllError(f"n={n} candidates must be between 1 and k={k}")
@@ -89,10 +94,10 @@ def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 4 << 20
     scores = torch.empty((rows, cols), dtype=torch.float32, device=device)
     with torch.no_grad():
         for r0 in range(0, big_n, rows):
-            xb = xs[r0:r0 + rows]
+            xb = xs[r0 : r0 + rows]
             best_val = best_idx = None
             for c0 in range(0, k, cols):
-                cb, nb = cs[c0:c0 + cols], c_norm[c0:c0 + cols]
+                cb, nb = cs[c0 : c0 + cols], c_norm[c0 : c0 + cols]
                 s = scores[: xb.shape[0], : cb.shape[0]]
                 torch.addmm(nb.unsqueeze(0), xb, cb.T, beta=1.0, alpha=-2.0, out=s)
                 val, idx = _smallest(s, n)
@@ -107,8 +112,8 @@ def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 4 << 20
                     both_idx = torch.cat([best_idx, idx], 1)
                     best_val, pick = _smallest(both_val, n)
                     best_idx = both_idx.gather(1, pick)
-            out_idx[r0:r0 + rows] = best_idx
-            out_dist[r0:r0 + rows] = (best_val + (xb * xb).sum(1, keepdim=True)).clamp_min_(0)
+            out_idx[r0 : r0 + rows] = best_idx
+            out_dist[r0 : r0 + rows] = (best_val + (xb * xb).sum(1, keepdim=True)).clamp_min_(0)
             if bar is not None:
                 bar.update(xb.shape[0])
     if bar is not None:
@@ -116,8 +121,9 @@ def nearest(x, codewords, n: int = 1, *, device=None, block_bytes: int = 4 << 20
     return out_idx.cpu().numpy(), out_dist.cpu().numpy()
 
 
-def candidates(splits, codewords: np.ndarray, n: int = 1, *, device=None,
-               progress: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+def candidates(
+    splits, codewords: np.ndarray, n: int = 1, *, device=None, progress: bool = False
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The n nearest codewords of every sub-vector of several split weights, in one search.
 
     splits: `vq4all.subvectors.Split` objects; codewords: [k, d] float32 real values.
@@ -131,7 +137,7 @@ def candidates(splits, codewords: np.ndarray, n: int = 1, *, device=None,
     out, start = [], 0
     for s in splits:
         out_features, m, _ = s.subvectors.shape
-        cand, cdist = idx[start:start + out_features * m].copy(), dist[start:start + out_features * m].copy()
+        cand, cdist = idx[start : start + out_features * m].copy(), dist[start : start + out_features * m].copy()
         start += out_features * m
         if s.pad:
             keep = d - s.pad

@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import VQ4AllError
 from .rules import GRANULARITIES, check_choice
+
 # float16's smallest normal and largest finite value: an all-zero row gets scale 1, a tiny one the
 # smallest normal, so every stored scale is a finite, non-zero float16.
 _SCALE_MIN, _SCALE_MAX = 2.0**-14, 65504.0
@@ -78,7 +79,9 @@ def split(weight, d: int, granularity: str = "channel", name: str = "the weight"
     weight = np.asarray(weight, dtype=np.float32)
     if not np.isfinite(weight).all():
         bad = int((~np.isfinite(weight)).sum())
-        raise VQ4AllError(f"{name} holds {bad} NaN or Inf values: fix the network (or its checkpoint) before compressing it")
+        raise VQ4AllError(
+            f"{name} holds {bad} NaN or Inf values: fix the network (or its checkpoint) before compressing it"
+        )
     out_features, row = row_count(weight.shape)
     rows = weight.reshape(out_features, row)
     scales = row_scales(rows, granularity)

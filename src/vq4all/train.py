@@ -9,7 +9,7 @@ leftovers (biases, norms) train; the codebook is frozen. After every optimiser s
 each sub-vector whose largest ratio exceeds alpha; training stops when all are frozen or at the
 step budget, and the rest are frozen to their argmax ("forced"; `finish="nearest"` takes the
 candidate nearest to the current mixture instead). Without PNC the same budget is trained and
-every argmax taken at the end. The "linear" schedule adds a quota (frozen fraction >= step /
+every sub-vector frozen by the finish rule at the end. The "linear" schedule adds a quota (frozen fraction >= step /
 steps, most confident first) so that short budgets end fully constructed too.
 
 Checkpoints (safetensors, atomic) hold the student, Adam's state and the batch sampler's RNG, so
@@ -36,11 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from .artifact import Codebook, NetworkArtifact, read_container
-
-from .io import atomic_write_bytes
 from .assign import CandidateWeight, quantize_, unquantize_
 from .config import CompressConfig
 from .errors import VQ4AllError
+from .io import atomic_write_bytes
 from .network import count_inputs
 
 CHECKPOINT_FORMAT = "vq4all-checkpoint"
@@ -64,13 +63,20 @@ def distill_loss(kind, student: torch.Tensor, teacher: torch.Tensor, temperature
     if callable(kind):
         loss = kind(student, teacher)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise VQ4AllError(f"the loss callable returned {type(loss).__name__} "
-                              f"{list(loss.shape) if isinstance(loss, torch.Tensor) else ''}: it must return a scalar tensor")
+            raise VQ4AllError(
+                f"the loss callable returned {type(loss).__name__} "
+                f"{list(loss.shape) if isinstance(loss, torch.Tensor) else ''}: it must return a scalar tensor"
+            )
         return loss.reshape(())
     if kind == "kl":
         t = temperature
-        return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
-                        reduction="batchmean") * t * t
+        return (
+            F.kl_div(
+                F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1), log_target=True, reduction="batchmean"
+            )
+            * t
+            * t
+        )
     if kind == "cosine":
         return 1.0 - F.cosine_similarity(student.flatten(1), teacher.flatten(1), dim=1).mean()
     if kind == "mse":
@@ -102,6 +108,7 @@ class FeatureTaps:
     def _keep(self, name):
         def hook(_module, _inputs, output):
             self.outputs[name] = output[0] if isinstance(output, tuple) else output
+
         return hook
 
     def remove(self) -> None:
@@ -145,7 +152,7 @@ def _average_gradients(optimizer: torch.optim.Optimizer, world: int) -> None:
     flat /= world
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 
@@ -171,8 +178,15 @@ class _Run:
     `config.lr_fp`. `tag` names what the run is built on (the codebook hash), checked on resume.
     """
 
-    def __init__(self, net, config: CompressConfig, student: torch.nn.Module, params: dict,
-                 main: list[torch.nn.Parameter], tag: str):
+    def __init__(
+        self,
+        net,
+        config: CompressConfig,
+        student: torch.nn.Module,
+        params: dict,
+        main: list[torch.nn.Parameter],
+        tag: str,
+    ):
         self.net, self.config, self.student, self.params, self.tag = net, config, student, params, tag
         self.keys = list(params)
         self.student.eval()  # norms use their running statistics; dropout off
@@ -204,9 +218,16 @@ class _Run:
             for name, value in state.items():
                 tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).clone().contiguous()
         tensors["sampler"] = self.sampler.get_state()
-        meta = {"format": CHECKPOINT_FORMAT, "network": self.net.name, "codebook_sha256": self.tag,
-                "config": self.config.to_dict(), "step": self.step, "history": self.history, "forced": self.forced,
-                "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]}
+        meta = {
+            "format": CHECKPOINT_FORMAT,
+            "network": self.net.name,
+            "codebook_sha256": self.tag,
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "history": self.history,
+            "forced": self.forced,
+            "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]],
+        }
         atomic_write_bytes(path, save(tensors, metadata={"vq4all": json.dumps(meta)}))
 
     def load(self, path) -> None:
@@ -219,19 +240,22 @@ class _Run:
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             # the container parsed, but what it holds does not fit this run (edited or damaged)
             detail = " ".join(str(e).split())[:200]  # torch's messages span lines; keep one
-            raise VQ4AllError(f"{path}: damaged checkpoint ({e.__class__.__name__}: {detail}): "
-                              "delete it and run without --resume") from None
+            raise VQ4AllError(
+                f"{path}: damaged checkpoint ({e.__class__.__name__}: {detail}): delete it and run without --resume"
+            ) from None
 
     def _restore(self, path, meta: dict, arrays: dict) -> None:
         tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise VQ4AllError(f"{path}: not a vq4all checkpoint")
         if meta.get("network") != self.net.name or meta.get("codebook_sha256") != self.tag:
-            raise VQ4AllError(f"{path}: checkpoint of {meta.get('network')} on codebook {str(meta.get('codebook_sha256'))[:16]}..., "
-                              f"not of {self.net.name} on {self.tag[:16]}...: resume with the same network and codebook")
+            raise VQ4AllError(
+                f"{path}: checkpoint of {meta.get('network')} on codebook {str(meta.get('codebook_sha256'))[:16]}..., "
+                f"not of {self.net.name} on {self.tag[:16]}...: resume with the same network and codebook"
+            )
         if CompressConfig.from_dict(meta.get("config", {})) != self.config:
             raise VQ4AllError(f"{path}: checkpoint was made with another configuration: resume with the same flags")
-        student = {k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")}
+        student = {k[len("student.") :]: v for k, v in tensors.items() if k.startswith("student.")}
         self.student.load_state_dict(student)
         opt = self.optimizer.state_dict()
         state: dict = {}
@@ -336,8 +360,9 @@ class _Run:
                 self.save(checkpoint)
 
 
-def distill(run: _Run, *, checkpoint=None, resume: bool = False, progress: bool = False,
-            stop_after: int | None = None) -> bool:
+def distill(
+    run: _Run, *, checkpoint=None, resume: bool = False, progress: bool = False, stop_after: int | None = None
+) -> bool:
     """Train `run` on the network's calibration data against the FP teacher's outputs.
     Returns False when it stopped early at `stop_after` (the run is then unfinished)."""
     net, config = run.net, run.config
@@ -349,15 +374,25 @@ def distill(run: _Run, *, checkpoint=None, resume: bool = False, progress: bool 
     labels = net.calibration_labels(config.calibration, seed=config.seed)
     with torch.no_grad():
         n_data = count_inputs(inputs)
-        chunks = [net.forward(net.model, _take(inputs, torch.arange(i, min(i + 64, n_data)))) for i in range(0, n_data, 64)]
+        chunks = [
+            net.forward(net.model, _take(inputs, torch.arange(i, min(i + 64, n_data)))) for i in range(0, n_data, 64)
+        ]
         teacher_out = torch.cat(chunks)
     until = config.steps if stop_after is None else min(config.steps, stop_after)
     run.train(inputs, teacher_out, labels, checkpoint, progress, until=until)
     return until == config.steps
 
 
-def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, checkpoint=None,
-             resume: bool = False, progress: bool = False, stop_after: int | None = None) -> Result:
+def compress(
+    net,
+    codebook: Codebook,
+    config: CompressConfig | None = None,
+    *,
+    checkpoint=None,
+    resume: bool = False,
+    progress: bool = False,
+    stop_after: int | None = None,
+) -> Result:
     """Rebuild `net` (a zoo network) on `codebook` by distillation with PNC; see the module doc.
 
     checkpoint: a file written every `config.checkpoint_every` steps; resume: start from it.
@@ -367,15 +402,23 @@ def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, c
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     student = net.with_weights({})
-    params = quantize_(student, net.compressible_keys(codebook.d), codebook, n=config.n, init=config.init,
-                       granularity=config.scale_granularity, progress=progress)
+    params = quantize_(
+        student,
+        net.compressible_keys(codebook.d),
+        codebook,
+        n=config.n,
+        init=config.init,
+        granularity=config.scale_granularity,
+        progress=progress,
+    )
     run = _Run(net, config, student, params, [p.logits for p in params.values()], codebook.sha256)
     if not distill(run, checkpoint=checkpoint, resume=resume, progress=progress, stop_after=stop_after):
         return Result(None, {"steps": run.step, "stopped": True})
 
     with torch.no_grad():
-        max_ratios = torch.cat([torch.where(p.frozen, torch.ones(()), p.ratios().max(1).values)
-                                for p in run.params.values()]).numpy()
+        max_ratios = torch.cat(
+            [torch.where(p.frozen, torch.ones(()), p.ratios().max(1).values) for p in run.params.values()]
+        ).numpy()
         frozen_by_pnc = run.frozen_count() - run.forced
         forced = run.forced + sum(p.freeze_rest(config.finish) for p in run.params.values())
     layers = [p.layer_codes(key, codebook.k, config.scale_granularity) for key, p in run.params.items()]
@@ -385,13 +428,27 @@ def compress(net, codebook: Codebook, config: CompressConfig | None = None, *, c
     leftovers = {k: v.detach().cpu().numpy().copy() for k, v in state.items() if k not in compressed}
     total = frozen_by_pnc + forced
     report = {
-        "network": net.name, "steps": run.step, "subvectors": total, "frozen_by_pnc": frozen_by_pnc,
-        "forced": forced, "forced_fraction": forced / total if total else 0.0,
+        "network": net.name,
+        "steps": run.step,
+        "subvectors": total,
+        "frozen_by_pnc": frozen_by_pnc,
+        "forced": forced,
+        "forced_fraction": forced / total if total else 0.0,
         "final_loss": run.history[-1]["loss"] if run.history else math.nan,
-        "seconds": time.perf_counter() - start, "config": config.to_dict(),
+        "seconds": time.perf_counter() - start,
+        "config": config.to_dict(),
         "left_fp": net.skipped_keys(codebook.d),
     }
-    artifact = NetworkArtifact(net.name, codebook.sha256, codebook.k, layers, leftovers,
-                               {"method": "vq4all", "compress": config.to_dict(),
-                                "report": {k: v for k, v in report.items() if k != "config"}})
+    artifact = NetworkArtifact(
+        net.name,
+        codebook.sha256,
+        codebook.k,
+        layers,
+        leftovers,
+        {
+            "method": "vq4all",
+            "compress": config.to_dict(),
+            "report": {k: v for k, v in report.items() if k != "config"},
+        },
+    )
     return Result(artifact, report, max_ratios, run.student)

@@ -53,11 +53,15 @@ def load_factory(spec: str):
             module_spec.loader.exec_module(module)
         else:
             if not _MODULE_NAME.match(where):
-                raise VQ4AllError(f"--model {printable(where, 200)!r} is not a module name (package.module) or a .py file")
+                raise VQ4AllError(
+                    f"--model {printable(where, 200)!r} is not a module name (package.module) or a .py file"
+                )
             module = importlib.import_module(where)
     except ImportError as e:
-        raise VQ4AllError(f"--model: cannot import {printable(where, 200)} ({printable(e, 300)}): install it or "
-                          "give the path of its .py file") from None
+        raise VQ4AllError(
+            f"--model: cannot import {printable(where, 200)} ({printable(e, 300)}): install it or "
+            "give the path of its .py file"
+        ) from None
     factory = getattr(module, attr, None)
     if factory is None:
         raise VQ4AllError(f"--model: {printable(where, 200)} has no attribute '{attr}'")
@@ -87,18 +91,28 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         try:
             state = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as e:
-            raise VQ4AllError(f"--weights {printable(path)}: not a readable safetensors file ({printable(e, 200)})") from None
+            raise VQ4AllError(
+                f"--weights {printable(path)}: not a readable safetensors file ({printable(e, 200)})"
+            ) from None
     elif path.suffix in (".pt", ".pth", ".bin"):
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 -- torch raises many types for a bad or unsafe file
-            raise VQ4AllError(f"--weights {printable(path)}: cannot be read with torch.load(weights_only=True) "
-                              f"({type(e).__name__}: {printable(str(e).splitlines()[0] if str(e) else '', 200)}); "
-                              "save a plain state dict, or use .safetensors") from None
+            raise VQ4AllError(
+                f"--weights {printable(path)}: cannot be read with torch.load(weights_only=True) "
+                f"({type(e).__name__}: {printable(str(e).splitlines()[0] if str(e) else '', 200)}); "
+                "save a plain state dict, or use .safetensors"
+            ) from None
     else:
-        raise VQ4AllError(f"--weights {printable(path)}: unknown suffix '{printable(path.suffix)}': give a .safetensors or .pt file")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise VQ4AllError(f"--weights {printable(path)}: must hold a state dict ({{name: tensor}}), got {type(state).__name__}")
+        raise VQ4AllError(
+            f"--weights {printable(path)}: unknown suffix '{printable(path.suffix)}': give a .safetensors or .pt file"
+        )
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise VQ4AllError(
+            f"--weights {printable(path)}: must hold a state dict ({{name: tensor}}), got {type(state).__name__}"
+        )
     return state
 
 
@@ -111,11 +125,15 @@ def load_weights(model: torch.nn.Module, path) -> None:
         if key not in state:
             raise VQ4AllError(f"--weights {printable(path)}: no entry '{key}' {list(value.shape)}, which the model has")
         if tuple(state[key].shape) != tuple(value.shape):
-            raise VQ4AllError(f"--weights {printable(path)}: '{key}' is {list(state[key].shape)}, the model needs {list(value.shape)}")
+            raise VQ4AllError(
+                f"--weights {printable(path)}: '{key}' is {list(state[key].shape)}, the model needs {list(value.shape)}"
+            )
     extra = [k for k in state if k not in target]
     if extra:
-        raise VQ4AllError(f"--weights {printable(path)}: entry '{printable(extra[0], 200)}' is not in the model "
-                          f"({len(extra)} such): is this the model's weight file?")
+        raise VQ4AllError(
+            f"--weights {printable(path)}: entry '{printable(extra[0], 200)}' is not in the model "
+            f"({len(extra)} such): is this the model's weight file?"
+        )
     model.load_state_dict(state, strict=True)
 
 
@@ -128,22 +146,30 @@ def load_calibration(path):
         try:
             arrays = {"inputs": np.load(path, allow_pickle=False)}
         except (ValueError, OSError) as e:
-            raise VQ4AllError(f"--calibration {printable(path)}: not a readable .npy array ({printable(e, 200)})") from None
+            raise VQ4AllError(
+                f"--calibration {printable(path)}: not a readable .npy array ({printable(e, 200)})"
+            ) from None
     elif path.suffix == ".safetensors":
         from vq4all.artifact import read_safetensors
 
         arrays = read_safetensors(path)
     else:
-        raise VQ4AllError(f"--calibration {printable(path)}: unknown suffix '{printable(path.suffix)}': give .safetensors or .npy")
+        raise VQ4AllError(
+            f"--calibration {printable(path)}: unknown suffix '{printable(path.suffix)}': give .safetensors or .npy"
+        )
     if not arrays:
         raise VQ4AllError(f"--calibration {printable(path)}: holds no tensor")
     tensors, rows = {}, None
     for name, array in arrays.items():
         where = f"--calibration {printable(path)}: tensor '{printable(name, 200)}'"
         if array.ndim == 0 or array.shape[0] < 1:
-            raise VQ4AllError(f"{where} of shape {list(array.shape)} holds no inputs: the first dimension counts inputs")
+            raise VQ4AllError(
+                f"{where} of shape {list(array.shape)} holds no inputs: the first dimension counts inputs"
+            )
         if rows is not None and array.shape[0] != rows:
-            raise VQ4AllError(f"{where} has {array.shape[0]} rows, another tensor {rows}: every input needs the same count")
+            raise VQ4AllError(
+                f"{where} has {array.shape[0]} rows, another tensor {rows}: every input needs the same count"
+            )
         rows = array.shape[0]
         if array.dtype.kind == "f":
             if not np.isfinite(array).all():

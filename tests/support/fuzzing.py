@@ -15,12 +15,49 @@ import struct
 
 import numpy as np
 
-KINDS = ("truncate", "flip_bytes", "flip_header", "dtype", "shape", "codes_ge_k", "huge_sizes",
-         "wrong_hash", "format_version", "nan_inf", "manifest_field", "garbage_header", "offsets")
+KINDS = (
+    "truncate",
+    "flip_bytes",
+    "flip_header",
+    "dtype",
+    "shape",
+    "codes_ge_k",
+    "huge_sizes",
+    "wrong_hash",
+    "format_version",
+    "nan_inf",
+    "manifest_field",
+    "garbage_header",
+    "offsets",
+)
 
 _DTYPES = ["BOOL", "U8", "I8", "U16", "I16", "U32", "I32", "U64", "I64", "F16", "F32", "F64", "BF16", "Q4", "", 7, None]
-_ODD_VALUES = [None, True, False, 0, -1, 1, 2, 3, 2**31, 2**63, 2**64 + 1, -2**63, 1.0, 0.5, float("nan"),
-               float("inf"), "", "1", "x" * 300, "\n\ud800", [], [1], {}, {"a": 1}]
+_ODD_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    2,
+    3,
+    2**31,
+    2**63,
+    2**64 + 1,
+    -(2**63),
+    1.0,
+    0.5,
+    float("nan"),
+    float("inf"),
+    "",
+    "1",
+    "x" * 300,
+    "\n\ud800",
+    [],
+    [1],
+    {},
+    {"a": 1},
+]
 
 
 def seed_files() -> dict[str, bytes]:
@@ -32,33 +69,62 @@ def seed_files() -> dict[str, bytes]:
     from vq4all.artifact import Codebook, LayerCodes, NetworkArtifact, save_codebook, save_network
 
     rng = np.random.default_rng(0)
-    cb = Codebook(rng.integers(-127, 128, (16, 4), dtype=np.int8), np.array([0.05], np.float32), {"config": {"seed": 0}})
+    cb = Codebook(
+        rng.integers(-127, 128, (16, 4), dtype=np.int8), np.array([0.05], np.float32), {"config": {"seed": 0}}
+    )
     f16 = Codebook(rng.standard_normal((16, 4)).astype(np.float16), None, {})
     layers = [
-        LayerCodes("conv.weight", (6, 3, 3, 3), 4, 1, "channel",
-                   rng.integers(0, 16, (6, 7)).astype(np.uint8), rng.uniform(0.1, 1, 6).astype(np.float16)),
-        LayerCodes("fc.weight", (5, 8), 4, 0, "tensor", rng.integers(0, 16, (5, 2)).astype(np.uint8),
-                   np.full(5, 0.5, np.float16)),
+        LayerCodes(
+            "conv.weight",
+            (6, 3, 3, 3),
+            4,
+            1,
+            "channel",
+            rng.integers(0, 16, (6, 7)).astype(np.uint8),
+            rng.uniform(0.1, 1, 6).astype(np.float16),
+        ),
+        LayerCodes(
+            "fc.weight",
+            (5, 8),
+            4,
+            0,
+            "tensor",
+            rng.integers(0, 16, (5, 2)).astype(np.uint8),
+            np.full(5, 0.5, np.float16),
+        ),
     ]
-    leftovers = {"conv.bias": rng.standard_normal(6).astype(np.float32), "fc.bias": rng.standard_normal(5).astype(np.float16),
-                 "bn.num_batches_tracked": np.array(3, np.int64)}
+    leftovers = {
+        "conv.bias": rng.standard_normal(6).astype(np.float32),
+        "fc.bias": rng.standard_normal(5).astype(np.float16),
+        "bn.num_batches_tracked": np.array(3, np.int64),
+    }
     net = NetworkArtifact("toy", cb.sha256, 16, layers, leftovers, {"method": "fuzz"})
     # the same with 1 MiB of leftovers: data dominates the file, so allocation bounds bite
-    big = NetworkArtifact("toy", cb.sha256, 16, layers, {**leftovers, "big": rng.standard_normal(1 << 18).astype(np.float32)},
-                          {"method": "fuzz"})
+    big = NetworkArtifact(
+        "toy",
+        cb.sha256,
+        16,
+        layers,
+        {**leftovers, "big": rng.standard_normal(1 << 18).astype(np.float32)},
+        {"method": "fuzz"},
+    )
     with tempfile.TemporaryDirectory() as tmp:
         save_codebook(Path(tmp) / "cb", cb)
         save_codebook(Path(tmp) / "f16", f16)
         save_network(Path(tmp) / "net", net)
         save_network(Path(tmp) / "big", big)
-        return {"codebook": (Path(tmp) / "cb").read_bytes(), "codebook_f16": (Path(tmp) / "f16").read_bytes(),
-                "network": (Path(tmp) / "net").read_bytes(), "network_big": (Path(tmp) / "big").read_bytes()}
+        return {
+            "codebook": (Path(tmp) / "cb").read_bytes(),
+            "codebook_f16": (Path(tmp) / "f16").read_bytes(),
+            "network": (Path(tmp) / "net").read_bytes(),
+            "network_big": (Path(tmp) / "big").read_bytes(),
+        }
 
 
 def split(data: bytes) -> tuple[dict, bytes]:
     """(header dict, data bytes) of a well-formed safetensors file."""
     (n,) = struct.unpack("<Q", data[:8])
-    return json.loads(data[8:8 + n]), data[8 + n:]
+    return json.loads(data[8 : 8 + n]), data[8 + n :]
 
 
 def join(header: dict, body: bytes) -> bytes:
@@ -82,7 +148,7 @@ def _poke(data: bytes, name: str, index: int, raw: bytes) -> bytes:
     """Overwrite element `index` of tensor `name` with `raw` bytes (the same item size)."""
     header, body = split(data)
     begin = header[name]["data_offsets"][0] + index * len(raw)
-    body = body[:begin] + raw + body[begin + len(raw):]
+    body = body[:begin] + raw + body[begin + len(raw) :]
     return join(header, body)
 
 
@@ -149,6 +215,7 @@ def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
         value = np.array([rng.choice([np.nan, np.inf, -np.inf])], dtype=dtype).tobytes()
         return _poke(data, name, int(rng.integers(int(np.prod(header[name]["shape"])))), value)
     if kind == "manifest_field":
+
         def change(m):
             target = m
             if "layers" in m and rng.random() < 0.5:
@@ -158,6 +225,7 @@ def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
                 del target[key]
             else:
                 target[key] = _ODD_VALUES[int(rng.integers(len(_ODD_VALUES)))]
+
         return _with_manifest(data, change)
     if kind == "garbage_header":
         choice = rng.integers(0, 4)

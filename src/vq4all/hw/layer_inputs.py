@@ -9,7 +9,7 @@ own calibration data (first sample), captured by a forward hook: a real activati
 synthetic one. Layers whose rows do not see one shared input vector (grouped convolutions,
 recurrent and embedding weights) have no such vector here: `real_input` raises VQ4AllError.
 
-torch is needed (the zoo runs the network); the engine side (rtl/, sim/) stays torch-free.
+torch is needed (the network runs); the engine side (rtl/, sim/) stays torch-free.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ def real_input(net, param: str, seed: int = 0) -> np.ndarray:
     if module is None:
         raise VQ4AllError(f"{net.name}: no module owns weight '{param}'")
     if attr != "weight" or not isinstance(module, (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d)):
-        raise VQ4AllError(f"{net.name}: layer '{module_name}' is a {type(module).__name__}; real inputs are "
-                          "captured for Linear and Conv1d/Conv2d layers only")
+        raise VQ4AllError(
+            f"{net.name}: layer '{module_name}' is a {type(module).__name__}; real inputs are "
+            "captured for Linear and Conv1d/Conv2d layers only"
+        )
     if getattr(module, "groups", 1) != 1:
-        raise VQ4AllError(f"{net.name}: layer '{module_name}' is a grouped convolution (groups={module.groups}): "
-                          "its rows do not share one input vector")
+        raise VQ4AllError(
+            f"{net.name}: layer '{module_name}' is a grouped convolution (groups={module.groups}): "
+            "its rows do not share one input vector"
+        )
     captured = []
     handle = module.register_forward_pre_hook(lambda mod, args: captured.append(args[0].detach()))
     try:
@@ -51,8 +55,12 @@ def real_input(net, param: str, seed: int = 0) -> np.ndarray:
     else:
         if isinstance(module, torch.nn.Conv1d):  # [N, C, T] -> [N, C, T, 1] and 2-D unfold
             x = x.unsqueeze(-1)
-            kernel, dilation, padding, stride = ((module.kernel_size[0], 1), (module.dilation[0], 1),
-                                                 (module.padding[0], 0), (module.stride[0], 1))
+            kernel, dilation, padding, stride = (
+                (module.kernel_size[0], 1),
+                (module.dilation[0], 1),
+                (module.padding[0], 0),
+                (module.stride[0], 1),
+            )
         else:
             kernel, dilation, padding, stride = module.kernel_size, module.dilation, module.padding, module.stride
         if isinstance(padding, str):
@@ -66,26 +74,25 @@ def real_input(net, param: str, seed: int = 0) -> np.ndarray:
     return vec
 
 
-def real_layer_job(network: str, param: str, codebook, seed: int = 0, requant: bool = False):
-    """A real layer ready for the engine: weight `param` of zoo network `network` hard-assigned
+def real_layer_job(net, param: str, codebook, seed: int = 0, requant: bool = False):
+    """A real layer ready for the engine: weight `param` of `net` (a vq4all.network.Network with
+    calibration data, e.g. zoo.load(name)) hard-assigned
     to `codebook` (an int8 artifact.Codebook; channel scales), with its real input vector
     quantised to int8 (sim.streams.quantize_int8). With requant, also the multipliers and shift
     of the engine's output stage from the layer's real scales (row scale x codebook scale x
     activation scale, output scale = largest |output| / 127; sim.layer.requant_for).
     Returns a sim.streams.Job named "network.layer"."""
-    from vq4all import zoo
     from vq4all.hard import assign
     from vq4all.hw.sim.layer import requant_for
     from vq4all.hw.sim.streams import Job, quantize_int8
 
-    net = zoo.load(network)
     weights = net.compressible()
     if param not in weights:
-        raise VQ4AllError(f"{network} has no compressible weight '{param}': choose one of {', '.join(weights)}")
+        raise VQ4AllError(f"{net.name} has no compressible weight '{param}': choose one of {', '.join(weights)}")
     (layer,) = assign({param: weights[param].numpy()}, codebook)
     x, x_scale = quantize_int8(real_input(net, param, seed))
-    job = Job(f"{network}.{layer.name}", x, layer.codes)
+    job = Job(f"{net.name}.{layer.name}", x, layer.codes)
     if requant:
-        factors = layer.scales.astype(np.float64) * float(codebook.codebook_scale[0]) * x_scale
-        job.multipliers, job.shift = requant_for(x, layer.codes, codebook.codebook, factors)
+        factors = layer.scales.astype(np.float64) * codebook.scale * x_scale
+        job.multipliers, job.shift = requant_for(x, layer.codes, codebook, factors)
     return job

@@ -31,8 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from vq4all.artifact import Codebook
 from vq4all.errors import VQ4AllError
 
 
@@ -44,24 +43,45 @@ class Device:
     roles are lut (LUT4 / logic cell), ff, bram, dsp, io."""
 
     name: str
-    family: str            # "ice40" | "ecp5"
+    family: str  # "ice40" | "ecp5"
     nextpnr_args: tuple[str, ...]
     resources: tuple[tuple[str, str], ...]
-    bram_bits: int         # bits of one block RAM (EBR 4 Kbit, DP16KD 18 Kbit)
+    bram_bits: int  # bits of one block RAM (EBR 4 Kbit, DP16KD 18 Kbit)
     # -dsp: multipliers onto the UP5K's SB_MAC16 (measured 414 LC vs far more in LUTs,
     # HARDWARE.md); the HX8K has no DSP blocks, so its multipliers are logic cells
     yosys_script: str = "synth_ecp5"
 
 
 DEVICES = {
-    "ice40-up5k": Device("ice40-up5k", "ice40", ("--up5k", "--package", "sg48"),
-                         (("ICESTORM_LC", "lut"), ("ICESTORM_RAM", "bram"), ("ICESTORM_DSP", "dsp"), ("SB_IO", "io")),
-                         4096, "synth_ice40 -dsp"),
-    "ice40-hx8k": Device("ice40-hx8k", "ice40", ("--hx8k", "--package", "ct256"),
-                         (("ICESTORM_LC", "lut"), ("ICESTORM_RAM", "bram"), ("SB_IO", "io")), 4096, "synth_ice40"),
-    "ecp5-85k": Device("ecp5-85k", "ecp5", ("--85k", "--package", "CABGA381"),
-                       (("TRELLIS_COMB", "lut"), ("TRELLIS_FF", "ff"), ("DP16KD", "bram"), ("MULT18X18D", "dsp"),
-                        ("TRELLIS_IO", "io")), 18432),
+    "ice40-up5k": Device(
+        "ice40-up5k",
+        "ice40",
+        ("--up5k", "--package", "sg48"),
+        (("ICESTORM_LC", "lut"), ("ICESTORM_RAM", "bram"), ("ICESTORM_DSP", "dsp"), ("SB_IO", "io")),
+        4096,
+        "synth_ice40 -dsp",
+    ),
+    "ice40-hx8k": Device(
+        "ice40-hx8k",
+        "ice40",
+        ("--hx8k", "--package", "ct256"),
+        (("ICESTORM_LC", "lut"), ("ICESTORM_RAM", "bram"), ("SB_IO", "io")),
+        4096,
+        "synth_ice40",
+    ),
+    "ecp5-85k": Device(
+        "ecp5-85k",
+        "ecp5",
+        ("--85k", "--package", "CABGA381"),
+        (
+            ("TRELLIS_COMB", "lut"),
+            ("TRELLIS_FF", "ff"),
+            ("DP16KD", "bram"),
+            ("MULT18X18D", "dsp"),
+            ("TRELLIS_IO", "io"),
+        ),
+        18432,
+    ),
 }
 
 
@@ -89,7 +109,7 @@ def harness(engine):
     m.submodules.engine = engine
     sin, sout = Signal(name="sin"), Signal(name="sout")
     inputs, outputs = [], []
-    for path, member, value in engine.signature.flatten(engine):
+    for _path, member, value in engine.signature.flatten(engine):
         value = value.as_value() if hasattr(value, "as_value") else value
         (inputs if member.flow.name == "In" else outputs).append(value)
     width = sum(len(v) for v in inputs)
@@ -97,15 +117,15 @@ def harness(engine):
     m.d.sync += chain.eq(Cat(sin, chain[:-1]))
     offset = 0
     for value in inputs:
-        m.d.comb += value.eq(chain[offset:offset + len(value)])
+        m.d.comb += value.eq(chain[offset : offset + len(value)])
         offset += len(value)
     m.d.sync += sout.eq(Cat(*outputs).xor())
     return m, [sin, sout], width
 
 
-def harness_rtlil(config, codebook: np.ndarray, top: str = "vq4all_synth_top") -> tuple[str, int]:
-    """RTLIL of the engine (config, inline ROM of `codebook` [k, d] int8) in the harness, and the
-    harness's input flip-flop count."""
+def harness_rtlil(config, codebook: Codebook, top: str = "vq4all_synth_top") -> tuple[str, int]:
+    """RTLIL of the engine (config, inline ROM of `codebook`, an int8 artifact.Codebook [k, d])
+    in the harness, and the harness's input flip-flop count."""
     from amaranth.back import rtlil
 
     from vq4all.hw.rtl.engine import Engine
@@ -130,8 +150,12 @@ def critical_path(report: dict) -> dict | None:
             continue
         delay = sum(float(step.get("delay", 0.0)) for step in path)
         if best is None or delay > best["delay_ns"]:
-            best = {"from_cell": path[0].get("from", {}).get("cell", ""), "to_cell": path[-1].get("to", {}).get("cell", ""),
-                    "delay_ns": round(delay, 2), "logic_steps": sum(step.get("type") == "logic" for step in path)}
+            best = {
+                "from_cell": path[0].get("from", {}).get("cell", ""),
+                "to_cell": path[-1].get("to", {}).get("cell", ""),
+                "delay_ns": round(delay, 2),
+                "logic_steps": sum(step.get("type") == "logic" for step in path),
+            }
     return best
 
 
@@ -140,8 +164,10 @@ def parse_report(report: dict, device: Device) -> dict:
     critical_path}.
 
     fmax_mhz is the lowest achieved frequency over the report's clocks (the design has one)."""
-    util = {cell: {"used": int(v["used"]), "available": int(v["available"])}
-            for cell, v in report.get("utilization", {}).items()}
+    util = {
+        cell: {"used": int(v["used"]), "available": int(v["available"])}
+        for cell, v in report.get("utilization", {}).items()
+    }
     fmax = [float(v["achieved"]) for v in report.get("fmax", {}).values()]
     return {"utilization": util, "fmax_mhz": min(fmax) if fmax else None, "critical_path": critical_path(report)}
 
@@ -192,9 +218,19 @@ def summarize(device: Device, parsed: dict, ffs: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- one run
-def run(device: Device, config, codebook: np.ndarray, *, freq_mhz: float = 100.0, seed: int = 1,
-        workdir: str | None = None, timeout_s: float = 1800, keep: str | None = None) -> dict:
-    """Synthesise and route one engine on one device. Returns a dict with fits (bool), the
+def run(
+    device: Device,
+    config,
+    codebook: Codebook,
+    *,
+    freq_mhz: float = 100.0,
+    seed: int = 1,
+    workdir: str | None = None,
+    timeout_s: float = 1800,
+    keep: str | None = None,
+) -> dict:
+    """Synthesise and route one engine (ROM inline: `codebook`, an int8 artifact.Codebook [k, d])
+    on one device. Returns a dict with fits (bool), the
     summary figures (when it fits), overflow (when it does not), harness_ffs and seconds per step.
 
     freq_mhz: nextpnr's target (timing-driven placement aims at it; the achieved Fmax is reported
@@ -210,18 +246,40 @@ def run(device: Device, config, codebook: np.ndarray, *, freq_mhz: float = 100.0
         out["seconds_rtlil"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         script = f"read_rtlil design.il; {device.yosys_script} -top vq4all_synth_top -json netlist.json"
-        yosys = subprocess.run(tool("yosys") + ["-q", "-l", "yosys.log", "-p", script], cwd=tmp,
-                               capture_output=True, text=True, timeout=timeout_s)
+        yosys = subprocess.run(
+            tool("yosys") + ["-q", "-l", "yosys.log", "-p", script],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
         out["seconds_yosys"] = round(time.perf_counter() - t, 2)
         if yosys.returncode != 0:
             raise VQ4AllError(f"yosys failed on {device.name} {config.key()}: {(yosys.stderr or yosys.stdout)[-2000:]}")
         netlist = json.loads((tmp / "netlist.json").read_text())
         ffs = netlist_ffs(netlist)
         t = time.perf_counter()
-        pnr = subprocess.run(tool(f"nextpnr-{device.family}") + list(device.nextpnr_args) + [
-            "--json", "netlist.json", "--report", "report.json", "--timing-allow-fail",
-            "--freq", str(freq_mhz), "--seed", str(seed), "--log", "nextpnr.log"],
-            cwd=tmp, capture_output=True, text=True, timeout=timeout_s)
+        pnr = subprocess.run(
+            tool(f"nextpnr-{device.family}")
+            + list(device.nextpnr_args)
+            + [
+                "--json",
+                "netlist.json",
+                "--report",
+                "report.json",
+                "--timing-allow-fail",
+                "--freq",
+                str(freq_mhz),
+                "--seed",
+                str(seed),
+                "--log",
+                "nextpnr.log",
+            ],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
         out["seconds_nextpnr"] = round(time.perf_counter() - t, 2)
         log = (tmp / "nextpnr.log").read_text() if (tmp / "nextpnr.log").exists() else pnr.stderr
         if keep:
@@ -259,20 +317,32 @@ def cache_key(device: str, config, sha256: str) -> str:
     return f"{device}|{config.key()}|{sha256[:16]}|rtl{rtl_digest()}"
 
 
-def sweep(codebook: np.ndarray | None, sha256: str, devices: list[str], ks: list[int], lanes: list[int], cache_path,
-          *, resynth: bool = False, cache_only: bool = False, progress=print) -> list[dict]:
+def sweep(
+    codebook: Codebook | str,
+    devices: list[str],
+    ks: list[int],
+    lanes: list[int],
+    cache_path,
+    *,
+    resynth: bool = False,
+    cache_only: bool = False,
+    progress=print,
+) -> list[dict]:
     """Every (device, k, lanes) result, measured or read from the JSON cache at cache_path
     (rewritten atomically after each new run, so an interrupted sweep keeps what it measured).
 
-    codebook: the universal codebook [K, d] int8; k < K uses its first k rows. Per device and lane
-    count, ks run in increasing order; once a k does not fit, the larger ks are recorded as not
-    fitting without a run (`implied_by`): a larger ROM is the only difference, and it never needs
-    fewer of any resource (block RAMs or, mapped to logic, LUTs grow with k; DSPs and the rest do
-    not change).
-    cache_only: run nothing (codebook may be None); a configuration missing from the cache is
-    returned as {fits: None, missing: True}."""
+    codebook: the universal int8 artifact.Codebook [K, d], whose SHA-256 keys the cache; k < K
+    synthesises its first k rows. Per device and lane count, ks run in increasing order; once a k
+    does not fit, the larger ks are recorded as not fitting without a run (`implied_by`): a larger
+    ROM is the only difference, and it never needs fewer of any resource (block RAMs or, mapped to
+    logic, LUTs grow with k; DSPs and the rest do not change).
+    cache_only: run nothing (codebook may then be only its SHA-256 hex, as a report read back from
+    JSON has it); a configuration missing from the cache is returned as {fits: None, missing: True}."""
     from vq4all.io import atomic_write_bytes
 
+    sha256 = codebook if isinstance(codebook, str) else codebook.sha256
+    if isinstance(codebook, str) and not cache_only:
+        raise VQ4AllError("synth.sweep runs yosys and nextpnr only with the codebook itself, not its SHA-256 alone")
     cache_path = Path(cache_path)
     cache = {} if resynth or not cache_path.exists() else json.loads(cache_path.read_text())
     results = []
@@ -288,18 +358,32 @@ def sweep(codebook: np.ndarray | None, sha256: str, devices: list[str], ks: list
                 elif key in cache:
                     entry = cache[key]
                 elif cache_only:
-                    results.append({"device": name, "config": config.to_dict(), "fits": None, "missing": True,
-                                    "k": k, "lanes": lane_count})
+                    results.append(
+                        {
+                            "device": name,
+                            "config": config.to_dict(),
+                            "fits": None,
+                            "missing": True,
+                            "k": k,
+                            "lanes": lane_count,
+                        }
+                    )
                     continue
                 else:
                     progress(f"synth {name} k={k} lanes={lane_count} ...")
-                    entry = run(device, config, codebook[:k])
+                    first_k = codebook if k == codebook.k else Codebook(codebook.codebook[:k], codebook.codebook_scale)
+                    entry = run(device, config, first_k)
                     cache[key] = entry
                     atomic_write_bytes(cache_path, (json.dumps(cache, indent=1) + "\n").encode())
-                    progress(f"  {'fits' if entry['fits'] else 'does not fit'}: "
-                             + (f"{entry.get('fmax_mhz', 0):.1f} MHz, lut {entry.get('lut')}, bram {entry.get('bram')}"
-                                if entry["fits"] else f"overflow {entry['overflow']}")
-                             + f" ({entry['seconds_yosys'] + entry['seconds_nextpnr']:.0f} s)")
+                    progress(
+                        f"  {'fits' if entry['fits'] else 'does not fit'}: "
+                        + (
+                            f"{entry.get('fmax_mhz', 0):.1f} MHz, lut {entry.get('lut')}, bram {entry.get('bram')}"
+                            if entry["fits"]
+                            else f"overflow {entry['overflow']}"
+                        )
+                        + f" ({entry['seconds_yosys'] + entry['seconds_nextpnr']:.0f} s)"
+                    )
                 if not entry["fits"] and "implied_by" not in entry:
                     over = entry["overflow"].get("all") or [[entry["overflow"]["cell"]]]
                     bram_overflow = f"k={k} ({', '.join(o[0] for o in over)})"

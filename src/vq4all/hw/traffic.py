@@ -25,7 +25,7 @@ import math
 PER_LAYER_K = 256
 PER_LAYER_D = 4
 PER_LAYER_CODEBOOK_BITS = 8  # int8 codewords (an fp16 codebook would double this part)
-SCALE_BITS = 16              # one fp16 scale per output row, every scheme but fp16
+SCALE_BITS = 16  # one fp16 scale per output row, every scheme but fp16
 
 
 def _bytes(bits: int) -> int:
@@ -45,7 +45,8 @@ def layer_traffic(shape, code_count: int, k: int) -> dict:
     per_layer_codes = rows * -(-row // PER_LAYER_D) * int(math.log2(PER_LAYER_K))
     per_layer_book = PER_LAYER_K * PER_LAYER_D * PER_LAYER_CODEBOOK_BITS
     return {
-        "weights": weights, "rows": rows,
+        "weights": weights,
+        "rows": rows,
         "fp16": _bytes(16 * weights),
         "int8": _bytes(8 * weights + scale_bits),
         "per_layer_vq": _bytes(per_layer_codes + per_layer_book + scale_bits),
@@ -63,7 +64,10 @@ def network_traffic(art) -> dict:
     total = {s: sum(entry[s] for entry in layers) for s in SCHEMES}
     weights = sum(entry["weights"] for entry in layers)
     return {
-        "network": art.network, "k": art.k, "layers": layers, "weights": weights,
+        "network": art.network,
+        "k": art.k,
+        "layers": layers,
+        "weights": weights,
         "bytes": total,
         "ratio_vs_fp16": {s: total["fp16"] / total[s] for s in SCHEMES},
         "leftover_bytes": 2 * sum(int(t.size) for t in art.leftovers.values()),

@@ -18,5 +18,15 @@ from .modules import CodebookTable, VQConv2d, VQLinear
 from .torch_path import decode
 from .triton_support import KernelUnavailableError
 
-__all__ = ["lookup_matmul", "IMPLS", "DISPATCH", "choose_impl", "decode", "CodebookTable", "VQLinear",
-           "VQConv2d", "KernelArgumentError", "KernelUnavailableError"]
+__all__ = [
+    "lookup_matmul",
+    "IMPLS",
+    "DISPATCH",
+    "choose_impl",
+    "decode",
+    "CodebookTable",
+    "VQLinear",
+    "VQConv2d",
+    "KernelArgumentError",
+    "KernelUnavailableError",
+]

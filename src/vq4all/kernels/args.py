@@ -108,14 +108,19 @@ def check_args(x, codes, codebook, scales, codebook_scale=None) -> LookupArgs:
     if m_codes != -(-in_features // d):
         raise KernelArgumentError(
             f"codes: x has {in_features} features, so codes of d={d} need ceil({in_features}/{d}) = "
-            f"{-(-in_features // d)} columns, got {m_codes}")
+            f"{-(-in_features // d)} columns, got {m_codes}"
+        )
     if scales.shape != (out_features,):
-        raise KernelArgumentError(f"scales: expected shape [{out_features}] (one per code row), got {list(scales.shape)}")
+        raise KernelArgumentError(
+            f"scales: expected shape [{out_features}] (one per code row), got {list(scales.shape)}"
+        )
     if scales.dtype not in SCALE_DTYPES:
         raise KernelArgumentError(f"scales: expected dtype {_names(SCALE_DTYPES)}, got {_dtype(scales)}")
     if codebook.dtype == torch.int8:
         if codebook_scale is None:
-            raise KernelArgumentError("codebook_scale: an int8 codebook needs its scale (value = codebook * codebook_scale)")
+            raise KernelArgumentError(
+                "codebook_scale: an int8 codebook needs its scale (value = codebook * codebook_scale)"
+            )
         if isinstance(codebook_scale, torch.Tensor):
             if codebook_scale.numel() != 1:
                 raise KernelArgumentError(f"codebook_scale: expected one value, got shape {list(codebook_scale.shape)}")
@@ -126,7 +131,9 @@ def check_args(x, codes, codebook, scales, codebook_scale=None) -> LookupArgs:
         raise KernelArgumentError(f"codebook_scale: a {_dtype(codebook)} codebook holds its values; pass None")
     devices = {t.device for t in (x, codes, codebook, scales)}
     if len(devices) > 1:
-        raise KernelArgumentError(f"x, codes, codebook, scales: expected one device, got {sorted(str(v) for v in devices)}")
+        raise KernelArgumentError(
+            f"x, codes, codebook, scales: expected one device, got {sorted(str(v) for v in devices)}"
+        )
     code_limit = 1 << (8 * codes.element_size())
     if codes.device.type == "cpu" and codes.numel() and k < code_limit:  # else every code is < k by its dtype
         top = int(codes.to(torch.int32).max())  # torch has no max() for uint16

@@ -19,10 +19,10 @@ IMPLS = ("triton_gemv", "triton_gemm", "torch")
 
 # (device type or None for any, largest M or None for any, implementation)
 DISPATCH = (
-    ("cuda", 4, "triton_gemv"),     # memory-bound: CUDA-core multiply-reduce, split-K to fill the SMs
+    ("cuda", 4, "triton_gemv"),  # memory-bound: CUDA-core multiply-reduce, split-K to fill the SMs
     ("cuda", 4096, "triton_gemm"),  # decode fused into tensor-core tiles
-    (None, None, "torch"),          # CPU path; on CUDA above 4096 rows one decode + cuBLAS amortises
-)                                   # (the 4 and 4096 thresholds are untuned starting points)
+    (None, None, "torch"),  # CPU path; on CUDA above 4096 rows one decode + cuBLAS amortises
+)  # (the 4 and 4096 thresholds are untuned starting points)
 
 
 def choose_impl(device: torch.device, batch: int) -> str:
@@ -38,8 +38,15 @@ def choose_impl(device: torch.device, batch: int) -> str:
     raise AssertionError("the last row of DISPATCH matches everything")
 
 
-def lookup_matmul(x: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, scales: torch.Tensor, *,
-                  codebook_scale=None, impl: str | None = None) -> torch.Tensor:
+def lookup_matmul(
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    codebook: torch.Tensor,
+    scales: torch.Tensor,
+    *,
+    codebook_scale=None,
+    impl: str | None = None,
+) -> torch.Tensor:
     """y = x @ decode(codes, codebook, scales)^T: [M, out_features] in x's dtype.
 
     x: [M, in_features] float16, bfloat16 or float32.
@@ -74,8 +81,10 @@ def run(impl: str, args: LookupArgs) -> torch.Tensor:
         from . import gemv
 
         if args.batch > gemv.MAX_M:
-            raise KernelArgumentError(f"x: impl 'triton_gemv' takes at most {gemv.MAX_M} rows, got {args.batch}; "
-                                      "use 'triton_gemm' or impl=None")
+            raise KernelArgumentError(
+                f"x: impl 'triton_gemv' takes at most {gemv.MAX_M} rows, got {args.batch}; "
+                "use 'triton_gemm' or impl=None"
+            )
         return gemv.lookup_gemv(args)
     from . import gemm
 

@@ -33,7 +33,8 @@ import triton
 import triton.language as tl
 
 from .args import LookupArgs
-from .triton_support import DOT_BF16, DOT_FP16, Launch, dot_config, interpreting, split_k as pick_split_k
+from .triton_support import DOT_BF16, DOT_FP16, Launch, dot_config, interpreting
+from .triton_support import split_k as pick_split_k
 
 # jit functions read globals only as tl.constexpr instances
 _DOT_FP16 = tl.constexpr(DOT_FP16)
@@ -42,11 +43,29 @@ _DOT_BF16 = tl.constexpr(DOT_BF16)
 
 @triton.jit
 def _lookup_gemm_kernel(
-    x_ptr, codes_ptr, codebook_ptr, scales_ptr, codebook_scale_ptr, y_ptr,
-    M, N, IN, MC, J_PER_SPLIT, stride_xm, stride_ym,
-    D: tl.constexpr, D_PAD: tl.constexpr, HAS_CODEBOOK_SCALE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, GROUP_M: tl.constexpr,
-    DOT_KIND: tl.constexpr, PRECISION: tl.constexpr, ATOMIC: tl.constexpr,
+    x_ptr,
+    codes_ptr,
+    codebook_ptr,
+    scales_ptr,
+    codebook_scale_ptr,
+    y_ptr,
+    M,
+    N,
+    IN,
+    MC,
+    J_PER_SPLIT,
+    stride_xm,
+    stride_ym,
+    D: tl.constexpr,
+    D_PAD: tl.constexpr,
+    HAS_CODEBOOK_SCALE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    GROUP_M: tl.constexpr,
+    DOT_KIND: tl.constexpr,
+    PRECISION: tl.constexpr,
+    ATOMIC: tl.constexpr,
 ):
     pid = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -58,9 +77,9 @@ def _lookup_gemm_kernel(
     pid_m = first_m + (pid % in_group) % group_m
     pid_n = (pid % in_group) // group_m
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)        # [BLOCK_M]
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BLOCK_M]
     m_ok = offs_m < M
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)          # [BLOCK_N]
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     row_ok = rows < N
     jj = tl.arange(0, BLOCK_J)
     ee = tl.arange(0, D_PAD)
@@ -72,28 +91,36 @@ def _lookup_gemm_kernel(
     for j0 in range(j_begin, j_end, BLOCK_J):
         j = j0 + jj
         j_ok = j < j_end
-        codes = tl.load(codes_ptr + rows[:, None] * MC + j[None, :],
-                        mask=row_ok[:, None] & j_ok[None, :], other=0,
-                        eviction_policy="evict_first").to(tl.int32)          # [BLOCK_N, BLOCK_J]
-        w_off = codes[:, :, None] * D + ee[None, None, :]                      # [BLOCK_N, BLOCK_J, D_PAD]
+        codes = tl.load(
+            codes_ptr + rows[:, None] * MC + j[None, :],
+            mask=row_ok[:, None] & j_ok[None, :],
+            other=0,
+            eviction_policy="evict_first",
+        ).to(tl.int32)  # [BLOCK_N, BLOCK_J]
+        w_off = codes[:, :, None] * D + ee[None, None, :]  # [BLOCK_N, BLOCK_J, D_PAD]
         if D == D_PAD:  # each codeword is D contiguous, D-aligned entries: one unmasked vector load
             w_off = tl.max_contiguous(tl.multiple_of(w_off, [1, 1, D]), [1, 1, D])
             w = tl.load(codebook_ptr + w_off, eviction_policy="evict_last")
         else:
-            w = tl.load(codebook_ptr + w_off, mask=e_ok[None, None, :], other=0,
-                        eviction_policy="evict_last")
-        w = tl.reshape(w, (BLOCK_N, BLOCK_J * D_PAD))                          # [BLOCK_N, BLOCK_K]
+            w = tl.load(codebook_ptr + w_off, mask=e_ok[None, None, :], other=0, eviction_policy="evict_last")
+        w = tl.reshape(w, (BLOCK_N, BLOCK_J * D_PAD))  # [BLOCK_N, BLOCK_K]
         if D == D_PAD:  # features of the step are one contiguous run: a plain 2-D tile
-            feat = j0 * D + tl.arange(0, BLOCK_J * D_PAD)                      # [BLOCK_K]
+            feat = j0 * D + tl.arange(0, BLOCK_J * D_PAD)  # [BLOCK_K]
             # masked per code column (the wrapper zero-pads ragged rows of x to MC*D), so the
             # mask is constant over each codeword's D features and the load stays vectorized
-            xt = tl.load(x_ptr + offs_m[:, None] * stride_xm + feat[None, :],
-                         mask=m_ok[:, None] & (feat // D < j_end)[None, :], other=0.0)
-        else:           # D_PAD - D dead lanes per codeword: load [BLOCK_M, BLOCK_J, D_PAD], flatten
-            feat3 = j[:, None] * D + ee[None, :]                               # [BLOCK_J, D_PAD]
+            xt = tl.load(
+                x_ptr + offs_m[:, None] * stride_xm + feat[None, :],
+                mask=m_ok[:, None] & (feat // D < j_end)[None, :],
+                other=0.0,
+            )
+        else:  # D_PAD - D dead lanes per codeword: load [BLOCK_M, BLOCK_J, D_PAD], flatten
+            feat3 = j[:, None] * D + ee[None, :]  # [BLOCK_J, D_PAD]
             ok3 = e_ok[None, :] & (feat3 < feat_end)
-            xt = tl.load(x_ptr + offs_m[:, None, None] * stride_xm + feat3[None, :, :],
-                         mask=m_ok[:, None, None] & ok3[None, :, :], other=0.0)
+            xt = tl.load(
+                x_ptr + offs_m[:, None, None] * stride_xm + feat3[None, :, :],
+                mask=m_ok[:, None, None] & ok3[None, :, :],
+                other=0.0,
+            )
             xt = tl.reshape(xt, (BLOCK_M, BLOCK_J * D_PAD))
         if DOT_KIND == _DOT_FP16:
             acc = tl.dot(xt.to(tl.float16), tl.trans(w.to(tl.float16)), acc)
@@ -120,11 +147,18 @@ def config(batch: int, d: int) -> dict:
     d_pad = triton.next_power_of_2(d)
     block_m = min(128, max(16, triton.next_power_of_2(batch)))
     if interpreting():
-        return dict(BLOCK_M=min(block_m, 32), BLOCK_N=32, BLOCK_J=max(1, 64 // d_pad), GROUP_M=4,
-                    num_warps=1, num_stages=1)
+        return dict(
+            BLOCK_M=min(block_m, 32), BLOCK_N=32, BLOCK_J=max(1, 64 // d_pad), GROUP_M=4, num_warps=1, num_stages=1
+        )
     block_n = 64 if block_m <= 64 else 128
-    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_J=max(1, 64 // d_pad), GROUP_M=8,
-                num_warps=8 if block_m * block_n >= 128 * 128 else 4, num_stages=3)
+    return dict(
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_J=max(1, 64 // d_pad),
+        GROUP_M=8,
+        num_warps=8 if block_m * block_n >= 128 * 128 else 4,
+        num_stages=3,
+    )
 
 
 def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
@@ -144,17 +178,41 @@ def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
     j_per_split = max(1, triton.cdiv(steps, slices)) * cfg["BLOCK_J"]
     slices = max(1, triton.cdiv(mc, j_per_split))  # no empty slice (but one program column when mc = 0)
     atomic = slices > 1
-    y = (torch.zeros if atomic else torch.empty)((args.batch, n), device=x.device,
-                                                  dtype=torch.float32 if atomic else x.dtype)
+    y = (torch.zeros if atomic else torch.empty)(
+        (args.batch, n), device=x.device, dtype=torch.float32 if atomic else x.dtype
+    )
     dot_kind, precision = dot_config(x.dtype, codebook.dtype)
     has_scale = args.codebook_scale is not None
     return Launch(
         grid=(tiles, slices),
-        args=(x, codes, codebook, scales, args.codebook_scale if has_scale else scales, y,
-              args.batch, n, x.shape[1], mc, j_per_split, x.stride(0), y.stride(0)),
-        constexprs=dict(D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale,
-                        DOT_KIND=dot_kind, PRECISION=precision, ATOMIC=atomic, **cfg),
-        options=options, y=y, out_dtype=x.dtype)
+        args=(
+            x,
+            codes,
+            codebook,
+            scales,
+            args.codebook_scale if has_scale else scales,
+            y,
+            args.batch,
+            n,
+            x.shape[1],
+            mc,
+            j_per_split,
+            x.stride(0),
+            y.stride(0),
+        ),
+        constexprs=dict(
+            D=d,
+            D_PAD=triton.next_power_of_2(d),
+            HAS_CODEBOOK_SCALE=has_scale,
+            DOT_KIND=dot_kind,
+            PRECISION=precision,
+            ATOMIC=atomic,
+            **cfg,
+        ),
+        options=options,
+        y=y,
+        out_dtype=x.dtype,
+    )
 
 
 def lookup_gemm(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:

@@ -32,26 +32,43 @@ import triton
 import triton.language as tl
 
 from .args import LookupArgs
-from .triton_support import Launch, interpreting, split_k as pick_split_k
+from .triton_support import Launch, interpreting
+from .triton_support import split_k as pick_split_k
 
 MAX_M = 4  # beyond this the [BLOCK_M, BLOCK_N, BLOCK_K] product outgrows the registers: use the GEMM
 
 
 @triton.jit
 def _lookup_gemv_kernel(
-    x_ptr, codes_ptr, codebook_ptr, scales_ptr, codebook_scale_ptr, y_ptr,
-    M, N, IN, MC, J_PER_SPLIT, stride_xm, stride_ym,
-    D: tl.constexpr, D_PAD: tl.constexpr, HAS_CODEBOOK_SCALE: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_J: tl.constexpr, ATOMIC: tl.constexpr,
+    x_ptr,
+    codes_ptr,
+    codebook_ptr,
+    scales_ptr,
+    codebook_scale_ptr,
+    y_ptr,
+    M,
+    N,
+    IN,
+    MC,
+    J_PER_SPLIT,
+    stride_xm,
+    stride_ym,
+    D: tl.constexpr,
+    D_PAD: tl.constexpr,
+    HAS_CODEBOOK_SCALE: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    ATOMIC: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)          # [BLOCK_N]
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BLOCK_N]
     row_ok = rows < N
-    bm = tl.arange(0, BLOCK_M)                              # [BLOCK_M]
+    bm = tl.arange(0, BLOCK_M)  # [BLOCK_M]
     bm_ok = bm < M
-    jj = tl.arange(0, BLOCK_J)                              # [BLOCK_J]
-    ee = tl.arange(0, D_PAD)                                # [D_PAD]
+    jj = tl.arange(0, BLOCK_J)  # [BLOCK_J]
+    ee = tl.arange(0, D_PAD)  # [D_PAD]
     e_ok = ee < D
     j_begin = pid_s * J_PER_SPLIT
     j_end = tl.minimum(j_begin + J_PER_SPLIT, MC)
@@ -59,22 +76,29 @@ def _lookup_gemv_kernel(
     for j0 in range(j_begin, j_end, BLOCK_J):
         j = j0 + jj
         j_ok = j < j_end
-        codes = tl.load(codes_ptr + rows[:, None] * MC + j[None, :],
-                        mask=row_ok[:, None] & j_ok[None, :], other=0,
-                        eviction_policy="evict_first").to(tl.int32)          # [BLOCK_N, BLOCK_J]
-        w_off = codes[:, :, None] * D + ee[None, None, :]                      # [BLOCK_N, BLOCK_J, D_PAD]
+        codes = tl.load(
+            codes_ptr + rows[:, None] * MC + j[None, :],
+            mask=row_ok[:, None] & j_ok[None, :],
+            other=0,
+            eviction_policy="evict_first",
+        ).to(tl.int32)  # [BLOCK_N, BLOCK_J]
+        w_off = codes[:, :, None] * D + ee[None, None, :]  # [BLOCK_N, BLOCK_J, D_PAD]
         if D == D_PAD:  # each codeword is D contiguous, D-aligned entries: one unmasked vector load
             w_off = tl.max_contiguous(tl.multiple_of(w_off, [1, 1, D]), [1, 1, D])
             w = tl.load(codebook_ptr + w_off, eviction_policy="evict_last").to(tl.float32)
         else:
-            w = tl.load(codebook_ptr + w_off, mask=e_ok[None, None, :], other=0,
-                        eviction_policy="evict_last").to(tl.float32)
+            w = tl.load(codebook_ptr + w_off, mask=e_ok[None, None, :], other=0, eviction_policy="evict_last").to(
+                tl.float32
+            )
         w = tl.reshape(w, (BLOCK_N, BLOCK_J * D_PAD))
-        feat = j[:, None] * D + ee[None, :]                                    # [BLOCK_J, D_PAD]
+        feat = j[:, None] * D + ee[None, :]  # [BLOCK_J, D_PAD]
         feat_ok = e_ok[None, :] & j_ok[:, None] & (feat < IN)
-        xt = tl.load(x_ptr + bm[:, None, None] * stride_xm + feat[None, :, :],
-                     mask=bm_ok[:, None, None] & feat_ok[None, :, :], other=0.0).to(tl.float32)
-        xt = tl.reshape(xt, (BLOCK_M, BLOCK_J * D_PAD))                       # [BLOCK_M, BLOCK_J*D_PAD]
+        xt = tl.load(
+            x_ptr + bm[:, None, None] * stride_xm + feat[None, :, :],
+            mask=bm_ok[:, None, None] & feat_ok[None, :, :],
+            other=0.0,
+        ).to(tl.float32)
+        xt = tl.reshape(xt, (BLOCK_M, BLOCK_J * D_PAD))  # [BLOCK_M, BLOCK_J*D_PAD]
         acc += tl.sum(xt[:, None, :] * w[None, :, :], axis=2)
     scale = tl.load(scales_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
     if HAS_CODEBOOK_SCALE:
@@ -121,15 +145,32 @@ def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
     j_per_split = max(1, triton.cdiv(steps, slices)) * cfg["BLOCK_J"]
     slices = max(1, triton.cdiv(mc, j_per_split))  # no empty slice (but one program column when mc = 0)
     atomic = slices > 1
-    y = (torch.zeros if atomic else torch.empty)((args.batch, n), device=x.device,
-                                                  dtype=torch.float32 if atomic else x.dtype)
+    y = (torch.zeros if atomic else torch.empty)(
+        (args.batch, n), device=x.device, dtype=torch.float32 if atomic else x.dtype
+    )
     has_scale = args.codebook_scale is not None
     return Launch(
         grid=(tiles, slices),
-        args=(x, codes, codebook, scales, args.codebook_scale if has_scale else scales, y,
-              args.batch, n, args.in_features, mc, j_per_split, x.stride(0), y.stride(0)),
+        args=(
+            x,
+            codes,
+            codebook,
+            scales,
+            args.codebook_scale if has_scale else scales,
+            y,
+            args.batch,
+            n,
+            args.in_features,
+            mc,
+            j_per_split,
+            x.stride(0),
+            y.stride(0),
+        ),
         constexprs=dict(D=d, D_PAD=triton.next_power_of_2(d), HAS_CODEBOOK_SCALE=has_scale, ATOMIC=atomic, **cfg),
-        options=options, y=y, out_dtype=x.dtype)
+        options=options,
+        y=y,
+        out_dtype=x.dtype,
+    )
 
 
 def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:

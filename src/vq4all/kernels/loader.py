@@ -29,8 +29,10 @@ def build(model: nn.Module, art: NetworkArtifact, cb: Codebook, *, impl: str | N
 
     `art` must have been checked against `cb` (artifact.load_network(path, cb) does)."""
     if art.codebook_sha256 != cb.sha256:
-        raise VQ4AllError(f"the artifact was built on codebook {art.codebook_sha256[:16]}..., not on the given "
-                          f"codebook {cb.sha256[:16]}...: pass the codebook it was built with")
+        raise VQ4AllError(
+            f"the artifact was built on codebook {art.codebook_sha256[:16]}..., not on the given "
+            f"codebook {cb.sha256[:16]}...: pass the codebook it was built with"
+        )
     check_architecture(model, art)
     state = model.state_dict()
     table = CodebookTable.from_codebook(cb)
@@ -52,7 +54,9 @@ def build(model: nn.Module, art: NetworkArtifact, cb: Codebook, *, impl: str | N
 
 def _copy_into(target: torch.Tensor, value: np.ndarray, key: str) -> None:
     if tuple(value.shape) != tuple(target.shape):
-        raise VQ4AllError(f"artifact tensor '{key}' has shape {list(value.shape)}, the network needs {list(target.shape)}")
+        raise VQ4AllError(
+            f"artifact tensor '{key}' has shape {list(value.shape)}, the network needs {list(target.shape)}"
+        )
     target.copy_(torch.from_numpy(value).to(target.dtype))
 
 

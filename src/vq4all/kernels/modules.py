@@ -40,7 +40,7 @@ class CodebookTable(nn.Module):
         self.register_buffer("codebook_scale", scale, persistent=False)
 
     @classmethod
-    def from_codebook(cls, cb) -> "CodebookTable":
+    def from_codebook(cls, cb) -> CodebookTable:
         """From a `vq4all.artifact.Codebook` (numpy arrays)."""
         scale = None if cb.codebook_scale is None else torch.from_numpy(cb.codebook_scale.copy())
         return cls(torch.from_numpy(cb.codebook.copy()), scale)
@@ -67,10 +67,14 @@ class CodebookTable(nn.Module):
 def _check_codes(codes: torch.Tensor, scales: torch.Tensor, table: CodebookTable, row: int, what: str) -> None:
     """The checks `lookup_matmul` leaves out on CUDA (codes < k), done once at construction."""
     if codes.dim() != 2 or codes.dtype not in (torch.uint8, torch.uint16):
-        raise KernelArgumentError(f"{what}: codes must be [out_features, m] uint8/uint16, got {codes.dtype} {list(codes.shape)}")
+        raise KernelArgumentError(
+            f"{what}: codes must be [out_features, m] uint8/uint16, got {codes.dtype} {list(codes.shape)}"
+        )
     m = -(-row // table.d)
     if codes.shape[1] != m:
-        raise KernelArgumentError(f"{what}: rows of {row} values need ceil({row}/{table.d}) = {m} codes, got {codes.shape[1]}")
+        raise KernelArgumentError(
+            f"{what}: rows of {row} values need ceil({row}/{table.d}) = {m} codes, got {codes.shape[1]}"
+        )
     if scales.shape != (codes.shape[0],):
         raise KernelArgumentError(f"{what}: scales must be [{codes.shape[0]}], got {list(scales.shape)}")
     if codes.numel() and int(codes.to(torch.int32).max()) >= table.k:
@@ -87,8 +91,15 @@ class VQLinear(nn.Module):
     x: [..., in_features] float16/bfloat16/float32 -> y: [..., out_features] in x's dtype.
     """
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, table: CodebookTable, in_features: int,
-                 bias: torch.Tensor | None = None, impl: str | None = None):
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scales: torch.Tensor,
+        table: CodebookTable,
+        in_features: int,
+        bias: torch.Tensor | None = None,
+        impl: str | None = None,
+    ):
         super().__init__()
         _check_codes(codes, scales, table, in_features, "VQLinear")
         self.in_features, self.out_features = int(in_features), int(codes.shape[0])
@@ -99,10 +110,12 @@ class VQLinear(nn.Module):
         self.impl = impl
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, codes, scales, table: CodebookTable, impl=None) -> "VQLinear":
+    def from_linear(cls, linear: nn.Linear, codes, scales, table: CodebookTable, impl=None) -> VQLinear:
         """Replace `linear`'s weight by codes/scales (torch tensors), keeping its bias."""
         if tuple(codes.shape[:1]) != (linear.out_features,):
-            raise KernelArgumentError(f"VQLinear: codes have {codes.shape[0]} rows, the Linear has {linear.out_features} outputs")
+            raise KernelArgumentError(
+                f"VQLinear: codes have {codes.shape[0]} rows, the Linear has {linear.out_features} outputs"
+            )
         return cls(codes, scales, table, linear.in_features, linear.bias, impl)
 
     def decoded_weight(self) -> torch.Tensor:
@@ -111,8 +124,14 @@ class VQLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        y = lookup_matmul(x.reshape(-1, self.in_features), self.codes, self.table.codebook, self.scales,
-                          codebook_scale=self.table.codebook_scale, impl=self.impl)
+        y = lookup_matmul(
+            x.reshape(-1, self.in_features),
+            self.codes,
+            self.table.codebook,
+            self.scales,
+            codebook_scale=self.table.codebook_scale,
+            impl=self.impl,
+        )
         y = y.reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
@@ -131,20 +150,36 @@ class VQConv2d(nn.Module):
     x: [B, C, H, W] or [C, H, W] float -> y in x's dtype.
     """
 
-    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, table: CodebookTable, in_channels: int,
-                 kernel_size, stride=1, padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
-                 bias: torch.Tensor | None = None, impl: str | None = None):
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scales: torch.Tensor,
+        table: CodebookTable,
+        in_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        bias: torch.Tensor | None = None,
+        impl: str | None = None,
+    ):
         super().__init__()
         pair = torch.nn.modules.utils._pair
         self.kernel_size, self.stride, self.dilation = pair(kernel_size), pair(stride), pair(dilation)
         self.padding = padding if isinstance(padding, str) else pair(padding)
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(codes.shape[0]), int(groups)
         if self.in_channels % self.groups or self.out_channels % self.groups:
-            raise KernelArgumentError(f"VQConv2d: groups={groups} must divide in_channels={in_channels} and out_channels={self.out_channels}")
+            raise KernelArgumentError(
+                f"VQConv2d: groups={groups} must divide in_channels={in_channels} and out_channels={self.out_channels}"
+            )
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise KernelArgumentError(f"VQConv2d: unknown padding_mode '{padding_mode}'")
         if padding_mode != "zeros" and isinstance(self.padding, str):
-            raise KernelArgumentError(f"VQConv2d: padding='{self.padding}' with padding_mode='{padding_mode}' is not supported")
+            raise KernelArgumentError(
+                f"VQConv2d: padding='{self.padding}' with padding_mode='{padding_mode}' is not supported"
+            )
         self.padding_mode = padding_mode
         self.row = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         _check_codes(codes, scales, table, self.row, "VQConv2d")
@@ -155,12 +190,26 @@ class VQConv2d(nn.Module):
         self.impl = impl
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, codes, scales, table: CodebookTable, impl=None) -> "VQConv2d":
+    def from_conv(cls, conv: nn.Conv2d, codes, scales, table: CodebookTable, impl=None) -> VQConv2d:
         """Replace `conv`'s weight by codes/scales (torch tensors), keeping its geometry and bias."""
         if codes.shape[0] != conv.out_channels:
-            raise KernelArgumentError(f"VQConv2d: codes have {codes.shape[0]} rows, the Conv2d has {conv.out_channels} outputs")
-        return cls(codes, scales, table, conv.in_channels, conv.kernel_size, conv.stride, conv.padding,
-                   conv.dilation, conv.groups, conv.padding_mode, conv.bias, impl)
+            raise KernelArgumentError(
+                f"VQConv2d: codes have {codes.shape[0]} rows, the Conv2d has {conv.out_channels} outputs"
+            )
+        return cls(
+            codes,
+            scales,
+            table,
+            conv.in_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.padding_mode,
+            conv.bias,
+            impl,
+        )
 
     def decoded_weight(self) -> torch.Tensor:
         """The weight: [out_channels, in_channels/groups, kh, kw] float32."""
@@ -173,7 +222,8 @@ class VQConv2d(nn.Module):
             if forced_triton:
                 raise KernelArgumentError(
                     f"VQConv2d: impl '{self.impl}' runs convolutions as im2col, which takes groups=1 and numeric "
-                    f"padding (got groups={self.groups}, padding={self.padding!r}); use impl=None to decode them")
+                    f"padding (got groups={self.groups}, padding={self.padding!r}); use impl=None to decode them"
+                )
             return False
         return forced_triton or (self.impl is None and x.is_cuda)
 
@@ -198,12 +248,21 @@ class VQConv2d(nn.Module):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, padding, self.dilation
         out_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         out_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        cols = F.unfold(x, self.kernel_size, self.dilation, padding, self.stride)  # [B, C*kh*kw, L], rows in [c, kh, kw] order
+        cols = F.unfold(
+            x, self.kernel_size, self.dilation, padding, self.stride
+        )  # [B, C*kh*kw, L], rows in [c, kh, kw] order
         cols = cols.transpose(1, 2).reshape(batch * out_h * out_w, self.row)
-        y = lookup_matmul(cols, self.codes, self.table.codebook, self.scales,
-                          codebook_scale=self.table.codebook_scale, impl=self.impl)
-        return y.reshape(batch, out_h * out_w, self.out_channels).transpose(1, 2).reshape(batch, self.out_channels, out_h, out_w)
+        y = lookup_matmul(
+            cols, self.codes, self.table.codebook, self.scales, codebook_scale=self.table.codebook_scale, impl=self.impl
+        )
+        return (
+            y.reshape(batch, out_h * out_w, self.out_channels)
+            .transpose(1, 2)
+            .reshape(batch, self.out_channels, out_h, out_w)
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}"
+        )

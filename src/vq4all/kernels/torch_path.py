@@ -27,8 +27,15 @@ BLOCK_BYTES = {"cpu": 2 << 20, "cuda": 256 << 20}
 _WORDS = {2: torch.int16, 4: torch.int32, 8: torch.int64}  # codeword bytes -> one integer word
 
 
-def decode_into(weight: torch.Tensor, picked: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor,
-                scales: torch.Tensor, codebook_scale: torch.Tensor | None, apply_scales: bool = True) -> torch.Tensor:
+def decode_into(
+    weight: torch.Tensor,
+    picked: torch.Tensor,
+    codes: torch.Tensor,
+    codebook: torch.Tensor,
+    scales: torch.Tensor,
+    codebook_scale: torch.Tensor | None,
+    apply_scales: bool = True,
+) -> torch.Tensor:
     """Decode `codes` [n, m] into `weight` [n, m*d] float32 (padding included), in place.
 
     picked: a [n*m, d] scratch tensor of the codebook's dtype. Gathers the raw codewords, then
@@ -55,8 +62,13 @@ def decode_into(weight: torch.Tensor, picked: torch.Tensor, codes: torch.Tensor,
     return weight.mul_(scales.to(torch.float32)[:, None])
 
 
-def decode(codes: torch.Tensor, codebook: torch.Tensor, scales: torch.Tensor,
-           codebook_scale: torch.Tensor | None = None, in_features: int | None = None) -> torch.Tensor:
+def decode(
+    codes: torch.Tensor,
+    codebook: torch.Tensor,
+    scales: torch.Tensor,
+    codebook_scale: torch.Tensor | None = None,
+    in_features: int | None = None,
+) -> torch.Tensor:
     """The weight rows the codes stand for: [out_features, in_features] float32.
 
     codes: [out_features, m] uint8/uint16; codebook: [k, d]; scales: [out_features];
@@ -96,8 +108,15 @@ def lookup_matmul(args: LookupArgs, block_rows: int | None = None) -> torch.Tens
     y_t = torch.empty(n, args.batch, dtype=compute, device=x.device)
     for r0 in range(0, n, block_rows):
         r1 = min(r0 + block_rows, n)
-        w = decode_into(weight[: r1 - r0], picked[: (r1 - r0) * m], args.codes[r0:r1], args.codebook,
-                        args.scales[r0:r1], args.codebook_scale, apply_scales=not on_cpu)[:, :in_features]
+        w = decode_into(
+            weight[: r1 - r0],
+            picked[: (r1 - r0) * m],
+            args.codes[r0:r1],
+            args.codebook,
+            args.scales[r0:r1],
+            args.codebook_scale,
+            apply_scales=not on_cpu,
+        )[:, :in_features]
         torch.mm(w.to(compute), xc.T, out=y_t[r0:r1])
     if on_cpu:
         row_scale = args.scales.to(torch.float32)

@@ -38,20 +38,23 @@ def require_triton(impl: str, device: torch.device) -> None:
     """Raise KernelUnavailableError, naming the way out, unless `impl` can launch on `device`."""
     if not triton_available():
         raise KernelUnavailableError(
-            f"impl '{impl}' needs triton, which is not installed: pip install 'vq4all[kernels]', or use impl='torch'")
+            f"impl '{impl}' needs triton, which is not installed: pip install 'vq4all[kernels]', or use impl='torch'"
+        )
     if device.type == "cuda":
         if interpreting():
             raise KernelUnavailableError(
-                f"impl '{impl}': TRITON_INTERPRET=1 runs kernels on the CPU; pass CPU tensors or unset it for CUDA")
+                f"impl '{impl}': TRITON_INTERPRET=1 runs kernels on the CPU; pass CPU tensors or unset it for CUDA"
+            )
         return
     if device.type == "cpu" and interpreting():
         return
     raise KernelUnavailableError(
         f"impl '{impl}' runs on CUDA tensors, got {device.type} tensors: use impl='torch' on {device.type}, "
-        "or set TRITON_INTERPRET=1 (Triton's slow CPU interpreter, for tests) before the first launch")
+        "or set TRITON_INTERPRET=1 (Triton's slow CPU interpreter, for tests) before the first launch"
+    )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
@@ -119,8 +122,15 @@ class Launch:
         return self.y if self.y.dtype == self.out_dtype else self.y.to(self.out_dtype)
 
 
-_SIGNATURE_DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.int8: "i8",
-                     torch.uint8: "u8", torch.uint16: "u16", torch.int32: "i32"}
+_SIGNATURE_DTYPES = {
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+    torch.float32: "fp32",
+    torch.int8: "i8",
+    torch.uint8: "u8",
+    torch.uint16: "u16",
+    torch.int32: "i32",
+}
 
 
 def compile_for_gpu(kernel, launch: Launch, arch: int = 90):
@@ -138,7 +148,9 @@ def compile_for_gpu(kernel, launch: Launch, arch: int = 90):
     names = list(inspect.signature(kernel.fn).parameters)
     runtime = [n for n in names if n not in launch.constexprs]
     if len(runtime) != len(launch.args):
-        raise ValueError(f"{kernel.fn.__name__}: {len(runtime)} runtime parameters, the plan has {len(launch.args)} args")
+        raise ValueError(
+            f"{kernel.fn.__name__}: {len(runtime)} runtime parameters, the plan has {len(launch.args)} args"
+        )
     signature = {n: "constexpr" for n in launch.constexprs}
     for name, value in zip(runtime, launch.args):
         signature[name] = f"*{_SIGNATURE_DTYPES[value.dtype]}" if isinstance(value, torch.Tensor) else "i32"
@@ -150,5 +162,8 @@ def compile_for_gpu(kernel, launch: Launch, arch: int = 90):
         aligned = value.data_ptr() % 16 == 0 if isinstance(value, torch.Tensor) else value % 16 == 0
         if aligned:
             attrs[(names.index(name),)] = [["tt.divisibility", 16]]
-    return triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
-                          target=GPUTarget("cuda", arch, 32), options=launch.options)
+    return triton.compile(
+        ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs),
+        target=GPUTarget("cuda", arch, 32),
+        options=launch.options,
+    )

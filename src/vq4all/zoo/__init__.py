@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-
 from typing import TYPE_CHECKING
 
 from vq4all.errors import VQ4AllError
@@ -53,8 +52,8 @@ _REGISTRY = {
 __all__ = ["NAMES", "ZooNetwork", "load", "list_networks"]
 
 
-@functools.lru_cache(maxsize=None)
-def load(name: str) -> "ZooNetwork":
+@functools.cache
+def load(name: str) -> ZooNetwork:
     """The zoo network `name` (one of NAMES), loaded once per process.
 
     Leaves torch's global RNG as it was. Raises VQ4AllError for an unknown name or a missing
@@ -76,8 +75,14 @@ def list_networks() -> list[dict]:
     rows = []
     for name in NAMES:
         net = load(name)
-        rows.append({"name": name, "parameters": net.num_parameters(),
-                     "compressible_parameters": net.num_compressible(), "metric": net.metric})
+        rows.append(
+            {
+                "name": name,
+                "parameters": net.num_parameters(),
+                "compressible_parameters": net.num_compressible(),
+                "metric": net.metric,
+            }
+        )
     return rows
 
 

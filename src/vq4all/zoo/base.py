@@ -92,8 +92,9 @@ def package_dir(package: str, hint: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def load_source_module(path: Path, module_name: str, replace: dict[str, str],
-                       namespace: dict | None = None) -> types.ModuleType:
+def load_source_module(
+    path: Path, module_name: str, replace: dict[str, str], namespace: dict | None = None
+) -> types.ModuleType:
     """Execute one source file of a package as a standalone module.
 
     Used for files whose package __init__ cannot be imported here (torchcrepe needs librosa)

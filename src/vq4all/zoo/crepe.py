@@ -33,9 +33,11 @@ FMIN_HZ, FMAX_HZ = 80.0, 1000.0
 def _crepe_class():
     root = package_dir("torchcrepe", "`pip install --no-deps torchcrepe`")
     mod = load_source_module(
-        root / "model.py", "vq4all.zoo._vendor_torchcrepe_model",
+        root / "model.py",
+        "vq4all.zoo._vendor_torchcrepe_model",
         replace={"import torchcrepe\n": "\n"},
-        namespace={"torchcrepe": types.SimpleNamespace(PITCH_BINS=PITCH_BINS)})
+        namespace={"torchcrepe": types.SimpleNamespace(PITCH_BINS=PITCH_BINS)},
+    )
     return mod.Crepe, root
 
 
@@ -84,8 +86,7 @@ class Crepe(ZooNetwork):
         """(frames (96, 1024) float32, true f0 (96,) float64 Hz)."""
         if self._eval is None:
             rng = np.random.default_rng(EVAL_SEED)
-            f0 = np.geomspace(FMIN_HZ, FMAX_HZ, EVAL_TONES) * np.exp(
-                rng.uniform(-0.01, 0.01, EVAL_TONES))
+            f0 = np.geomspace(FMIN_HZ, FMAX_HZ, EVAL_TONES) * np.exp(rng.uniform(-0.01, 0.01, EVAL_TONES))
             self._eval = (torch.from_numpy(data.harmonic_tones(f0, rng, FRAME, SAMPLE_RATE)), f0)
         return self._eval
 
@@ -100,5 +101,9 @@ class Crepe(ZooNetwork):
         hz = self._fp_hz if model is self.model else self.estimate_hz(model, frames)
         err = np.abs(1200.0 * np.log2(hz / f0))
         to_fp = np.abs(1200.0 * np.log2(hz / self._fp_hz))
-        return {"value": float(err.mean()), "raw_pitch_accuracy": float((err < 50).mean()),
-                "cents_to_fp": float(to_fp.mean()), "n": len(f0)}
+        return {
+            "value": float(err.mean()),
+            "raw_pitch_accuracy": float((err < 50).mean()),
+            "cents_to_fp": float(to_fp.mean()),
+            "n": len(f0),
+        }

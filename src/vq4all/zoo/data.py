@@ -28,21 +28,15 @@ def cache_dir() -> Path:
 
 
 def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict[str, str] | None = None):
-    """Write `tensors` (name -> torch.Tensor) to `path` atomically: temp file + os.replace."""
-    from safetensors.torch import save_file
+    """Write `tensors` (name -> torch.Tensor) to `path` through `vq4all.io.atomic_write_bytes`
+    (creating the folder first)."""
+    from safetensors.torch import save
+
+    from vq4all.io import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp,
-                  metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata))
 
 
 # -------------------------------------------------------------------------------- photos
@@ -50,7 +44,7 @@ def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict[str, str] 
 PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def photo(name: str) -> np.ndarray:
     """One bundled skimage photo: (H, W, 3) uint8 RGB."""
     import skimage.data
@@ -64,8 +58,15 @@ def photo(name: str) -> np.ndarray:
     return img
 
 
-def random_crops(rng: np.random.Generator, n: int, size: int, names=PHOTO_NAMES,
-                 min_frac: float = 0.4, max_frac: float = 1.0, flip: bool = True) -> np.ndarray:
+def random_crops(
+    rng: np.random.Generator,
+    n: int,
+    size: int,
+    names=PHOTO_NAMES,
+    min_frac: float = 0.4,
+    max_frac: float = 1.0,
+    flip: bool = True,
+) -> np.ndarray:
     """n square crops of the photos, resized to size x size: (n, size, size, 3) float32 in [0, 1].
 
     Photo chosen round-robin over `names`; crop side a random fraction [min_frac, max_frac] of
@@ -80,11 +81,10 @@ def random_crops(rng: np.random.Generator, n: int, size: int, names=PHOTO_NAMES,
         side = int(round(min(h, w) * rng.uniform(min_frac, max_frac)))
         y = int(rng.integers(0, h - side + 1))
         x = int(rng.integers(0, w - side + 1))
-        crop = img[y:y + side, x:x + side]
+        crop = img[y : y + side, x : x + side]
         if flip and rng.random() < 0.5:
             crop = crop[:, ::-1]
-        out[i] = resize(crop, (size, size), order=1, anti_aliasing=True,
-                        preserve_range=False).astype(np.float32)
+        out[i] = resize(crop, (size, size), order=1, anti_aliasing=True, preserve_range=False).astype(np.float32)
     return out
 
 
@@ -95,11 +95,10 @@ def center_resize(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     side = min(h, w)
     y, x = (h - side) // 2, (w - side) // 2
-    return resize(img[y:y + side, x:x + side], (size, size), order=1,
-                  anti_aliasing=True).astype(np.float32)
+    return resize(img[y : y + side, x : x + side], (size, size), order=1, anti_aliasing=True).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lfw_faces() -> tuple[np.ndarray, np.ndarray]:
     """skimage's LFW subset: (faces (100, 25, 25), non_faces (100, 25, 25)), float32 in [0, 1]."""
     import skimage.data
@@ -111,7 +110,7 @@ def lfw_faces() -> tuple[np.ndarray, np.ndarray]:
 
 
 # -------------------------------------------------------------------------------- digits
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """sklearn's digits, fixed stratified split (25 % test, seed 0).
 
@@ -129,8 +128,13 @@ def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------- tones
-def harmonic_tones(freqs_hz: np.ndarray, rng: np.random.Generator, n_samples: int = 1024,
-                   sample_rate: int = 16000, noise_db: float = -40.0) -> np.ndarray:
+def harmonic_tones(
+    freqs_hz: np.ndarray,
+    rng: np.random.Generator,
+    n_samples: int = 1024,
+    sample_rate: int = 16000,
+    noise_db: float = -40.0,
+) -> np.ndarray:
     """Harmonic tones of exactly known fundamental: (len(freqs_hz), n_samples) float32.
 
     Each tone: harmonics k*f0 below 0.45*sample_rate (at most 8) with amplitudes k**-1 times a
@@ -146,15 +150,14 @@ def harmonic_tones(freqs_hz: np.ndarray, rng: np.random.Generator, n_samples: in
                 break
             amp = rng.uniform(0.5, 1.0) / k
             sig += amp * np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 2 * np.pi))
-        rms = np.sqrt(np.mean(sig ** 2))
+        rms = np.sqrt(np.mean(sig**2))
         sig += rng.standard_normal(n_samples) * rms * 10 ** (noise_db / 20)
         out[i] = 0.5 * sig / np.abs(sig).max()
     return out
 
 
 # -------------------------------------------------------------------------------- speech
-def espeak(text: str, voice: str = "en", speed: int = 160, pitch: int = 50,
-           sample_rate: int = 16000) -> np.ndarray:
+def espeak(text: str, voice: str = "en", speed: int = 160, pitch: int = 50, sample_rate: int = 16000) -> np.ndarray:
     """Speech for `text` from espeak-ng, resampled to `sample_rate`: (n,) float32 in [-1, 1].
 
     Raises VQ4AllError if espeak-ng is not installed.
@@ -170,10 +173,14 @@ def espeak(text: str, voice: str = "en", speed: int = 160, pitch: int = 50,
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "speech.wav"
         try:
-            subprocess.run([exe, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav),
-                            text], check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [exe, "-v", voice, "-s", str(speed), "-p", str(pitch), "-w", str(wav), text],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
         except subprocess.CalledProcessError as e:
-            raise VQ4AllError(f"espeak-ng failed: {e.stderr.decode(errors='replace').strip()}")
+            raise VQ4AllError(f"espeak-ng failed: {e.stderr.decode(errors='replace').strip()}") from None
         rate, data = wavfile.read(wav)
     data = data.astype(np.float64)
     if data.ndim > 1:

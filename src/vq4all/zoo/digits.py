@@ -20,8 +20,15 @@ import torch.nn.functional as F
 from vq4all.zoo import data
 from vq4all.zoo.base import ZooNetwork
 
-TRAIN_CONFIG = {"version": 1, "seed": 0, "epochs": 40, "batch": 64, "lr": 3e-3,
-                "weight_decay": 1e-4, "split": "stratified 25% test, random_state 0"}
+TRAIN_CONFIG = {
+    "version": 1,
+    "seed": 0,
+    "epochs": 40,
+    "batch": 64,
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "split": "stratified 25% test, random_state 0",
+}
 
 
 class DigitsNet(torch.nn.Module):
@@ -50,15 +57,13 @@ def train(config: dict = TRAIN_CONFIG) -> DigitsNet:
         torch.manual_seed(config["seed"])
         model = DigitsNet()
         gen = torch.Generator().manual_seed(config["seed"])
-        opt = torch.optim.Adam(model.parameters(), lr=config["lr"],
-                               weight_decay=config["weight_decay"])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-            opt, config["epochs"] * -(-len(x) // config["batch"]))
+        opt = torch.optim.Adam(model.parameters(), lr=config["lr"], weight_decay=config["weight_decay"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config["epochs"] * -(-len(x) // config["batch"]))
         model.train()
         for _ in range(config["epochs"]):
             order = torch.randperm(len(x), generator=gen)
             for i in range(0, len(x), config["batch"]):
-                idx = order[i:i + config["batch"]]
+                idx = order[i : i + config["batch"]]
                 loss = F.cross_entropy(model(x[idx]), y[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -82,8 +87,7 @@ def cached_model() -> DigitsNet:
         except Exception:  # a damaged or stale cache file is retrained
             path.unlink(missing_ok=True)
     model = train()
-    data.save_safetensors_atomic(model.state_dict(), path,
-                                 metadata={"train_config": json.dumps(TRAIN_CONFIG)})
+    data.save_safetensors_atomic(model.state_dict(), path, metadata={"train_config": json.dumps(TRAIN_CONFIG)})
     return model
 
 
@@ -122,6 +126,9 @@ class DigitsCNN(ZooNetwork):
         pred = logits.argmax(1)
         if self._fp_pred is None:
             self._fp_pred = pred if model is self.model else self.model(x).argmax(1)
-        return {"value": float((pred == y).float().mean()),
-                "fp_agreement": float((pred == self._fp_pred).float().mean()),
-                "cross_entropy": float(F.cross_entropy(logits, y)), "n": int(len(y))}
+        return {
+            "value": float((pred == y).float().mean()),
+            "fp_agreement": float((pred == self._fp_pred).float().mean()),
+            "cross_entropy": float(F.cross_entropy(logits, y)),
+            "n": int(len(y)),
+        }

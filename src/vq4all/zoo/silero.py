@@ -150,7 +150,7 @@ def load_jit_state_dict() -> dict[str, torch.Tensor]:
     for key, value in jit._model.state_dict().items():
         for old, new in _JIT_NAMES.items():
             if key.startswith(old):
-                out[new + key[len(old):]] = value.detach().clone().float()
+                out[new + key[len(old) :]] = value.detach().clone().float()
                 break
         else:
             raise VQ4AllError(f"{path}: unexpected tensor '{key}'; unsupported silero-vad version")
@@ -195,7 +195,7 @@ def build_track(sentences, seed: int) -> tuple[np.ndarray, np.ndarray]:
     for i, (voice, text) in enumerate(sentences):
         speech = data.espeak(text, voice=voice, speed=int(rng.integers(140, 190)))
         loud = np.flatnonzero(np.abs(speech) > 0.01 * np.abs(speech).max())
-        speech = speech[loud[0]:loud[-1] + 1] * rng.uniform(0.3, 0.9) / np.abs(speech).max()
+        speech = speech[loud[0] : loud[-1] + 1] * rng.uniform(0.3, 0.9) / np.abs(speech).max()
         spans.append((pos, pos + len(speech)))
         add(speech)
         add(_gap(kinds[i % len(kinds)], int(rng.uniform(1.0, 2.5) * SAMPLE_RATE), rng))
@@ -225,8 +225,9 @@ def cached_track(kind: str, sentences, seed: int) -> tuple[torch.Tensor, torch.T
             path.unlink(missing_ok=True)
     audio, labels = build_track(sentences, seed)
     audio_t, labels_t = torch.from_numpy(audio), torch.from_numpy(labels)
-    data.save_safetensors_atomic({"audio": audio_t, "labels": labels_t}, path,
-                                 metadata={"sample_rate": str(SAMPLE_RATE), "chunk": str(CHUNK)})
+    data.save_safetensors_atomic(
+        {"audio": audio_t, "labels": labels_t}, path, metadata={"sample_rate": str(SAMPLE_RATE), "chunk": str(CHUNK)}
+    )
     return audio_t, labels_t
 
 
@@ -250,7 +251,7 @@ class SileroVAD(ZooNetwork):
         audio, _ = cached_track("calibration", CALIBRATION_SENTENCES, 2)
         rng = np.random.default_rng([seed, 4])
         starts = rng.integers(0, (len(audio) - CALIBRATION_SAMPLES) // CHUNK + 1, n) * CHUNK
-        return torch.stack([audio[s:s + CALIBRATION_SAMPLES] for s in starts])
+        return torch.stack([audio[s : s + CALIBRATION_SAMPLES] for s in starts])
 
     def forward(self, model, inputs: torch.Tensor) -> torch.Tensor:
         """Speech probabilities (n, T // 512) float32."""
@@ -263,6 +264,9 @@ class SileroVAD(ZooNetwork):
         fp = self._fp_probs
         p = fp if model is self.model else model(audio[None])[0]
         pred, fp_pred, truth = p > 0.5, fp > 0.5, labels > 0.5
-        return {"value": float((pred == truth).float().mean()),
-                "fp_agreement": float((pred == fp_pred).float().mean()),
-                "prob_diff": float((p - fp).abs().mean()), "n": int(len(labels))}
+        return {
+            "value": float((pred == truth).float().mean()),
+            "fp_agreement": float((pred == fp_pred).float().mean()),
+            "prob_diff": float((p - fp).abs().mean()),
+            "n": int(len(labels)),
+        }

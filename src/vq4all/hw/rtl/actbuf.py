@@ -19,14 +19,16 @@ class ActivationBuffer(wiring.Component):
 
     def __init__(self, *, depth: int, word_bits: int):
         self.depth, self.word_bits = depth, word_bits
-        super().__init__({
-            "w_en": In(1),
-            "w_addr": In(range(depth)),
-            "w_data": In(unsigned(word_bits)),
-            "r_en": In(1),
-            "r_addr": In(range(depth)),
-            "r_data": Out(unsigned(word_bits)),
-        })
+        super().__init__(
+            {
+                "w_en": In(1),
+                "w_addr": In(range(depth)),
+                "w_data": In(unsigned(word_bits)),
+                "r_en": In(1),
+                "r_addr": In(range(depth)),
+                "r_data": Out(unsigned(word_bits)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -36,7 +38,11 @@ class ActivationBuffer(wiring.Component):
         # engine writes one slot while it reads the other, and frees a slot only after its last read)
         r = mem.read_port(domain="sync")
         m.d.comb += [
-            w.en.eq(self.w_en), w.addr.eq(self.w_addr), w.data.eq(self.w_data),
-            r.en.eq(self.r_en), r.addr.eq(self.r_addr), self.r_data.eq(r.data),
+            w.en.eq(self.w_en),
+            w.addr.eq(self.w_addr),
+            w.data.eq(self.w_data),
+            r.en.eq(self.r_en),
+            r.addr.eq(self.r_addr),
+            self.r_data.eq(r.data),
         ]
         return m

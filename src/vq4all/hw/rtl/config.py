@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from vq4all.artifact import Codebook
 from vq4all.errors import VQ4AllError
 from vq4all.rules import code_bits, d_problem, is_power_of_two, k_problem
 
 ACT_BITS = 8  # activations are int8: the reference's exact integer path (lookup_matmul_int)
 SHIFT_BITS = 6  # the requantization shift (1..62) in the layer descriptor
 MAX_LANES = 16
+STREAMS = ("layer", "acts", "codes", "scales")  # the input streams; "scales" only with requant
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,18 @@ class EngineConfig:
     def __post_init__(self):
         if not isinstance(self.requant, bool):
             raise VQ4AllError(f"engine requant={self.requant!r} must be True or False")
-        for name in ("k", "d", "width", "lanes", "acc_bits", "max_m", "max_rows", "fifo_depth", "mult_bits", "out_bits"):
+        for name in (
+            "k",
+            "d",
+            "width",
+            "lanes",
+            "acc_bits",
+            "max_m",
+            "max_rows",
+            "fifo_depth",
+            "mult_bits",
+            "out_bits",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise VQ4AllError(f"engine {name}={value!r} must be an integer")
@@ -69,8 +82,10 @@ class EngineConfig:
         if not (is_power_of_two(self.lanes) and self.lanes <= MAX_LANES):
             raise VQ4AllError(f"engine lanes={self.lanes} must be a power of two between 1 and {MAX_LANES}")
         if not ACT_BITS + self.width <= self.acc_bits <= 64:
-            raise VQ4AllError(f"engine acc_bits={self.acc_bits} must be between {ACT_BITS + self.width} "
-                              f"(one int8 x {self.width}-bit product) and 64")
+            raise VQ4AllError(
+                f"engine acc_bits={self.acc_bits} must be between {ACT_BITS + self.width} "
+                f"(one int8 x {self.width}-bit product) and 64"
+            )
         if not 1 <= self.max_m <= 1 << 20:
             raise VQ4AllError(f"engine max_m={self.max_m} (sub-vectors per row) must be between 1 and {1 << 20}")
         if not 1 <= self.max_rows <= (1 << 24) - 1:
@@ -119,16 +134,42 @@ class EngineConfig:
         return self.out_bits if self.requant else self.acc_bits
 
     @property
+    def streams(self) -> tuple[str, ...]:
+        """The engine's input streams: layer, acts, codes, and with requant scales."""
+        return STREAMS if self.requant else STREAMS[:3]
+
+    @property
     def latency(self) -> int:
         """Cycles from a code beat's acceptance to its result's write into the result FIFO:
         ROM/activation read (1) + product register (1) + tree levels (+ 2 requantization stages)."""
         return 2 + self.tree_levels + (2 if self.requant else 0)
+
+    def check_codebook(self, codebook: Codebook) -> list[int]:
+        """The ROM's k words of `codebook` (an int8 artifact.Codebook [k, d] of this engine's k and
+        d, its values within `width` bits): its cached `rom_words(width)`; VQ4AllError otherwise."""
+        if not isinstance(codebook, Codebook):
+            raise VQ4AllError(f"the engine takes a vq4all.artifact.Codebook, got {type(codebook).__name__}")
+        if codebook.dtype != "int8" or codebook.codebook.ndim != 2:
+            raise VQ4AllError(
+                f"the engine needs an int8 codebook [k, d], got {codebook.codebook.dtype} "
+                f"{list(codebook.codebook.shape)} (a float16 codebook has no integer datapath)"
+            )
+        if (codebook.k, codebook.d) != (self.k, self.d):
+            raise VQ4AllError(
+                f"codebook shape {[codebook.k, codebook.d]} does not match the engine's k={self.k}, d={self.d}"
+            )
+        try:
+            return codebook.rom_words(self.width)
+        except ValueError as e:
+            raise VQ4AllError(f"codebook does not fit the engine's width={self.width}: {e}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def key(self) -> str:
         """A short, file-name-safe description, e.g. k256_d8_w8_l2_acc32_m2048_r65535_f4 (+ _rq16x8)."""
-        return (f"k{self.k}_d{self.d}_w{self.width}_l{self.lanes}_acc{self.acc_bits}"
-                f"_m{self.max_m}_r{self.max_rows}_f{self.fifo_depth}"
-                + (f"_rq{self.mult_bits}x{self.out_bits}" if self.requant else ""))
+        return (
+            f"k{self.k}_d{self.d}_w{self.width}_l{self.lanes}_acc{self.acc_bits}"
+            f"_m{self.max_m}_r{self.max_rows}_f{self.fifo_depth}"
+            + (f"_rq{self.mult_bits}x{self.out_bits}" if self.requant else "")
+        )

@@ -38,8 +38,9 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from vq4all.artifact import Codebook
 from vq4all.errors import VQ4AllError
-from vq4all.reference import rom_words
+
 from .actbuf import ActivationBuffer
 from .config import ACT_BITS, SHIFT_BITS, EngineConfig
 from .mac import MACLanes
@@ -55,34 +56,19 @@ def layer_layout(config: EngineConfig) -> data.StructLayout:
     return data.StructLayout(fields)
 
 
-def check_codebook(config: EngineConfig, codebook) -> list[int]:
-    """ROM words of an int8 codebook [k, d] for this config (k, d and value range checked)."""
-    import numpy as np
-
-    codebook = np.asarray(codebook)
-    if codebook.dtype != np.int8 or codebook.ndim != 2:
-        raise VQ4AllError(f"the engine needs an int8 codebook [k, d], got {codebook.dtype} {list(codebook.shape)} "
-                          "(a float16 codebook has no integer datapath)")
-    if codebook.shape != (config.k, config.d):
-        raise VQ4AllError(f"codebook shape {list(codebook.shape)} does not match the engine's k={config.k}, d={config.d}")
-    try:
-        return rom_words(codebook, config.width)
-    except ValueError as e:
-        raise VQ4AllError(f"codebook does not fit the engine's width={config.width}: {e}") from None
-
-
 class Engine(wiring.Component):
-    """The generated accelerator. codebook: [k, d] int8 (inline ROM), or None with rom_init_file
-    (the ROM is the `$readmemh` module `vq4all_codebook_rom`, see rtl.rom)."""
+    """The generated accelerator. codebook: an int8 artifact.Codebook [k, d] (inline ROM of its
+    cached ROM words, `EngineConfig.check_codebook`), or None with rom_init_file (the ROM is the
+    `$readmemh` module `vq4all_codebook_rom`, see rtl.rom)."""
 
-    def __init__(self, config: EngineConfig, codebook=None, *, rom_init_file: str | None = None):
+    def __init__(self, config: EngineConfig, codebook: Codebook | None = None, *, rom_init_file: str | None = None):
         self._MustUse__silence = True  # a constructor that raises leaves nothing to elaborate
         if not isinstance(config, EngineConfig):
             raise VQ4AllError("Engine needs an EngineConfig")
         if (codebook is None) == (rom_init_file is None):
             raise VQ4AllError("Engine needs exactly one of codebook (inline ROM) or rom_init_file ($readmemh ROM)")
         self.config = config
-        self._words = None if codebook is None else check_codebook(config, codebook)
+        self._words = None if codebook is None else config.check_codebook(codebook)
         self._rom_init_file = rom_init_file
         c = config
         ports = {
@@ -100,8 +86,9 @@ class Engine(wiring.Component):
         c = self.config
         L, a = c.lanes, c.code_bits
         m = Module()
-        m.submodules.rom = rom = CodebookROM(k=c.k, word_bits=c.word_bits, ports=L, words=self._words,
-                                             init_file=self._rom_init_file)
+        m.submodules.rom = rom = CodebookROM(
+            k=c.k, word_bits=c.word_bits, ports=L, words=self._words, init_file=self._rom_init_file
+        )
         # two activation slots (ping-pong): the next layer's input loads while this one computes
         beat_bits = max(1, (c.beats_max - 1).bit_length())
         m.submodules.actbuf = buf = ActivationBuffer(depth=2 << beat_bits, word_bits=L * c.d * ACT_BITS)
@@ -131,13 +118,13 @@ class Engine(wiring.Component):
 
         # the one stall: a result is due in the FIFO and the FIFO is full
         adv = Signal()
-        write = mac.out_valid & mac.out_last   # a row's last beat reaches the accumulator
-        rq_valid = Signal()                    # (requant) a result leaves the second requant stage
+        write = mac.out_valid & mac.out_last  # a row's last beat reaches the accumulator
+        rq_valid = Signal()  # (requant) a result leaves the second requant stage
         m.d.comb += adv.eq(~((rq_valid if c.requant else write) & ~out.w_rdy))
 
         computing = Signal()
-        fire = Signal()            # a code beat is accepted this cycle
-        last_beat = Signal()       # ...and it is its row's last
+        fire = Signal()  # a code beat is accepted this cycle
+        last_beat = Signal()  # ...and it is its row's last
         # Comb signals are plain expressions (no If/Switch in the comb domain): a comb signal
         # assigned under If becomes an `always @*` that Icarus never runs at time 0 when all its
         # inputs are registers (amaranth-lang/amaranth#1629), leaving e.g. layer.ready at X.
@@ -148,7 +135,8 @@ class Engine(wiring.Component):
             last_beat.eq(beat == beats - 1),
             self.layer.ready.eq(~ld_busy & ~pick(ld_slot, owned)),
             self.acts.ready.eq(ld_busy),
-            buf.w_en.eq(ld_busy & self.acts.valid), buf.w_addr.eq(Cat(ld_beat, ld_slot)),
+            buf.w_en.eq(ld_busy & self.acts.valid),
+            buf.w_addr.eq(Cat(ld_beat, ld_slot)),
             buf.w_data.eq(self.acts.payload),
             self.codes.ready.eq(computing & adv & scale_ok),
             fire.eq(computing & self.codes.valid & adv & scale_ok),
@@ -170,9 +158,13 @@ class Engine(wiring.Component):
         # takes a slot that is not owned, the computer only releases a loaded one)
         for i in range(2):
             with m.If(take & (ld_slot == i)):
-                m.d.sync += [owned[i].eq(1), slot_rows[i].eq(lr), slot_beats[i].eq((lm + (L - 1)) >> lg),
-                             # lane l works in a row's last beat iff l <= (m - 1) mod L
-                             slot_tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L)))]
+                m.d.sync += [
+                    owned[i].eq(1),
+                    slot_rows[i].eq(lr),
+                    slot_beats[i].eq((lm + (L - 1)) >> lg),
+                    # lane l works in a row's last beat iff l <= (m - 1) mod L
+                    slot_tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L))),
+                ]
                 if c.requant:
                     m.d.sync += slot_shift[i].eq(self.layer.payload.shift)
             with m.If(loaded_last & (ld_slot == i)):
@@ -190,12 +182,15 @@ class Engine(wiring.Component):
         # stage 0 -> 1: synchronous ROM and activation reads, with the beat's flags alongside
         m.d.comb += [rom.en.eq(adv), buf.r_en.eq(adv), buf.r_addr.eq(Cat(beat, cp_slot))]
         for lane in range(L):
-            m.d.comb += rom.addr[lane].eq(self.codes.payload[lane * a:(lane + 1) * a])
+            m.d.comb += rom.addr[lane].eq(self.codes.payload[lane * a : (lane + 1) * a])
         valid1, last1, mask1 = Signal(), Signal(), Signal(L)
         with m.If(adv):
             m.d.sync += [valid1.eq(fire), last1.eq(last_beat), mask1.eq(Mux(last_beat, tail_mask, (1 << L) - 1))]
         m.d.comb += [
-            mac.adv.eq(adv), mac.valid.eq(valid1), mac.last.eq(last1), mac.mask.eq(mask1),
+            mac.adv.eq(adv),
+            mac.valid.eq(valid1),
+            mac.last.eq(last1),
+            mac.mask.eq(mask1),
             mac.acts.eq(buf.r_data),
         ]
         for lane in range(L):
@@ -215,7 +210,9 @@ class Engine(wiring.Component):
         else:
             self._requant(m, adv, fire, beat, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac.latency)
         m.d.comb += [
-            self.results.valid.eq(out.r_rdy), self.results.payload.eq(out.r_data), out.r_en.eq(self.results.ready),
+            self.results.valid.eq(out.r_rdy),
+            self.results.payload.eq(out.r_data),
+            out.r_en.eq(self.results.ready),
         ]
         return m
 
@@ -235,7 +232,7 @@ class Engine(wiring.Component):
             with m.If(adv):
                 m.d.sync += nxt.eq(tag)
             tag = nxt
-        mult, shift = tag[:c.mult_bits], tag[c.mult_bits:]
+        mult, shift = tag[: c.mult_bits], tag[c.mult_bits :]
         # stage 1: the exact product (acc_bits + mult_bits bits, signed)
         v1 = Signal(name="rq_valid_1")
         prod = Signal(signed(c.acc_bits + c.mult_bits + 1))

@@ -20,14 +20,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
-from vq4all.artifact import codebook_sha256
-
-from vq4all.io import atomic_write_bytes
+from vq4all.artifact import Codebook
 from vq4all.errors import VQ4AllError
+from vq4all.io import atomic_write_bytes
+
 from .config import ACT_BITS, EngineConfig
-from .engine import Engine, check_codebook
+from .engine import Engine
 from .rom import readmemh_module
 from .romfiles import FORMATS, SUFFIX, rom_file_text
 
@@ -47,52 +45,61 @@ def ports(engine: Engine) -> list[dict]:
     """The top's ports: [{name, direction, width, note}], clock and reset first (read from the
     signature: the engine is not elaborated)."""
     engine._MustUse__silence = True  # only its signature is read here
-    out = [{"name": "clk", "direction": "input", "width": 1, "note": PORT_NOTES["clk"]},
-           {"name": "rst", "direction": "input", "width": 1, "note": PORT_NOTES["rst"]}]
+    out = [
+        {"name": "clk", "direction": "input", "width": 1, "note": PORT_NOTES["clk"]},
+        {"name": "rst", "direction": "input", "width": 1, "note": PORT_NOTES["rst"]},
+    ]
     for path, member, value in engine.signature.flatten(engine):
         name = "__".join(str(p) for p in path)
         width = len(value.as_value()) if hasattr(value, "as_value") else len(value)
-        out.append({"name": name, "direction": "input" if member.flow.name == "In" else "output",
-                    "width": width, "note": PORT_NOTES.get(name, "valid/ready handshake")})
+        out.append(
+            {
+                "name": name,
+                "direction": "input" if member.flow.name == "In" else "output",
+                "width": width,
+                "note": PORT_NOTES.get(name, "valid/ready handshake"),
+            }
+        )
     return out
 
 
-def header(config: EngineConfig, sha256: str, port_list: list[dict], what: str) -> str:
-    """A Verilog comment block: what the file is, the codebook hash, parameters, ports."""
-    lines = [f"// {TOP}: VQ4ALL universal-codebook engine ({what})",
-             f"// codebook sha256: {sha256}",
-             "// parameters: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()),
-             f"//   code_bits={config.code_bits} m_bits={config.m_bits} rows_bits={config.rows_bits} "
-             f"activations int{ACT_BITS} latency={config.latency} cycles to the result FIFO (+2 to its output)",
-             "// results[o] = reference.lookup_matmul_int(x, codes, codebook, acc_bits)[o] (vq4all/reference.py)"
-             + (", then reference.requantize(.., multiplier[o], shift, out_bits)" if config.requant else ""),
-             "// ports:"]
+def header(config: EngineConfig, codebook: Codebook, port_list: list[dict], what: str) -> str:
+    """A Verilog comment block: what the file is, the codebook's SHA-256, parameters, ports."""
+    lines = [
+        f"// {TOP}: VQ4ALL universal-codebook engine ({what})",
+        f"// codebook sha256: {codebook.sha256}",
+        "// parameters: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()),
+        f"//   code_bits={config.code_bits} m_bits={config.m_bits} rows_bits={config.rows_bits} "
+        f"activations int{ACT_BITS} latency={config.latency} cycles to the result FIFO (+2 to its output)",
+        "// results[o] = reference.lookup_matmul_int(x, codes, codebook, acc_bits)[o] (vq4all/reference.py)"
+        + (", then reference.requantize(.., multiplier[o], shift, out_bits)" if config.requant else ""),
+        "// ports:",
+    ]
     for p in port_list:
         lines.append(f"//   {p['direction']:<6} [{p['width']:>4}] {p['name']:<18} {p['note']}")
     return "\n".join(lines) + "\n"
 
 
-def engine_verilog(config: EngineConfig, codebook: np.ndarray, *, sha256: str | None = None,
-                   rom_init_file: str | None = None) -> str:
-    """Verilog of the engine with the header: ROM inline (default) or, with rom_init_file, the
-    $readmemh ROM module appended (INIT_FILE = rom_init_file, relative to the simulator's or
-    synthesis tool's working folder unless absolute)."""
+def engine_verilog(config: EngineConfig, codebook: Codebook, *, rom_init_file: str | None = None) -> str:
+    """Verilog of the engine for `codebook` (an int8 artifact.Codebook [k, d]) with the header:
+    ROM inline (default) or, with rom_init_file, the $readmemh ROM module appended (INIT_FILE =
+    rom_init_file, relative to the simulator's or synthesis tool's working folder unless absolute;
+    the codebook is still checked against the config and named in the header)."""
     from amaranth.back import verilog
 
-    sha256 = sha256 or codebook_sha256(np.asarray(codebook))
     if rom_init_file is None:
         engine = Engine(config, codebook)
         text = verilog.convert(engine, name=TOP)
-        return header(config, sha256, ports(engine), "ROM inline") + text
-    check_codebook(config, codebook)
+        return header(config, codebook, ports(engine), "ROM inline") + text
+    config.check_codebook(codebook)
     engine = Engine(config, rom_init_file=rom_init_file)
     text = verilog.convert(engine, name=TOP)
     rom = readmemh_module(k=config.k, word_bits=config.word_bits, ports=config.lanes)
-    return (header(config, sha256, ports(engine), f"ROM loaded by $readmemh(\"{rom_init_file}\")")
-            + text + "\n" + rom)
+    return header(config, codebook, ports(engine), f'ROM loaded by $readmemh("{rom_init_file}")') + text + "\n" + rom
 
 
-def engine_rtlil(config: EngineConfig, codebook: np.ndarray) -> str:
+def engine_rtlil(config: EngineConfig, codebook: Codebook) -> str:
+    """RTLIL of the engine, ROM inline, for `codebook` (an int8 artifact.Codebook [k, d])."""
     from amaranth.back import rtlil
 
     return rtlil.convert(Engine(config, codebook), name=TOP)
@@ -102,15 +109,10 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def generate(codebook, out_dir, config: EngineConfig, *, sha256: str | None = None, progress: bool = False) -> dict:
-    """Write every generated file for `codebook` ([k, d] int8, or an artifact.Codebook) into
+def generate(codebook: Codebook, out_dir, config: EngineConfig, *, progress: bool = False) -> dict:
+    """Write every generated file for `codebook` (an int8 artifact.Codebook [k, d]) into
     `out_dir` (created if missing); return the manifest (also written as manifest.json)."""
-    if hasattr(codebook, "codebook"):  # an artifact.Codebook
-        sha256 = sha256 or codebook.sha256
-        codebook = codebook.codebook
-    codebook = np.asarray(codebook)
-    words = check_codebook(config, codebook)
-    sha256 = sha256 or codebook_sha256(codebook)
+    config.check_codebook(codebook)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise VQ4AllError(f"{out}: exists and is not a folder: choose another --out-dir")
@@ -118,13 +120,19 @@ def generate(codebook, out_dir, config: EngineConfig, *, sha256: str | None = No
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VQ4AllError(f"{out}: cannot create the folder ({e.strerror})") from None
-    steps = [("Verilog (ROM inline)", f"{TOP}.v", lambda: engine_verilog(config, codebook, sha256=sha256)),
-             ("RTLIL", f"{TOP}.il", lambda: engine_rtlil(config, codebook)),
-             ("Verilog ($readmemh ROM)", f"{TOP}_readmemh.v",
-              lambda: engine_verilog(config, codebook, sha256=sha256, rom_init_file="codebook.hex"))]
-    steps += [(f"ROM file .{fmt}", f"codebook{SUFFIX[fmt]}",
-               (lambda f=fmt: rom_file_text(f, words, d=config.d, width=config.width, sha256=sha256)))
-              for fmt in FORMATS]
+    steps = [
+        ("Verilog (ROM inline)", f"{TOP}.v", lambda: engine_verilog(config, codebook)),
+        ("RTLIL", f"{TOP}.il", lambda: engine_rtlil(config, codebook)),
+        (
+            "Verilog ($readmemh ROM)",
+            f"{TOP}_readmemh.v",
+            lambda: engine_verilog(config, codebook, rom_init_file="codebook.hex"),
+        ),
+    ]
+    steps += [
+        (f"ROM file .{fmt}", f"codebook{SUFFIX[fmt]}", (lambda f=fmt: rom_file_text(f, codebook, config.width)))
+        for fmt in FORMATS
+    ]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -144,12 +152,22 @@ def generate(codebook, out_dir, config: EngineConfig, *, sha256: str | None = No
     if bar is not None:
         bar.close()
     manifest = {
-        "format": "vq4all-rtl", "format_version": 1, "top": TOP,
-        "codebook_sha256": sha256, "config": config.to_dict(),
-        "derived": {"code_bits": config.code_bits, "word_bits": config.word_bits, "m_bits": config.m_bits,
-                    "rows_bits": config.rows_bits, "tree_levels": config.tree_levels, "latency": config.latency},
+        "format": "vq4all-rtl",
+        "format_version": 1,
+        "top": TOP,
+        "codebook_sha256": codebook.sha256,
+        "config": config.to_dict(),
+        "derived": {
+            "code_bits": config.code_bits,
+            "word_bits": config.word_bits,
+            "m_bits": config.m_bits,
+            "rows_bits": config.rows_bits,
+            "tree_levels": config.tree_levels,
+            "latency": config.latency,
+        },
         "ports": ports(Engine(config, rom_init_file="codebook.hex")),
-        "files": files, "seconds": seconds,
+        "files": files,
+        "seconds": seconds,
     }
     atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest

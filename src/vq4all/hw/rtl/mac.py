@@ -35,17 +35,19 @@ class MACLanes(wiring.Component):
         self.levels = (d * lanes - 1).bit_length()
         self.latency = 1 + self.levels
         self.sum_bits = ACT_BITS + width + self.levels
-        super().__init__({
-            "adv": In(1),
-            "valid": In(1),
-            "last": In(1),
-            "mask": In(lanes),
-            "codewords": In(data.ArrayLayout(unsigned(d * width), lanes)),
-            "acts": In(unsigned(lanes * d * ACT_BITS)),
-            "out_valid": Out(1),
-            "out_last": Out(1),
-            "out_sum": Out(signed(self.sum_bits)),
-        })
+        super().__init__(
+            {
+                "adv": In(1),
+                "valid": In(1),
+                "last": In(1),
+                "mask": In(lanes),
+                "codewords": In(data.ArrayLayout(unsigned(d * width), lanes)),
+                "acts": In(unsigned(lanes * d * ACT_BITS)),
+                "out_valid": Out(1),
+                "out_last": Out(1),
+                "out_sum": Out(signed(self.sum_bits)),
+            }
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -54,9 +56,9 @@ class MACLanes(wiring.Component):
         terms = []
         for lane in range(self.lanes):
             for e in range(d):
-                cw = self.codewords[lane][e * w:(e + 1) * w].as_signed()
+                cw = self.codewords[lane][e * w : (e + 1) * w].as_signed()
                 i = lane * d + e
-                act = self.acts[i * ACT_BITS:(i + 1) * ACT_BITS].as_signed()
+                act = self.acts[i * ACT_BITS : (i + 1) * ACT_BITS].as_signed()
                 product = Signal(signed(ACT_BITS + w), name=f"product_l{lane}_e{e}")
                 with m.If(self.adv):
                     m.d.sync += product.eq(Mux(self.mask[lane], act * cw, 0))

@@ -40,15 +40,19 @@ class CodebookROM(wiring.Component):
             if len(words) != k:
                 raise VQ4AllError(f"CodebookROM: {len(words)} words given for k={k}")
             if any(not 0 <= w < 1 << word_bits for w in words):
-                raise VQ4AllError(f"CodebookROM: a word does not fit {word_bits} bits (pack them with reference.rom_words)")
+                raise VQ4AllError(
+                    f"CodebookROM: a word does not fit {word_bits} bits (pack them with reference.rom_words)"
+                )
         self.k, self.word_bits, self.ports = k, word_bits, ports
         self.addr_bits = k.bit_length() - 1
         self._words, self._init_file = words, init_file
-        super().__init__({
-            "en": In(1),
-            "addr": In(data.ArrayLayout(unsigned(self.addr_bits), ports)),
-            "data": Out(data.ArrayLayout(unsigned(word_bits), ports)),
-        })
+        super().__init__(
+            {
+                "en": In(1),
+                "addr": In(data.ArrayLayout(unsigned(self.addr_bits), ports)),
+                "data": Out(data.ArrayLayout(unsigned(word_bits), ports)),
+            }
+        )
         self._MustUse__silence = False
 
     def elaborate(self, platform):
@@ -79,7 +83,7 @@ def readmemh_module(*, k: int, word_bits: int, ports: int) -> str:
     lines = [
         f"// {ROM_MODULE}: k={k} words of {word_bits} bits, {ports} synchronous read port(s), contents from $readmemh(INIT_FILE).",
         "// Word i = codeword i, element 0 in the least significant bits (vq4all.reference.rom_words).",
-        f"module {ROM_MODULE} #(parameter INIT_FILE = \"codebook.hex\") (",
+        f'module {ROM_MODULE} #(parameter INIT_FILE = "codebook.hex") (',
         "  input wire clk,",
         "  input wire rst,  // unused: a ROM has no state to reset (kept so every form has the same ports)",
         "  input wire en,",
@@ -95,6 +99,8 @@ def readmemh_module(*, k: int, word_bits: int, ports: int) -> str:
         "    if (en) begin",
     ]
     for p in range(ports):
-        lines.append(f"      data[{(p + 1) * word_bits - 1}:{p * word_bits}] <= words[addr[{(p + 1) * a - 1}:{p * a}]];")
+        lines.append(
+            f"      data[{(p + 1) * word_bits - 1}:{p * word_bits}] <= words[addr[{(p + 1) * a - 1}:{p * a}]];"
+        )
     lines += ["    end", "  end", "endmodule", ""]
     return "\n".join(lines)

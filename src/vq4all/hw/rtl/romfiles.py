@@ -12,6 +12,8 @@ same words (tests compare them up to case and comments), so either tool's file s
 
 from __future__ import annotations
 
+from vq4all.artifact import Codebook
+
 FORMATS = ("hex", "mem", "coe", "mif")
 SUFFIX = {"hex": ".hex", "mem": ".mem", "coe": ".coe", "mif": ".mif"}
 _MIF_LINE = 80  # srec_cat packs as many words per MIF line as fit in 80 columns
@@ -22,35 +24,50 @@ def _digits(word_bits: int) -> int:
 
 
 def _describe(k: int, d: int, width: int, sha256: str) -> list[str]:
-    return [f"vq4all universal codebook ROM: k={k} words of d={d} x {width}-bit values ({d * width} bits)",
-            f"codebook sha256={sha256}",
-            "word i = codeword i; element e in bits [e*width, (e+1)*width), two's complement (element 0 = LSBs)"]
+    return [
+        f"vq4all universal codebook ROM: k={k} words of d={d} x {width}-bit values ({d * width} bits)",
+        f"codebook sha256={sha256}",
+        "word i = codeword i; element e in bits [e*width, (e+1)*width), two's complement (element 0 = LSBs)",
+    ]
 
 
-def rom_file_text(fmt: str, words: list[int], *, d: int, width: int, sha256: str) -> str:
-    """The ROM init file of `words` (k ints from reference.rom_words) in format `fmt`."""
+def rom_file_text(fmt: str, codebook: Codebook, width: int = 8) -> str:
+    """The ROM init file, in format `fmt`, of an int8 artifact.Codebook [k, d] at `width` bits per
+    value: its cached `rom_words(width)` and `sha256`. ValueError for an unknown format or values
+    that do not fit `width` bits."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown ROM format '{fmt}': choose one of {', '.join(FORMATS)}")
-    k, bits = len(words), d * width
+    words = codebook.rom_words(width)
+    k, d = codebook.k, codebook.d
+    bits = d * width
     n = _digits(bits)
     hexes = [f"{w:0{n}X}" for w in words]
-    about = _describe(k, d, width, sha256)
+    about = _describe(k, d, width, codebook.sha256)
     if fmt == "hex":
         lines = [f"// {s}" for s in about] + [h.lower() for h in hexes]
     elif fmt == "mem":
         lines = ["#Format=Hex", f"#Depth={k}", f"#Width={bits}", "#AddrRadix=3", "#DataRadix=3", "#Data"]
         lines += [f"# {s}" for s in about] + hexes
     elif fmt == "coe":
-        lines = [f"; {s}" for s in about] + [f"; depth = {k}", f"; width = {bits}",
-                                             "memory_initialization_radix = 16;", "memory_initialization_vector ="]
+        lines = [f"; {s}" for s in about] + [
+            f"; depth = {k}",
+            f"; width = {bits}",
+            "memory_initialization_radix = 16;",
+            "memory_initialization_vector =",
+        ]
         lines += [h + ("," if i + 1 < k else ";") for i, h in enumerate(hexes)]
     else:  # mif
         per_line = max(1, (_MIF_LINE - 6) // (n + 1))
         addr_digits = max(4, _digits(max(k - 1, 1).bit_length()))
-        lines = [f"-- {s}" for s in about] + [f"DEPTH = {k};", f"WIDTH = {bits};", "ADDRESS_RADIX = HEX;",
-                                              "DATA_RADIX = HEX;", "CONTENT BEGIN"]
+        lines = [f"-- {s}" for s in about] + [
+            f"DEPTH = {k};",
+            f"WIDTH = {bits};",
+            "ADDRESS_RADIX = HEX;",
+            "DATA_RADIX = HEX;",
+            "CONTENT BEGIN",
+        ]
         for start in range(0, k, per_line):
-            lines.append(f"{start:0{addr_digits}X}: " + " ".join(hexes[start:start + per_line]) + ";")
+            lines.append(f"{start:0{addr_digits}X}: " + " ".join(hexes[start : start + per_line]) + ";")
         lines.append("END;")
     return "\n".join(lines) + "\n"
 

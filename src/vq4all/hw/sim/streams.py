@@ -10,7 +10,8 @@ Stream rules kept here: a beat once presented (valid high) stays presented, unch
 taken; whether a beat is presented, or a result accepted, is drawn per cycle with probability
 1 - backpressure from a seeded generator, so a run is reproducible.
 
-numpy only (runs inside the simulator's Python): no torch.
+numpy only (runs inside the simulator's Python; the engine's EngineConfig comes from
+rtl/config.py, which needs neither Amaranth nor torch).
 """
 
 from __future__ import annotations
@@ -19,43 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vq4all.artifact import Codebook
+from vq4all.hw.rtl.config import EngineConfig
 from vq4all.reference import lookup_matmul_int, requantize
-
-STREAMS = ("layer", "acts", "codes", "scales")  # "scales" exists only on requant engines
-
-
-@dataclass(frozen=True)
-class EngineShape:
-    """What the driver needs to know of an engine (EngineConfig's fields and widths)."""
-
-    k: int
-    d: int
-    lanes: int
-    acc_bits: int
-    m_bits: int
-    max_m: int
-    max_rows: int
-    latency: int
-    rows_bits: int = 16
-    requant: bool = False
-    out_bits: int = 8
-
-    @property
-    def code_bits(self) -> int:
-        return self.k.bit_length() - 1
-
-    @property
-    def result_bits(self) -> int:
-        return self.out_bits if self.requant else self.acc_bits
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return STREAMS if self.requant else STREAMS[:3]
-
-    @classmethod
-    def of(cls, config) -> "EngineShape":
-        return cls(config.k, config.d, config.lanes, config.acc_bits, config.m_bits, config.max_m,
-                   config.max_rows, config.latency, config.rows_bits, config.requant, config.out_bits)
 
 
 def beats_per_row(m: int, lanes: int) -> int:
@@ -67,11 +34,11 @@ def pack_acts(x: np.ndarray, m: int, d: int, lanes: int) -> list[int]:
     in bits [8i, 8i+8)), zero-padded past in_features."""
     beats = beats_per_row(m, lanes)
     flat = np.zeros(beats * lanes * d, dtype=np.int64)
-    flat[:x.size] = np.asarray(x, dtype=np.int64)
+    flat[: x.size] = np.asarray(x, dtype=np.int64)
     words = []
     for b in range(beats):
         word = 0
-        for i, v in enumerate(flat[b * lanes * d:(b + 1) * lanes * d].tolist()):
+        for i, v in enumerate(flat[b * lanes * d : (b + 1) * lanes * d].tolist()):
             word |= (v & 0xFF) << (8 * i)
         words.append(word)
     return words
@@ -88,7 +55,7 @@ def pack_codes(codes: np.ndarray, lanes: int, code_bits: int) -> list[int]:
     for row in padded.tolist():
         for b in range(beats):
             word = 0
-            for lane, code in enumerate(row[b * lanes:(b + 1) * lanes]):
+            for lane, code in enumerate(row[b * lanes : (b + 1) * lanes]):
                 word |= code << (lane * code_bits)
             words.append(word)
     return words
@@ -106,57 +73,62 @@ class Job:
     shift: int = 0
 
 
-def check_job(shape: EngineShape, job: Job) -> None:
+def check_job(config: EngineConfig, job: Job) -> None:
     """Raise ValueError for a layer this engine cannot run (before any simulation)."""
     rows, m = job.codes.shape
-    if not 1 <= m <= shape.max_m:
-        raise ValueError(f"layer {job.name}: m={m} sub-vectors per row, the engine holds 1..{shape.max_m} (max_m)")
-    if not 1 <= rows <= shape.max_rows:
-        raise ValueError(f"layer {job.name}: {rows} rows, the engine counts 1..{shape.max_rows} (max_rows)")
-    if job.codes.size and int(job.codes.max()) >= shape.k:
-        raise ValueError(f"layer {job.name}: code {int(job.codes.max())} >= k={shape.k}")
-    if not (m - 1) * shape.d < job.x.size <= m * shape.d:
-        raise ValueError(f"layer {job.name}: {job.x.size} activations do not match m={m} sub-vectors of d={shape.d}")
-    if shape.requant and (job.multipliers is None or np.asarray(job.multipliers).shape != (rows,)
-                          or not 1 <= int(job.shift) <= 62):
+    if not 1 <= m <= config.max_m:
+        raise ValueError(f"layer {job.name}: m={m} sub-vectors per row, the engine holds 1..{config.max_m} (max_m)")
+    if not 1 <= rows <= config.max_rows:
+        raise ValueError(f"layer {job.name}: {rows} rows, the engine counts 1..{config.max_rows} (max_rows)")
+    if job.codes.size and int(job.codes.max()) >= config.k:
+        raise ValueError(f"layer {job.name}: code {int(job.codes.max())} >= k={config.k}")
+    if not (m - 1) * config.d < job.x.size <= m * config.d:
+        raise ValueError(f"layer {job.name}: {job.x.size} activations do not match m={m} sub-vectors of d={config.d}")
+    if config.requant and (
+        job.multipliers is None or np.asarray(job.multipliers).shape != (rows,) or not 1 <= int(job.shift) <= 62
+    ):
         raise ValueError(f"layer {job.name}: a requant engine needs {rows} multipliers and a shift in 1..62")
 
 
 class StreamDriver:
     """Drives a list of layers through the engine back to back and checks every result.
 
-    codebook: [k, d] int8, the ROM's contents (for the reference). backpressure: probability, per
-    cycle and per stream, that a beat is withheld / a result refused (0 = full speed).
+    config: the engine's EngineConfig; codebook: the int8 artifact.Codebook [k, d] the ROM holds
+    (checked against config; the reference computes on its `.codebook`). backpressure:
+    probability, per cycle and per stream, that a beat is withheld / a result refused (0 = full
+    speed).
     """
 
-    def __init__(self, shape: EngineShape, jobs: list[Job], codebook: np.ndarray, *,
-                 backpressure: float = 0.0, seed: int = 0):
+    def __init__(
+        self, config: EngineConfig, jobs: list[Job], codebook: Codebook, *, backpressure: float = 0.0, seed: int = 0
+    ):
         if not 0.0 <= backpressure < 1.0:
             raise ValueError(f"backpressure={backpressure} must be in [0, 1)")
-        self.shape, self.jobs, self.p = shape, jobs, float(backpressure)
+        config.check_codebook(codebook)
+        self.config, self.jobs, self.p = config, jobs, float(backpressure)
         self.rng = np.random.default_rng(seed)
-        self.streams = shape.streams
+        self.streams = config.streams
         self.queues: dict[str, list[int]] = {s: [] for s in self.streams}
         self.expected: list[np.ndarray] = []
         for job in jobs:
-            check_job(shape, job)
+            check_job(config, job)
             rows, m = job.codes.shape
-            acc = lookup_matmul_int(job.x[None, :].astype(np.int8), job.codes, codebook, shape.acc_bits)
-            descriptor = m | (rows << shape.m_bits)
-            if shape.requant:
-                descriptor |= int(job.shift) << (shape.m_bits + shape.rows_bits)
+            acc = lookup_matmul_int(job.x[None, :].astype(np.int8), job.codes, codebook.codebook, config.acc_bits)
+            descriptor = m | (rows << config.m_bits)
+            if config.requant:
+                descriptor |= int(job.shift) << (config.m_bits + config.rows_bits)
                 self.queues["scales"] += [int(v) for v in np.asarray(job.multipliers).tolist()]
-                acc = requantize(acc, np.asarray(job.multipliers), int(job.shift), shape.out_bits)
+                acc = requantize(acc, np.asarray(job.multipliers), int(job.shift), config.out_bits)
             self.queues["layer"].append(descriptor)
-            self.queues["acts"] += pack_acts(job.x, m, shape.d, shape.lanes)
-            self.queues["codes"] += pack_codes(job.codes, shape.lanes, shape.code_bits)
+            self.queues["acts"] += pack_acts(job.x, m, config.d, config.lanes)
+            self.queues["codes"] += pack_codes(job.codes, config.lanes, config.code_bits)
             self.expected.append(acc[0])
         self.sent = {s: 0 for s in self.streams}
         self.presented = {s: False for s in self.streams}
         self.results: list[int] = []
         self.cycle = 0
-        self.started: list[int] = []    # cycle each layer descriptor was taken
-        self.finished: list[int] = []   # cycle each layer's last result was taken
+        self.started: list[int] = []  # cycle each layer descriptor was taken
+        self.finished: list[int] = []  # cycle each layer's last result was taken
         self._ready = False
         self._boundaries = np.cumsum([job.codes.shape[0] for job in jobs]).tolist()
 
@@ -182,8 +154,16 @@ class StreamDriver:
         out["results_ready"] = int(self._ready)
         return out
 
-    def observe(self, *, layer_ready: int, acts_ready: int, codes_ready: int, results_valid: int,
-                results_payload: int, scales_ready: int = 0) -> None:
+    def observe(
+        self,
+        *,
+        layer_ready: int,
+        acts_ready: int,
+        codes_ready: int,
+        results_valid: int,
+        results_payload: int,
+        scales_ready: int = 0,
+    ) -> None:
         """The ports after settling, in the cycle `inputs()` was driven; then the clock rises."""
         readies = {"layer": layer_ready, "acts": acts_ready, "codes": codes_ready, "scales": scales_ready}
         for s in self.streams:
@@ -193,7 +173,7 @@ class StreamDriver:
                 self.sent[s] += 1
                 self.presented[s] = False
         if results_valid and self._ready:
-            bits = self.shape.result_bits
+            bits = self.config.result_bits
             value = int(results_payload) & ((1 << bits) - 1)
             self.results.append(value - (1 << bits) if value >> (bits - 1) else value)
             if len(self.results) in self._boundaries:
@@ -204,7 +184,7 @@ class StreamDriver:
         """A bound no correct run reaches: every beat and result at the slowest expected rate."""
         beats = sum(len(q) for q in self.queues.values()) + self.total_results
         slow = 1.0 / (1.0 - self.p) ** 2
-        return int(50 * slow * (beats + 10 * len(self.jobs) * (self.shape.latency + 8))) + 1000
+        return int(50 * slow * (beats + 10 * len(self.jobs) * (self.config.latency + 8))) + 1000
 
     def ideal_finish(self) -> list[int]:
         """The cycle each layer's last result is taken at full speed (no backpressure), counted
@@ -217,13 +197,13 @@ class StreamDriver:
         loader_free, slot_free, compute_end, finish = 0, [0, 0], -1, []
         for i, job in enumerate(self.jobs):
             rows, m = job.codes.shape
-            b = beats_per_row(m, self.shape.lanes)
+            b = beats_per_row(m, self.config.lanes)
             taken = max(loader_free, slot_free[i % 2])
             load_end = taken + b
             loader_free = load_end + 1
             compute_end = max(load_end + 1, compute_end + 1) + rows * b - 1
             slot_free[i % 2] = compute_end + 1
-            finish.append(compute_end + self.shape.latency + 2)
+            finish.append(compute_end + self.config.latency + 2)
         return finish
 
     def report(self) -> dict:
@@ -240,24 +220,36 @@ class StreamDriver:
         ideal = self.ideal_finish()
         for i, job in enumerate(self.jobs):
             rows, m = job.codes.shape
-            got = np.array(self.results[start:start + rows], dtype=np.int64)
+            got = np.array(self.results[start : start + rows], dtype=np.int64)
             want = self.expected[i].astype(np.int64)
             start += rows
-            mism = int((got != want[:got.size]).sum()) + (rows - got.size)
-            entry = {"name": job.name, "rows": rows, "m": m, "in_features": int(job.x.size),
-                     "outputs": int(got.size), "mismatches": mism}
+            mism = int((got != want[: got.size]).sum()) + (rows - got.size)
+            entry = {
+                "name": job.name,
+                "rows": rows,
+                "m": m,
+                "in_features": int(job.x.size),
+                "outputs": int(got.size),
+                "mismatches": mism,
+            }
             if i < len(self.finished):
                 cycles = self.finished[i] - (self.started[0] - 1 if i == 0 else self.finished[i - 1])
                 entry["cycles"] = cycles
-                entry["mac_utilization"] = rows * int(job.x.size) / (self.shape.d * self.shape.lanes * cycles)
+                entry["mac_utilization"] = rows * int(job.x.size) / (self.config.d * self.config.lanes * cycles)
                 entry["ideal_cycles"] = ideal[i] - (-1 if i == 0 else ideal[i - 1])
             if mism:
-                bad = np.flatnonzero(got != want[:got.size])[:5].tolist()
+                bad = np.flatnonzero(got != want[: got.size])[:5].tolist()
                 entry["first_mismatches"] = [{"row": r, "got": int(got[r]), "want": int(want[r])} for r in bad]
             layers.append(entry)
-        return {"layers": layers, "outputs": sum(e["outputs"] for e in layers),
-                "mismatches": sum(e["mismatches"] for e in layers), "cycles": self.cycle,
-                "backpressure": self.p, "beats": dict(self.sent), "result_beats": len(self.results)}
+        return {
+            "layers": layers,
+            "outputs": sum(e["outputs"] for e in layers),
+            "mismatches": sum(e["mismatches"] for e in layers),
+            "cycles": self.cycle,
+            "backpressure": self.p,
+            "beats": dict(self.sent),
+            "result_beats": len(self.results),
+        }
 
 
 def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, float]:

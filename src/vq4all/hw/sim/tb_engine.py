@@ -1,9 +1,12 @@
 """cocotb testbench of the generated engine (runs inside Icarus or Verilator; see sim.runner).
 
-Reads its layers from the .npz named by $VQ4ALL_TB_INPUT (codebook [k, d] int8; per layer
-name_i, x_i [in_features] int8, codes_i [rows, m], with requant mult_i [rows] and shift_i) and the engine's shape and backpressure from
-$VQ4ALL_TB_SHAPE (JSON); drives them through `sim.streams.StreamDriver` (the same environment
-model the Amaranth unit tests use) and writes the driver's report as JSON to $VQ4ALL_TB_OUTPUT.
+Reads its layers from the .npz named by $VQ4ALL_TB_INPUT (codebook [k, d] int8 and, when it
+has one, codebook_scale [1] float32: the artifact.Codebook in the ROM; per layer name_i, x_i
+[in_features] int8, codes_i [rows, m], with requant mult_i [rows] and shift_i) and from
+$VQ4ALL_TB_SPEC (JSON) the engine's config (`EngineConfig.to_dict()`), the codebook's SHA-256
+(the rebuilt Codebook must hash to it), backpressure and seed;
+drives them through `sim.streams.StreamDriver` (the same environment model the Amaranth unit
+tests use) and writes the driver's report as JSON to $VQ4ALL_TB_OUTPUT.
 Fails if any result differs from `reference.lookup_matmul_int` or a result is missing.
 
 Per cycle: on the falling edge drive the inputs; in ReadOnly (everything settled) read the
@@ -20,25 +23,34 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
-from vq4all.hw.sim.streams import EngineShape, Job, StreamDriver
-
+from vq4all.artifact import Codebook
+from vq4all.hw.rtl.config import EngineConfig
+from vq4all.hw.sim.streams import Job, StreamDriver
 
 
 def _load():
-    spec = json.loads(os.environ["VQ4ALL_TB_SHAPE"])
+    spec = json.loads(os.environ["VQ4ALL_TB_SPEC"])
     with np.load(os.environ["VQ4ALL_TB_INPUT"]) as f:
-        codebook = f["codebook"]
-        jobs = [Job(str(f[f"name_{i}"]), f[f"x_{i}"], f[f"codes_{i}"],
-                    f[f"mult_{i}"] if f"mult_{i}" in f else None, int(f[f"shift_{i}"]) if f"shift_{i}" in f else 0)
-                for i in range(int(f["jobs"]))]
+        codebook = Codebook(f["codebook"], f["codebook_scale"] if "codebook_scale" in f else None)
+        jobs = [
+            Job(
+                str(f[f"name_{i}"]),
+                f[f"x_{i}"],
+                f[f"codes_{i}"],
+                f[f"mult_{i}"] if f"mult_{i}" in f else None,
+                int(f[f"shift_{i}"]) if f"shift_{i}" in f else 0,
+            )
+            for i in range(int(f["jobs"]))
+        ]
     return spec, codebook, jobs
 
 
 @cocotb.test()
 async def engine_matches_reference(dut):
     spec, codebook, jobs = _load()
-    shape = EngineShape(**spec["shape"])
-    driver = StreamDriver(shape, jobs, codebook, backpressure=spec["backpressure"], seed=spec["seed"])
+    assert codebook.sha256 == spec["codebook_sha256"], "the codebook in the input file is not the one simulated"
+    config = EngineConfig(**spec["config"])
+    driver = StreamDriver(config, jobs, codebook, backpressure=spec["backpressure"], seed=spec["seed"])
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     for s in driver.streams:
         getattr(dut, f"{s}__valid").value = 0
@@ -58,10 +70,14 @@ async def engine_matches_reference(dut):
         dut.results__ready.value = values["results_ready"]
         await ReadOnly()
         valid = int(dut.results__valid.value)
-        driver.observe(layer_ready=int(dut.layer__ready.value), acts_ready=int(dut.acts__ready.value),
-                       codes_ready=int(dut.codes__ready.value), results_valid=valid,
-                       results_payload=int(dut.results__payload.value) if valid else 0,
-                       scales_ready=int(dut.scales__ready.value) if shape.requant else 0)
+        driver.observe(
+            layer_ready=int(dut.layer__ready.value),
+            acts_ready=int(dut.acts__ready.value),
+            codes_ready=int(dut.codes__ready.value),
+            results_valid=valid,
+            results_payload=int(dut.results__payload.value) if valid else 0,
+            scales_ready=int(dut.scales__ready.value) if config.requant else 0,
+        )
     report = driver.report()
     report["timed_out"] = not driver.done
     with open(os.environ["VQ4ALL_TB_OUTPUT"], "w") as f:
