@@ -226,3 +226,19 @@ def test_user_mistakes_are_one_line_errors(wine, tmp_path):
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert load_file(str(weights))  # the refused --out never touched the input
+
+
+def test_weights_with_rows_shorter_than_d_stay_fp_and_are_reported(wine):
+    """keys=None: a Linear with 3 inputs has rows of 3 values (< d=8): it is left FP, bit for bit,
+    named in a warning and in the artifact's left_fp; the others are coded."""
+    _, _, _, codebook_path = wine
+    codebook = vq4all.load_codebook(codebook_path)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(13, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3), torch.nn.Linear(3, 2))
+    with pytest.warns(UserWarning, match=r"left FP, rows shorter than d=8: 3.weight"):
+        art = vq4all.hard_assign(model, codebook)
+    assert [layer.param for layer in art.layers] == ["0.weight", "2.weight"]
+    assert list(art.config["left_fp"]) == ["3.weight"]
+    np.testing.assert_array_equal(art.leftovers["3.weight"], model[3].weight.detach().numpy())
+    with pytest.raises(VQ4AllError, match=r"key '3.weight' has rows of 3 values, fewer than d=8"):
+        vq4all.hard_assign(model, codebook, keys=["3.weight"])

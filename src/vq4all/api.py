@@ -14,6 +14,7 @@ Nothing is written unless asked (`save`, or a `checkpoint=` path).
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 
 import torch
@@ -36,6 +37,13 @@ def _codebook(codebook) -> Codebook:
     raise VQ4AllError(
         f"codebook must be a vq4all Codebook or the path of a codebook file, got {type(codebook).__name__}"
     )
+
+
+def _say_left_fp(net: Network, d: int) -> None:
+    """Warn about the weights of compressible module types left FP (rows shorter than d)."""
+    left = net.skipped_keys(d)
+    if left:
+        warnings.warn(f"left FP, rows shorter than d={d}: {', '.join(left)} (see the report's left_fp)", stacklevel=3)
 
 
 def _network(model, calibration=None, *, loss=None, keys=None, forward=None, name=None) -> Network:
@@ -95,6 +103,7 @@ def compress(
     cb = _codebook(codebook)
     net = _network(model, calibration, loss=loss, keys=keys, forward=forward, name=name)
     check_finite(net.model, net.compressible_keys(cb.d))
+    _say_left_fp(net, cb.d)
     result = _compress(net, cb, config, checkpoint=checkpoint, resume=resume, progress=progress)
     student = result.model
     setattr(student, RESULT_ATTR, result)
@@ -115,6 +124,7 @@ def hard_assign(
     net = _network(model, keys=keys, name=name)
     compressible = net.compressible_keys(cb.d)
     check_finite(net.model, compressible)
+    _say_left_fp(net, cb.d)
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
     art = _hard_assign(net.name, state, compressible, cb, granularity, progress=progress)
     art.config["left_fp"] = net.skipped_keys(cb.d)

@@ -15,7 +15,9 @@ import sys
 import time
 
 from . import rules
+from .config import CodebookConfig, CompressConfig
 from .errors import VQ4AllError
+from .hw.rtl.config import EngineConfig
 
 
 def _emit(args, obj: dict, text: str) -> None:
@@ -432,7 +434,7 @@ def _add_hw_parsers(sub, with_json) -> None:
     )
     r.add_argument("--codebook", required=True)
     r.add_argument("--format", required=True, help="hex, mem, coe or mif")
-    r.add_argument("--width", type=int, help="bits per codeword value (default 8)")
+    r.add_argument("--width", type=int, help=f"bits per codeword value (default {EngineConfig.width})")
     r.add_argument("--out", required=True)
     r.set_defaults(func=cmd_rom_export)
 
@@ -442,9 +444,11 @@ def _add_hw_parsers(sub, with_json) -> None:
     )
     g.add_argument("--codebook", required=True)
     g.add_argument("--out-dir", required=True)
-    g.add_argument("--lanes", type=int, help="codes per cycle (power of two, default 1)")
-    g.add_argument("--acc-bits", type=int, help="accumulator width (default 32)")
-    g.add_argument("--max-m", type=int, help="most sub-vectors per row the activation buffer holds (default 2048)")
+    g.add_argument("--lanes", type=int, help=f"codes per cycle (power of two, default {EngineConfig.lanes})")
+    g.add_argument("--acc-bits", type=int, help=f"accumulator width (default {EngineConfig.acc_bits})")
+    g.add_argument(
+        "--max-m", type=int, help=f"most sub-vectors per row the activation buffer holds (default {EngineConfig.max_m})"
+    )
     g.add_argument("--requant", action="store_true", help="add the per-row fixed-point scale + int8 output stage")
     g.set_defaults(func=cmd_rtl_generate)
 
@@ -464,7 +468,7 @@ def _add_hw_parsers(sub, with_json) -> None:
     s.add_argument("--weights", help="with --model: its state dict (.safetensors or .pt)")
     s.add_argument("--calibration", help="with --model: real inputs (.safetensors or .npy); the first one is used")
     s.add_argument("--simulator", help="icarus (default) or verilator")
-    s.add_argument("--lanes", type=int, help="codes per cycle (power of two, default 1)")
+    s.add_argument("--lanes", type=int, help=f"codes per cycle (power of two, default {EngineConfig.lanes})")
     s.add_argument("--backpressure", type=float, help="probability a stream beat is withheld each cycle (default 0)")
     s.add_argument("--seed", type=int, help="default 0")
     s.add_argument(
@@ -510,13 +514,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b = with_json(cb_p.add_parser("build", help="build a universal codebook by KDE from zoo networks"))
     b.add_argument("--networks", required=True, help="comma-separated zoo names (see `vq4all zoo list`)")
-    b.add_argument("--k", type=int, help="codewords (power of two, default 65536)")
-    b.add_argument("--d", type=int, help="sub-vector dimension (default 8)")
-    b.add_argument("--per-network", type=int, help="sub-vectors pooled per network (default 262144)")
+    b.add_argument("--k", type=int, help=f"codewords (power of two, default {CodebookConfig.k})")
+    b.add_argument("--d", type=int, help=f"sub-vector dimension (default {CodebookConfig.d})")
+    b.add_argument(
+        "--per-network", type=int, help=f"sub-vectors pooled per network (default {CodebookConfig.per_network})"
+    )
     b.add_argument("--bandwidth", help="scott (default), silverman or a fixed h")
-    b.add_argument("--dtype", choices=rules.CODEBOOK_DTYPES, help="stored codeword precision (default int8)")
-    b.add_argument("--scale-granularity", choices=rules.GRANULARITIES, help="default channel")
-    b.add_argument("--lloyd-iters", type=int, help="Lloyd refinement steps after sampling (default 0)")
+    b.add_argument(
+        "--dtype", choices=rules.CODEBOOK_DTYPES, help=f"stored codeword precision (default {CodebookConfig.dtype})"
+    )
+    b.add_argument(
+        "--scale-granularity", choices=rules.GRANULARITIES, help=f"default {CodebookConfig.scale_granularity}"
+    )
+    b.add_argument(
+        "--lloyd-iters", type=int, help=f"Lloyd refinement steps after sampling (default {CodebookConfig.lloyd_iters})"
+    )
     b.add_argument("--seed", type=int, help="default 0")
     b.add_argument("--out", required=True, help="codebook file to write (.safetensors)")
     b.set_defaults(func=cmd_codebook_build)
@@ -537,40 +549,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--codebook", required=True)
     c.add_argument("--out", required=True, help="network artifact to write (.safetensors)")
-    c.add_argument("--alpha", type=float, help="PNC threshold on the largest ratio (default 0.99)")
-    c.add_argument("--n", type=int, help="candidate codewords per sub-vector (default 8)")
-    c.add_argument("--steps", type=int, help="step budget (default 300)")
+    c.add_argument("--alpha", type=float, help=f"PNC threshold on the largest ratio (default {CompressConfig.alpha})")
+    c.add_argument("--n", type=int, help=f"candidate codewords per sub-vector (default {CompressConfig.n})")
+    c.add_argument("--steps", type=int, help=f"step budget (default {CompressConfig.steps})")
     c.add_argument(
         "--no-pnc",
         action="store_true",
         help="train the same budget, then freeze every sub-vector by --finish at the end",
     )
-    c.add_argument("--init", choices=rules.INITS, help="initial ratios (default equal)")
+    c.add_argument("--init", choices=rules.INITS, help=f"initial ratios (default {CompressConfig.init})")
     c.add_argument(
         "--schedule",
         choices=rules.SCHEDULES,
-        help="PNC alone (threshold, default) or PNC plus a quota frozen fraction >= step/steps (linear)",
+        help="PNC alone (threshold) or PNC plus a quota frozen fraction >= step/steps (linear); "
+        f"default {CompressConfig.schedule}",
     )
     c.add_argument(
         "--finish",
         choices=rules.FINISH_RULES,
-        help="how sub-vectors frozen without passing alpha choose: largest ratio (default) or the "
-        "candidate nearest to their current mixture",
+        help="how sub-vectors frozen without passing alpha choose: largest ratio (argmax) or the "
+        f"candidate nearest to their current mixture (nearest); default {CompressConfig.finish}",
     )
-    c.add_argument("--lr", type=float, help="Adam learning rate of the logits (default 0.05)")
-    c.add_argument("--reg", type=float, help="weight of the ratio regulariser sum r(1-r) (default 1.0)")
+    c.add_argument("--lr", type=float, help=f"Adam learning rate of the logits (default {CompressConfig.lr})")
     c.add_argument(
-        "--feature-weight", type=float, help="weight of the layer-wise feature MSE against the teacher (default 0: off)"
+        "--reg", type=float, help=f"weight of the ratio regulariser sum r(1-r) (default {CompressConfig.reg})"
+    )
+    c.add_argument(
+        "--feature-weight",
+        type=float,
+        help=f"weight of the layer-wise feature MSE against the teacher (default {CompressConfig.feature_weight}; 0 is off)",
     )
     c.add_argument("--batch-size", type=int)
     c.add_argument(
         "--calibration-count",
         type=int,
-        help="most calibration inputs used (default 512; a zoo network makes that many, a --calibration file gives its first)",
+        help=f"most calibration inputs used (default {CompressConfig.calibration}; a zoo network makes that many, a --calibration file gives its first)",
     )
     c.add_argument("--seed", type=int)
     c.add_argument("--checkpoint", help="checkpoint file (default OUT.ckpt, removed when the run finishes)")
-    c.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 50; 0 = none)")
+    c.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help=f"steps between checkpoints (default {CompressConfig.checkpoint_every}; 0 = none)",
+    )
     c.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
     c.set_defaults(func=cmd_compress)
 
