@@ -199,6 +199,8 @@ def test_user_mistakes_are_one_line_errors(wine, tmp_path):
         broken.fc2.weight[3, 4] = float("nan")
     with pytest.raises(VQ4AllError, match=r"weight 'fc2.weight' holds 1 NaN"):
         vq4all.compress(broken, torch.zeros(4, 13), codebook, progress=False)
+    with pytest.raises(VQ4AllError, match=r"WineMLP: the model fails on its calibration inputs \(RuntimeError: mat1"):
+        vq4all.compress(teacher, torch.zeros(4, 12), codebook, progress=False)
     art = vq4all.hard_assign(teacher, codebook)
     other = torch.nn.Module()
     other.fc1, other.fc2, other.head = torch.nn.Linear(13, 32), torch.nn.Linear(32, 64), torch.nn.Linear(64, 3)

@@ -64,7 +64,7 @@ def compress(
     codebook,
     config: CompressConfig | None = None,
     *,
-    loss="mse",
+    loss=None,
     keys=None,
     forward=None,
     name: str | None = None,
@@ -82,7 +82,7 @@ def compress(
         codebook: a `Codebook` or the path of a codebook file.
         config: `CompressConfig` (n, alpha, steps, lr, schedule, finish, ...); default values
             are the paper's rules.
-        loss: "mse" (output MSE over the teacher's variance: any output), "kl" (classifier
+        loss: None or "mse" (the default: output MSE over the teacher's variance: any output), "kl" (classifier
             logits), "cosine" (embeddings), or a callable (student_out, teacher_out) -> scalar.
         keys: state-dict keys to compress; None picks every Linear/Conv/Embedding/LSTM/GRU
             weight whose rows hold at least d values (the others stay FP: see the report's

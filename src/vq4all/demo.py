@@ -25,14 +25,12 @@ FAST = ("digits_cnn", "crepe_tiny", "silero_vad", "mtcnn_pnet", "mtcnn_rnet", "m
 
 
 def main(argv=None) -> int:
-    from . import zoo
-    from .artifact import load_network, save_codebook, save_network, summarize
+    from . import api, zoo
+    from .artifact import load_network, save_codebook, summarize
     from .codebook import build_from_subvectors, network_subvectors
     from .config import CodebookConfig, CompressConfig
     from .evaluate import evaluate_artifact, plot_sqnr, quality_table, rows_to_json, rows_to_markdown
-    from .hard import hard_assign
     from .io import atomic_write_bytes
-    from .train import compress
 
     p = argparse.ArgumentParser(prog="vq4all.demo")
     p.add_argument("out", nargs="?", default="out", help="folder for the demo's files (default ./out)")
@@ -64,9 +62,7 @@ def main(argv=None) -> int:
 
     t = time.perf_counter()
     net = zoo.load("crepe_tiny")
-    state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
-    art = hard_assign(net.name, state, net.compressible_keys(), cb)
-    save_network(out / "crepe_tiny.safetensors", art)
+    api.save(api.hard_assign(net, cb), out / "crepe_tiny.safetensors")  # the public API, as for any model
     info = summarize(out / "crepe_tiny.safetensors")
     print(
         f"\n[2] {net.name} as codes: {info['layers']} layers, {info['bits_per_weight']:.3f} bits/weight, "
@@ -82,12 +78,12 @@ def main(argv=None) -> int:
         f"{config.schedule} schedule, finish {config.finish}, up to {config.steps} steps)",
         flush=True,
     )
-    result = compress(net, cb, config, checkpoint=out / "crepe_tiny.ckpt", progress=True)
-    save_network(out / "crepe_tiny_vq4all.safetensors", result.artifact)
+    student = api.compress(net, None, cb, config, checkpoint=out / "crepe_tiny.ckpt", progress=True)
+    api.save(student, out / "crepe_tiny_vq4all.safetensors")
     (out / "crepe_tiny.ckpt").unlink(missing_ok=True)
     trained = evaluate_artifact(net, load_network(out / "crepe_tiny_vq4all.safetensors", cb), cb)
     hard = evaluate_artifact(net, load_network(out / "crepe_tiny.safetensors", cb), cb)
-    report = result.report
+    report = student.vq4all_result.report
     print(
         f"    {report['steps']} steps in {time.perf_counter() - t:.0f} s: {report['frozen_by_pnc']:,} sub-vectors frozen by PNC, "
         f"{report['forced']:,} forced (finish {config.finish})"

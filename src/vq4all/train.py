@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from .artifact import Codebook, NetworkArtifact, read_container
 from .assign import CandidateWeight, quantize_, unquantize_
 from .config import CompressConfig
-from .errors import VQ4AllError
+from .errors import VQ4AllError, printable
 from .io import atomic_write_bytes
 from .network import count_inputs
 
@@ -374,9 +374,18 @@ def distill(
     labels = net.calibration_labels(config.calibration, seed=config.seed)
     with torch.no_grad():
         n_data = count_inputs(inputs)
-        chunks = [
-            net.forward(net.model, _take(inputs, torch.arange(i, min(i + 64, n_data)))) for i in range(0, n_data, 64)
-        ]
+        try:
+            chunks = [
+                net.forward(net.model, _take(inputs, torch.arange(i, min(i + 64, n_data))))
+                for i in range(0, n_data, 64)
+            ]
+        except (RuntimeError, TypeError, ValueError, IndexError) as e:
+            # the user's inputs do not fit the user's model: say so in one line, not a traceback
+            detail = printable(" ".join(str(e).split()), 300)
+            raise VQ4AllError(
+                f"{net.name}: the model fails on its calibration inputs ({type(e).__name__}: {detail}): "
+                "give inputs of the shape and dtype its forward takes"
+            ) from None
         teacher_out = torch.cat(chunks)
     until = config.steps if stop_after is None else min(config.steps, stop_after)
     run.train(inputs, teacher_out, labels, checkpoint, progress, until=until)
