@@ -57,6 +57,15 @@ def wine(tmp_path_factory):
     return folder, folder / "wine_mlp.safetensors", folder / "wine_x.npy", codebook
 
 
+def _teacher(weights):
+    """The trained example model, from its weight file."""
+    from safetensors.torch import load_file
+
+    model = _example_module().wine_mlp()
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
 def _example_module():
     import importlib.util
 
@@ -68,7 +77,6 @@ def _example_module():
 
 @pytest.mark.sim
 def test_a_model_outside_the_zoo_from_compress_to_the_simulated_engine(wine):
-    from safetensors.torch import load_file
 
     from vq4all.evaluate import artifact_weights
     from vq4all.hw.rtl.romfiles import read_readmemh
@@ -76,31 +84,13 @@ def test_a_model_outside_the_zoo_from_compress_to_the_simulated_engine(wine):
 
     folder, weights, inputs, codebook_path = wine
     out = folder / "wine.safetensors"
-    report = json.loads(
-        cli(
-            "compress",
-            "--model",
-            MODEL,
-            "--weights",
-            weights,
-            "--calibration",
-            inputs,
-            "--loss",
-            "kl",
-            "--codebook",
-            codebook_path,
-            "--out",
-            out,
-            "--steps",
-            "100",
-            "--json",
-        ).stdout
-    )
+    user = ["--model", MODEL, "--weights", weights, "--calibration", inputs]  # fmt: skip
+    json_of = lambda *args: json.loads(cli(*args, "--json").stdout)  # noqa: E731
+    report = json_of("compress", *user, "--loss", "kl", "--codebook", codebook_path, "--out", out, "--steps", "100")
     assert report["network"] == "WineMLP" and report["frozen_by_pnc"] > 0 and report["bits_per_weight"] < 2.0
 
     codebook = vq4all.load_codebook(codebook_path)
-    teacher = _example_module().wine_mlp()
-    teacher.load_state_dict(load_file(str(weights)))
+    teacher = _teacher(weights)
     x = torch.from_numpy(np.load(inputs))
     model = vq4all.load(out, codebook, model=_example_module().wine_mlp())  # weights ignored: the artifact's are used
     assert type(model.fc2).__name__ == "VQLinear"
@@ -117,46 +107,14 @@ def test_a_model_outside_the_zoo_from_compress_to_the_simulated_engine(wine):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert float((got.argmax(1) == fp.argmax(1)).float().mean()) >= 0.95
 
-    info = json.loads(
-        cli(
-            "eval",
-            "--model",
-            MODEL,
-            "--weights",
-            weights,
-            "--calibration",
-            inputs,
-            "--artifact",
-            out,
-            "--codebook",
-            codebook_path,
-            "--json",
-        ).stdout
-    )
+    info = json_of("eval", *user, "--artifact", out, "--codebook", codebook_path)
     assert info["inputs"] == 178 and info["top1_agreement"] >= 0.95 and info["cosine"] > 0.9
 
     rom = folder / "codebook.hex"
     cli("rom", "export", "--codebook", codebook_path, "--format", "hex", "--out", rom)
     assert read_readmemh(rom.read_text()) == rom_words(codebook.codebook)
 
-    sim = json.loads(
-        cli(
-            "sim",
-            "--codebook",
-            codebook_path,
-            "--artifact",
-            out,
-            "--layer",
-            "fc2",
-            "--model",
-            MODEL,
-            "--weights",
-            weights,
-            "--calibration",
-            inputs,
-            "--json",
-        ).stdout
-    )
+    sim = json_of("sim", *user, "--codebook", codebook_path, "--artifact", out, "--layer", "fc2")
     assert sim["mismatches"] == 0 and sim["outputs"] == 64 and sim["input"].startswith("real (WineMLP")
 
 
@@ -164,10 +122,8 @@ def test_python_api_on_a_model_outside_the_zoo(wine):
     """compress -> save -> load(model=) in Python; the student runs as returned and equals the
     loaded model; hard_assign gives codes that save writes."""
     folder, weights, inputs, codebook_path = wine
-    from safetensors.torch import load_file
 
-    teacher = _example_module().wine_mlp()
-    teacher.load_state_dict(load_file(str(weights)))
+    teacher = _teacher(weights)
     x = torch.from_numpy(np.load(inputs))
     codebook = vq4all.load_codebook(codebook_path)
     student = vq4all.compress(teacher, x, codebook, vq4all.CompressConfig(steps=60), loss="kl", progress=False)
@@ -189,8 +145,7 @@ def test_user_mistakes_are_one_line_errors(wine, tmp_path):
     folder, weights, inputs, codebook_path = wine
     from safetensors.torch import load_file
 
-    teacher = _example_module().wine_mlp()
-    teacher.load_state_dict(load_file(str(weights)))
+    teacher = _teacher(weights)
     codebook = vq4all.load_codebook(codebook_path)
     with pytest.raises(VQ4AllError, match=r"key 'fc3.weight' is not in the model's state dict"):
         vq4all.hard_assign(teacher, codebook, keys=["fc1.weight", "fc3.weight"])
