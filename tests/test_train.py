@@ -312,8 +312,10 @@ def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(d
             h.remove()
     expect = float(feature_loss({n: outs["s", n] for n in layers}, {n: outs["t", n] for n in layers}))
     assert expect > 0
-    diff = weighted.report["final_loss"] - plain.report["final_loss"]  # one step: the final loss is step 1's
+    # one step: the final losses are step 1's; the distillation loss alone is the same in both
+    diff = weighted.report["final_total_loss"] - plain.report["final_total_loss"]
     assert diff == pytest.approx(0.5 * expect, rel=1e-4)
+    assert weighted.report["final_loss"] == pytest.approx(plain.report["final_loss"], rel=1e-6)
 
 
 def test_finish_nearest_takes_the_candidate_nearest_to_the_mixture():
@@ -417,3 +419,26 @@ def test_quota_takes_everything_above_the_cut_before_ties(digits, codebook):
             r = p.ratios().max(1).values
         assert bool(p.frozen[r > 1.0 / cfg.n + 1e-6].all())
     assert int(first.frozen.sum()) + sum(int(p.frozen.sum()) for p in rest) == above + 3
+
+
+def test_report_counts_what_passed_alpha_and_keeps_the_penalty_apart(digits, codebook, monkeypatch):
+    """frozen_by_pnc is the number of sub-vectors freeze_confident froze (their largest ratio
+    passed alpha), under the linear schedule too, where the quota also freezes; final_loss is the
+    distillation loss alone, the penalty and the total beside it."""
+    passed = []
+    original = CandidateWeight.freeze_confident
+
+    def counting(self, alpha):
+        n = original(self, alpha)
+        passed.append(n)
+        return n
+
+    monkeypatch.setattr(CandidateWeight, "freeze_confident", counting)
+    cfg = CompressConfig(steps=60, lr=1.0, schedule="linear", finish="nearest", reg=3.0, checkpoint_every=0)
+    rep = compress(digits, codebook, cfg).report
+    assert rep["frozen_by_pnc"] == sum(passed) > 0
+    assert rep["forced"] == rep["subvectors"] - sum(passed) > 0
+    terms = rep["final_terms"]
+    assert set(terms) == {"distill", "task", "penalty"}  # digits has labels: the task term is in use
+    assert rep["final_loss"] == terms["distill"] and rep["final_penalty"] == terms["penalty"] > 0
+    assert rep["final_total_loss"] == pytest.approx(sum(terms.values()), rel=1e-6)

@@ -91,6 +91,6 @@ def finetune_kmeans(
     report = {
         "steps": run.step,
         "seconds": time.perf_counter() - start,
-        "final_loss": run.history[-1]["loss"] if run.history else math.nan,
+        "final_loss": run.history[-1]["distill"] if run.history else math.nan,  # distillation alone
     }
     return state, stored, report

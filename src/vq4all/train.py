@@ -205,6 +205,7 @@ class _Run:
         self.candidates = all(isinstance(p, CandidateWeight) for p in params.values())
         self.total = sum(p.frozen.numel() for p in params.values()) if self.candidates else 0
         self.forced = 0  # sub-vectors frozen without passing alpha (the linear schedule's quota)
+        self.passed_alpha = 0  # sub-vectors PNC froze because their largest ratio passed alpha
         # the layers whose outputs the feature loss compares: the owners of the compressed weights
         self.tapped = sorted({key.rpartition(".")[0] for key in self.keys})
 
@@ -226,6 +227,7 @@ class _Run:
             "step": self.step,
             "history": self.history,
             "forced": self.forced,
+            "passed_alpha": self.passed_alpha,
             "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]],
         }
         atomic_write_bytes(path, save(tensors, metadata={"vq4all": json.dumps(meta)}))
@@ -271,6 +273,7 @@ class _Run:
         self.step = int(meta["step"])
         self.history = list(meta.get("history", []))
         self.forced = int(meta.get("forced", 0))
+        self.passed_alpha = int(meta.get("passed_alpha", 0))
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
@@ -330,31 +333,36 @@ class _Run:
                 with torch.no_grad():  # the teacher's layer outputs on this batch (its logits are cached)
                     self.net.forward(self.net.model, batch)
             out = self.net.forward(self.student, batch)
-            loss = distill_loss(self.net.distill, out, teacher_out[idx], cfg.temperature)
+            # each term kept apart for the history: the distillation loss alone is what the report
+            # calls the loss; the penalty and the other terms are reported beside it
+            terms = {"distill": distill_loss(self.net.distill, out, teacher_out[idx], cfg.temperature)}
             if taps is not None:
-                loss = loss + cfg.feature_weight * feature_loss(taps[1].outputs, taps[0].outputs)
+                terms["feature"] = cfg.feature_weight * feature_loss(taps[1].outputs, taps[0].outputs)
             if labels is not None and cfg.task_weight > 0:
-                loss = loss + cfg.task_weight * F.cross_entropy(out, labels[idx])
+                terms["task"] = cfg.task_weight * F.cross_entropy(out, labels[idx])
             if cfg.reg > 0 and self.candidates:
-                loss = loss + cfg.reg * ratio_penalty(self.params)
+                terms["penalty"] = cfg.reg * ratio_penalty(self.params)
+            loss = torch.stack(list(terms.values())).sum()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            values = torch.stack([t.detach() for t in terms.values()])
             if world > 1:
                 _average_gradients(self.optimizer, world)
-                loss = loss.detach().clone()
-                torch.distributed.all_reduce(loss)
-                loss /= world
+                values = values.clone()
+                torch.distributed.all_reduce(values)
+                values /= world
             self.optimizer.step()
             self.step += 1
             if pnc:
-                for p in self.params.values():
-                    p.freeze_confident(cfg.alpha)
+                self.passed_alpha += sum(p.freeze_confident(cfg.alpha) for p in self.params.values())
                 if cfg.schedule == "linear":
                     self.forced += self._freeze_quota(math.ceil(self.total * self.step / cfg.steps))
             frozen = self.frozen_fraction()
-            self.history.append({"step": self.step, "loss": float(loss.detach()), "frozen": frozen})
+            entry = {"step": self.step, "loss": float(values.sum()), "frozen": frozen}
+            entry.update({name: float(v) for name, v in zip(terms, values)})
+            self.history.append(entry)
             if bar is not None:
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}", frozen=f"{frozen:.1%}")
+                bar.set_postfix(distill=f"{entry['distill']:.4f}", frozen=f"{frozen:.1%}")
                 bar.update(1)
             if checkpoint and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and rank == 0:
                 self.save(checkpoint)
@@ -428,8 +436,12 @@ def compress(
         max_ratios = torch.cat(
             [torch.where(p.frozen, torch.ones(()), p.ratios().max(1).values) for p in run.params.values()]
         ).numpy()
-        frozen_by_pnc = run.frozen_count() - run.forced
-        forced = run.forced + sum(p.freeze_rest(config.finish) for p in run.params.values())
+        # counted where PNC freezes (freeze_confident), whatever the schedule; everything else
+        # (the linear quota, the final freeze) was forced
+        frozen_by_pnc = run.passed_alpha
+        for p in run.params.values():
+            p.freeze_rest(config.finish)
+        forced = run.total - frozen_by_pnc
     layers = [p.layer_codes(key, codebook.k, config.scale_granularity) for key, p in run.params.items()]
     unquantize_(run.student, run.params)
     state = run.student.state_dict()
@@ -443,7 +455,14 @@ def compress(
         "frozen_by_pnc": frozen_by_pnc,
         "forced": forced,
         "forced_fraction": forced / total if total else 0.0,
-        "final_loss": run.history[-1]["loss"] if run.history else math.nan,
+        # the distillation loss alone; the penalty (reg x sum r(1-r)) and the total beside it
+        "final_loss": run.history[-1]["distill"] if run.history else math.nan,
+        "final_penalty": run.history[-1].get("penalty", 0.0) if run.history else math.nan,
+        "final_total_loss": run.history[-1]["loss"] if run.history else math.nan,
+        # every term of the last step's loss: distill, penalty, task, feature (those in use)
+        "final_terms": {k: v for k, v in run.history[-1].items() if k not in ("step", "loss", "frozen")}
+        if run.history
+        else {},
         "seconds": time.perf_counter() - start,
         "config": config.to_dict(),
         "left_fp": net.skipped_keys(codebook.d),
