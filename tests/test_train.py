@@ -442,3 +442,42 @@ def test_report_counts_what_passed_alpha_and_keeps_the_penalty_apart(digits, cod
     assert set(terms) == {"distill", "task", "penalty"}  # digits has labels: the task term is in use
     assert rep["final_loss"] == terms["distill"] and rep["final_penalty"] == terms["penalty"] > 0
     assert rep["final_total_loss"] == pytest.approx(sum(terms.values()), rel=1e-6)
+
+
+def test_the_soft_path_covers_only_active_subvectors_and_follows_every_freeze():
+    """subvectors() equals the plain formula where(frozen, codeword, sum_i r_i c_i) over all S,
+    with the same gradient, before and after freezes and after a state-dict load (which changes
+    `frozen` and `chosen` in place): the cached frozen part never goes stale."""
+    torch.manual_seed(1)
+    p = make_param(torch.randn(50, 4), k=32, d=3)
+
+    def plain():
+        soft = torch.einsum("sn,snd->sd", p.ratios(), p.values[p.cand.long()])
+        return torch.where(p.frozen.unsqueeze(1), p.values[p.chosen], soft)
+
+    def check():
+        weights = torch.randn(50, 3)
+        got = p.subvectors()
+        (g_got,) = torch.autograd.grad((got * weights).sum(), p.logits)
+        want = plain()
+        (g_want,) = torch.autograd.grad((want * weights).sum(), p.logits)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+        assert bool((g_got[p.frozen] == 0).all())
+
+    check()
+    assert p.active_ratios()[0].numel() == 50
+    with torch.no_grad():
+        p.logits[:20, 0] += 10.0
+    assert p.freeze_confident(0.99) == 20
+    assert p.active_ratios()[0].numel() == 30
+    check()
+    saved = {k: v.clone() for k, v in p.state_dict().items()}
+    p.freeze_rest("argmax", torch.arange(50) < 35)
+    check()
+    p.load_state_dict(saved)  # back to 20 frozen: in-place copies into frozen and chosen
+    assert p.active_ratios()[0].numel() == 30
+    check()
+    p.freeze_rest()
+    assert p.active_ratios()[0].numel() == 0
+    torch.testing.assert_close(p.subvectors(), p.values[p.chosen])

@@ -72,11 +72,33 @@ class CandidateWeight(torch.nn.Module):
         """r = softmax(logits): [S, n] float32."""
         return torch.softmax(self.logits, dim=1)
 
+    def _frozen_part(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(active [A] int64 indices of the unfrozen sub-vectors, hard [S, d] float32 with every
+        frozen sub-vector's codeword), recomputed only when `frozen` or `chosen` changed (PNC, a
+        checkpoint load, a move to another device): between freezes each step reuses them."""
+        key = (self.frozen._version, self.chosen._version, self.frozen.data_ptr(), self.values.data_ptr())
+        if getattr(self, "_frozen_key", None) != key:
+            self._active = torch.nonzero(~self.frozen).squeeze(1)
+            self._hard = self.values[self.chosen]
+            self._frozen_key = key
+        return self._active, self._hard
+
+    def active_ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(active [A] indices, softmax of their logits [A, n] float32): the only ratios a step needs."""
+        active, _ = self._frozen_part()
+        return active, torch.softmax(self.logits[active], dim=1)
+
     def subvectors(self) -> torch.Tensor:
-        """The normalised sub-vectors the layer uses now: [S, d] float32."""
-        soft = torch.einsum("sn,snd->sd", self.ratios(), self.values[self.cand.long()])
-        hard = self.values[self.chosen]
-        return torch.where(self.frozen.unsqueeze(1), hard, soft)
+        """The normalised sub-vectors the layer uses now: [S, d] float32.
+
+        Frozen sub-vectors are their chosen codeword (gathered once per freeze); only the A
+        active ones go through the softmax mixture, so a step gets cheaper as PNC freezes."""
+        active, hard = self._frozen_part()
+        if active.numel() == 0:
+            return hard
+        active, ratios = self.active_ratios()
+        soft = torch.einsum("an,and->ad", ratios, self.values[self.cand[active].long()])
+        return hard.index_put((active,), soft)
 
     def used_scales(self) -> torch.Tensor:
         """exp(log_scales) clamped to float16's normal range and rounded to float16, with the

@@ -127,11 +127,10 @@ def ratio_penalty(params: dict[str, CandidateWeight]) -> torch.Tensor:
     """Mean over the active (unfrozen) sub-vectors of sum_i r_i (1 - r_i): 0 when one-hot."""
     total, count = 0.0, 0
     for p in params.values():
-        active = ~p.frozen
-        if bool(active.any()):
-            r = p.ratios()[active]
+        active, r = p.active_ratios()
+        if active.numel():
             total = total + (r * (1 - r)).sum()
-            count += int(active.sum())
+            count += int(active.numel())
     return total / count if count else torch.zeros(())
 
 
