@@ -86,6 +86,8 @@ class CandidateWeight(torch.nn.Module):
     def active_ratios(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(active [A] indices, softmax of their logits [A, n] float32): the only ratios a step needs."""
         active, _ = self._frozen_part()
+        if active.numel() == self.frozen.numel():  # nothing frozen yet: no gather of the logits
+            return active, torch.softmax(self.logits, dim=1)
         return active, torch.softmax(self.logits[active], dim=1)
 
     def subvectors(self) -> torch.Tensor:
@@ -97,6 +99,8 @@ class CandidateWeight(torch.nn.Module):
         if active.numel() == 0:
             return hard
         active, ratios = self.active_ratios()
+        if active.numel() == self.frozen.numel():  # nothing frozen yet: every row is the mixture
+            return torch.einsum("sn,snd->sd", ratios, self.values[self.cand.long()])
         soft = torch.einsum("an,and->ad", ratios, self.values[self.cand[active].long()])
         return hard.index_put((active,), soft)
 
