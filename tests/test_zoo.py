@@ -182,9 +182,25 @@ def test_minilm_extras():
     assert len(net.compressible()) == 39  # 36 linear in 6 layers + 3 embeddings
     r = net.evaluate(net.model)
     assert r["pair_rank_spearman"] == pytest.approx(1.0)
+    assert r["retrieval_top1_agreement"] == 1.0 and r["retrieval_recall_at_5"] == 1.0
     emb = net.forward(net.model, ["a cat", "a kitten", "the stock market"])
     assert emb.shape == (3, 384)
     assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2])  # the encoder means something
+
+
+def test_retrieval_agreement_counts_changed_nearest_neighbours():
+    """Four unit vectors: 0-1 and 2-3 are the close pairs. A student that moves 3 next to 0
+    changes the nearest neighbour of 0, 2 and 3 (1 keeps 0): top-1 agreement 1/4."""
+    from vq4all.zoo.minilm import retrieval_agreement
+
+    fp = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.1, 0], [1.0, 0.2, 0], [0, 1.0, 0.1], [0, 1.0, 0.2]]), dim=1
+    )
+    student = fp.clone()
+    student[3] = torch.nn.functional.normalize(torch.tensor([1.0, 0.05, 0.0]), dim=0)
+    r = retrieval_agreement(fp, student)
+    assert r["retrieval_top1_agreement"] == 0.25
+    assert retrieval_agreement(fp, fp) == {"retrieval_top1_agreement": 1.0, "retrieval_recall_at_5": 1.0}
 
 
 def test_crepe_decoding():

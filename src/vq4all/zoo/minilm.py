@@ -169,8 +169,29 @@ class MiniLM(ZooNetwork):
             "value": float(cos.mean()),
             "min_cosine": float(cos.min()),
             "pair_rank_spearman": _spearman(sim_fp, sim),
+            **retrieval_agreement(fp, emb),
             "n": len(fp),
         }
+
+
+def retrieval_agreement(fp: torch.Tensor, emb: torch.Tensor) -> dict:
+    """Sentence retrieval among the evaluation sentences, FP against the student.
+
+    fp, emb: [N, D] unit-norm embeddings of the same N sentences. Each sentence queries the other
+    N - 1 by cosine similarity. retrieval_top1_agreement: the fraction of queries whose nearest
+    neighbour is the same sentence under both; retrieval_recall_at_5: the fraction whose FP
+    nearest neighbour is among the student's 5 nearest.
+    """
+    n = len(fp)
+    mask = torch.eye(n, dtype=torch.bool)
+    sim_fp = (fp @ fp.T).masked_fill(mask, -2.0)
+    sim = (emb @ emb.T).masked_fill(mask, -2.0)
+    nn_fp = sim_fp.argmax(1)
+    top5 = sim.topk(min(5, n - 1), dim=1).indices
+    return {
+        "retrieval_top1_agreement": float((sim.argmax(1) == nn_fp).float().mean()),
+        "retrieval_recall_at_5": float((top5 == nn_fp[:, None]).any(1).float().mean()),
+    }
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
