@@ -126,7 +126,11 @@ def test_python_api_on_a_model_outside_the_zoo(wine):
     teacher = _teacher(weights)
     x = torch.from_numpy(np.load(inputs))
     codebook = vq4all.load_codebook(codebook_path)
+    teacher.train()
     student = vq4all.compress(teacher, x, codebook, vq4all.CompressConfig(steps=60), loss="kl", progress=False)
+    # the caller's model is not touched: still in training mode, still trainable
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())
+    teacher.eval()
     assert student is not teacher and student.fc1.weight.shape == teacher.fc1.weight.shape
     vq4all.save(student, folder / "api.safetensors")
     loaded = vq4all.load(folder / "api.safetensors", codebook, model=_example_module().wine_mlp())

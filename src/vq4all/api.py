@@ -54,8 +54,11 @@ def _network(model, calibration=None, *, loss=None, keys=None, forward=None, nam
                 "when building it, not here"
             )
         return model
-    net = Network(model, name, calibration=calibration, loss=loss, keys=keys, forward=forward)
-    return net
+    if not isinstance(model, nn.Module):
+        raise VQ4AllError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    # a Network freezes its teacher (eval mode, no gradients, float32): do that to a copy, so the
+    # caller's model keeps its mode, dtype and trainable parameters
+    return Network(copy.deepcopy(model), name, calibration=calibration, loss=loss, keys=keys, forward=forward)
 
 
 def compress(
