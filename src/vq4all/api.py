@@ -130,7 +130,9 @@ def hard_assign(
     _say_left_fp(net, cb.d)
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
     art = _hard_assign(net.name, state, compressible, cb, granularity, progress=progress)
-    art.config["left_fp"] = net.skipped_keys(cb.d)
+    left_fp = net.skipped_keys(cb.d)
+    if left_fp:
+        art.config["left_fp"] = left_fp
     return art
 
 

@@ -540,7 +540,7 @@ def load_codebook(path) -> Codebook:
     manifest, tensors = _read_raw(path)
     _check_codebook(path, manifest, tensors)
     scale = tensors.get("codebook_scale")
-    return Codebook(tensors["codebook"].copy(), None if scale is None else scale.copy(), manifest)
+    return Codebook(tensors["codebook"], scale, manifest)  # Codebook keeps its own read-only copies
 
 
 def load_network(path, codebook: Codebook | None = None) -> NetworkArtifact:

@@ -115,22 +115,21 @@ def _network(args, *, calibration: bool):
 
 
 def cmd_assign(args) -> int:
-    from .artifact import load_codebook, network_sizes, save_network
-    from .hard import hard_assign
+    import warnings
+
+    from . import api
+    from .artifact import load_codebook, network_sizes
     from .io import check_not_input, check_writable
 
     check_writable(args.out)
     check_not_input(args.out, args.codebook, args.weights, args.calibration)
     cb = load_codebook(args.codebook)
     net = _network(args, calibration=False)
-    state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
-    art = hard_assign(
-        net.name, state, net.compressible_keys(cb.d), cb, args.scale_granularity or "channel", progress=not args.json
-    )
-    left_fp = net.skipped_keys(cb.d)
-    if left_fp:
-        art.config["left_fp"] = left_fp
-    save_network(args.out, art)
+    with warnings.catch_warnings():  # the left-FP warning: this command's own line says it
+        warnings.simplefilter("ignore")
+        art = api.hard_assign(net, cb, granularity=args.scale_granularity or "channel", progress=not args.json)
+    left_fp = art.config.get("left_fp", {})
+    api.save(art, args.out)
     info = {"file": args.out, "network": net.name, "layers": len(art.layers), "left_fp": left_fp, **network_sizes(art)}
     _emit(
         args,

@@ -291,13 +291,17 @@ def evaluate_artifact(net, art, codebook: Codebook) -> dict:
 
     if art.network != net.name:
         raise VQ4AllError(f"the artifact holds network '{art.network}', not '{net.name}': pass --network {art.network}")
-    sizes = network_sizes(art)
     result = task_metric(net, artifact_weights(art, codebook))
+    return {"network": net.name, **result, "fp_value": net.fp_value, **artifact_report(art, codebook)}
+
+
+def artifact_report(art, codebook: Codebook) -> dict:
+    """The sizes `vq4all eval` prints for an artifact: method, bits per compressed weight, the
+    compression ratio without and with the codebook's bits (32 bits x every value represented /
+    bits stored), k and the codebook's hash."""
+    sizes = network_sizes(art)
     represented = sizes["compressed_weights"] + sizes["leftover_values"]
     return {
-        "network": net.name,
-        **result,
-        "fp_value": net.fp_value,
         "method": art.config.get("method", "vq4all"),
         "bits_per_weight": sizes["bits_per_weight"],
         "compression_ratio": sizes["compression_ratio"],
@@ -381,16 +385,9 @@ def evaluate_model_artifact(net, art, codebook: Codebook, inputs) -> dict:
     with torch.no_grad():
         teacher_out = net.forward(net.model, inputs)
         student_out = net.forward(student.eval(), inputs)
-    sizes = network_sizes(art)
-    represented = sizes["compressed_weights"] + sizes["leftover_values"]
     return {
         "network": art.network,
-        "method": art.config.get("method", "vq4all"),
         **output_agreement(teacher_out.float().numpy(), student_out.float().numpy()),
         "inputs": int(teacher_out.shape[0]),
-        "bits_per_weight": sizes["bits_per_weight"],
-        "compression_ratio": sizes["compression_ratio"],
-        "compression_ratio_with_codebook": 32 * represented / (sizes["stored_bits"] + codebook_bits(codebook)),
-        "k": art.k,
-        "codebook_sha256": art.codebook_sha256,
+        **artifact_report(art, codebook),
     }
