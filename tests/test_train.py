@@ -287,8 +287,8 @@ def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(d
     """Step 1's recorded loss with feature_weight=w minus the loss without it equals w x the
     layer-wise feature loss of the untrained student on step 1's batch, computed here with
     hooks of our own on every compressed layer."""
-    from vq4all.network import count_inputs
-    from vq4all.train import _Run, _take, feature_loss
+    from vq4all.network import count_inputs, take_rows
+    from vq4all.train import _Run, feature_loss
 
     base = CompressConfig(steps=1, batch_size=8, calibration=64, pnc=False, checkpoint_every=0)
     plain = compress(digits, codebook, base)
@@ -298,7 +298,7 @@ def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(d
     run = _Run(digits, base, student, params, [p.logits for p in params.values()], codebook.sha256)
     inputs = digits.calibration(base.calibration, seed=base.seed)
     idx = torch.randperm(count_inputs(inputs), generator=run.sampler)[: base.batch_size]
-    batch = _take(inputs, idx)
+    batch = take_rows(inputs, idx)
     layers = sorted({k.rpartition(".")[0] for k in digits.compressible_keys()})
     outs = {}
     for tag, model in (("t", digits.model), ("s", student)):

@@ -14,6 +14,7 @@ Nothing is written unless asked (`save`, or a `checkpoint=` path).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -74,6 +75,8 @@ def compress(
     checkpoint=None,
     resume: bool = False,
     progress: bool = True,
+    blocks=None,
+    block_cache=None,
 ) -> nn.Module:
     """Rebuild `model` on the universal `codebook` by distillation with PNC; returns the student.
 
@@ -94,6 +97,10 @@ def compress(
         name: stored in the artifact (default: the model's class name).
         checkpoint: a file written every `config.checkpoint_every` steps; resume: start from it.
         progress: show a progress bar.
+        blocks: module names of the blocks of block-wise reconstruction (config.mode "blockwise",
+            or "auto" on a model above 1M compressible weights); None: the model's top-level
+            children, containers (Sequential, ModuleList) and single-child wrappers opened.
+        block_cache: folder for the block-wise cache of block inputs/outputs (default: temp).
 
     Returns:
         The student: a deep copy of `model` whose compressed weights are exactly what the codes
@@ -107,7 +114,12 @@ def compress(
     net = _network(model, calibration, loss=loss, keys=keys, forward=forward, name=name)
     check_finite(net.model, net.compressible_keys(cb.d))
     _say_left_fp(net, cb.d)
-    result = _compress(net, cb, config, checkpoint=checkpoint, resume=resume, progress=progress)
+    if blocks is not None:
+        names = (blocks,) if isinstance(blocks, str) else tuple(blocks)  # one name, or a list of them
+        config = dataclasses.replace(config or CompressConfig(), blocks=names)
+    result = _compress(
+        net, cb, config, checkpoint=checkpoint, resume=resume, progress=progress, block_cache=block_cache
+    )
     student = result.model
     setattr(student, RESULT_ATTR, result)
     return student.eval()

@@ -217,3 +217,33 @@ def unquantize_(model: torch.nn.Module, params: dict[str, CandidateWeight]) -> N
     for key in params:
         module, attr = weight_owner(model, key)
         parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+
+
+def ratio_penalty(params: dict[str, CandidateWeight]) -> torch.Tensor:
+    """Mean over the active (unfrozen) sub-vectors of sum_i r_i (1 - r_i): 0 when one-hot."""
+    total, count = 0.0, 0
+    for p in params.values():
+        active, r = p.active_ratios()
+        if active.numel():
+            total = total + (r * (1 - r)).sum()
+            count += int(active.numel())
+    return total / count if count else torch.zeros(())
+
+
+@torch.no_grad()
+def freeze_quota(params: dict[str, CandidateWeight], target: int, finish: str) -> int:
+    """Freeze the most confident active sub-vectors of `params` (largest ratio first, across all
+    of them) until `target` are frozen, each by the finish rule. Returns how many."""
+    need = target - sum(int(p.frozen.sum()) for p in params.values())
+    if need <= 0:
+        return 0
+    conf = [p.confidence() for p in params.values()]
+    cut = torch.topk(torch.cat(conf), need).values[-1]
+    # everything above the cut first (fewer than `need` by the choice of cut), then sub-vectors
+    # tied at the cut, in layer order, up to the quota
+    done = sum(p.freeze_rest(finish, c > cut) for p, c in zip(params.values(), conf))
+    for p, c in zip(params.values(), conf):
+        tied = c == cut
+        tied &= torch.cumsum(tied.int(), 0) <= need - done
+        done += p.freeze_rest(finish, tied)
+    return done

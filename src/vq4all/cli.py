@@ -16,7 +16,7 @@ import time
 
 from . import rules
 from .config import CodebookConfig, CompressConfig
-from .errors import VQ4AllError
+from .errors import VQ4AllError, printable
 from .hw.rtl.config import EngineConfig
 
 
@@ -149,6 +149,16 @@ def _left_fp_text(left_fp: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- compress / eval
+def _block_list(text: str | None) -> tuple[str, ...] | None:
+    """--blocks a,b,c as a tuple of names (None when not given); empty names are an error."""
+    if text is None:
+        return None
+    names = tuple(part.strip() for part in text.split(","))
+    if not all(names):
+        raise VQ4AllError(f"--blocks {printable(text, 120)!r} has an empty name: give module names separated by commas")
+    return names
+
+
 def cmd_compress(args) -> int:
     from pathlib import Path
 
@@ -173,6 +183,10 @@ def cmd_compress(args) -> int:
         "feature_weight": args.feature_weight,
         "schedule": args.schedule,
         "finish": args.finish,
+        "mode": args.mode,
+        "block_steps": args.block_steps,
+        "finetune_steps": args.finetune_steps,
+        "blocks": _block_list(args.blocks),
     }
     config = CompressConfig(pnc=not args.no_pnc, **{k: v for k, v in given.items() if v is not None})
     distributed = init_distributed()
@@ -192,6 +206,7 @@ def cmd_compress(args) -> int:
         checkpoint=checkpoint if config.checkpoint_every else None,
         resume=args.resume,
         progress=not args.json and rank == 0,
+        block_cache=args.block_cache,
     )
     if rank != 0:
         return 0  # rank 0 writes the artifact and reports
@@ -206,7 +221,9 @@ def cmd_compress(args) -> int:
     _emit(
         args,
         info,
-        f"wrote {args.out}: {net.name} in {info['steps']} steps ({info['seconds']:.0f} s), "
+        f"wrote {args.out}: {net.name} in "
+        + (f"{len(info['blocks'])} blocks ({info['block_steps']} steps) and " if info["blocks"] else "")
+        + f"{info['steps']} end-to-end steps ({info['seconds']:.0f} s), "
         f"{info['frozen_by_pnc']} sub-vectors frozen by PNC, {info['forced']} forced (finish {config.finish}); "
         f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x"
         + _left_fp_text(info.get("left_fp", {})),
@@ -592,6 +609,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"steps between checkpoints (default {CompressConfig.checkpoint_every}; 0 = none)",
     )
     c.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
+    c.add_argument(
+        "--mode",
+        choices=rules.MODES,
+        help="blockwise: reconstruct block by block, then a short end-to-end pass; end_to_end: distil the "
+        f"output only; auto: blockwise above {rules.BLOCKWISE_ABOVE:,} weights (default {CompressConfig.mode})",
+    )
+    c.add_argument(
+        "--blocks",
+        help="comma-separated module names of the blocks (default: the zoo network's, or the model's "
+        "top-level children with containers opened)",
+    )
+    c.add_argument("--block-steps", type=int, help=f"most steps per block (default {CompressConfig.block_steps})")
+    c.add_argument(
+        "--finetune-steps",
+        type=int,
+        help=f"end-to-end steps after the blocks (default {CompressConfig.finetune_steps})",
+    )
+    c.add_argument("--block-cache", help="folder for the cached block inputs and outputs (default: the temp folder)")
     c.set_defaults(func=cmd_compress)
 
     e = with_json(

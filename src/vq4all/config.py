@@ -15,6 +15,7 @@ from .rules import (
     GRANULARITIES,
     INITS,
     MAX_K,
+    MODES,
     SCHEDULES,
     check_choice,
     check_d,
@@ -113,9 +114,18 @@ class CompressConfig(_Manifested):
     temperature: float = 1.0
     scale_granularity: str = "channel"
     checkpoint_every: int = 50
+    mode: str = "auto"
+    block_steps: int = 200
+    finetune_steps: int = 50
+    blocks: tuple[str, ...] = ()
     seed: int = 0
 
     def __post_init__(self):
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        check_choice("mode", self.mode, MODES)
+        for name in ("block_steps", "finetune_steps"):
+            if int(getattr(self, name)) < 0 or (name == "block_steps" and int(self.block_steps) < 1):
+                raise VQ4AllError(f"{name}={getattr(self, name)} must be >= {1 if name == 'block_steps' else 0}")
         if int(self.n) < 1:
             raise VQ4AllError(f"n={self.n} candidates must be >= 1 (e.g. --n 4)")
         if not 0.0 < float(self.alpha) < 1.0:

@@ -162,6 +162,8 @@ class Network:
     exclude: tuple[str, ...] = ()
     #: "kl", "cosine", "mse" or a callable (student_out, teacher_out) -> scalar
     distill: str | Callable = "mse"
+    #: module names of the blocks of block-wise reconstruction (empty: `vq4all.blocks.find_blocks`)
+    blocks: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -306,3 +308,12 @@ def count_inputs(inputs) -> int:
             return 0
         return len(next(iter(inputs.values())))
     return len(inputs)
+
+
+def take_rows(inputs, idx: torch.Tensor):
+    """Rows `idx` of a batch: a tensor, a dict of tensors, or a list."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[idx]
+    if isinstance(inputs, dict):
+        return {k: v[idx] for k, v in inputs.items()}
+    return [inputs[i] for i in idx.tolist()]

@@ -2,7 +2,8 @@
 
 Each compressible weight gets its own codebook (k-means on its normalised sub-vectors, k=256,
 d=4 by default: 2 bits/weight), the assignments stay fixed and the codewords train, with the same
-distillation loss, data and step budget as vq4all (PQF-style). Its codebooks are charged in
+distillation loss, data, mode (end to end, or block-wise then end to end) and step budget as
+vq4all (PQF-style). Its codebooks are charged in
 every bit count: each layer stores codes, fp16 scales and k*d fp16 codewords.
 """
 
@@ -74,6 +75,7 @@ def finetune_kmeans(
     compressed weights rebuilt and its FP leftovers trained; stored bits of the compressed layers
     (codes, scales, codebooks); report)."""
     from .assign import unquantize_
+    from .blockwise import block_plan, uses_blockwise
     from .train import _Run, distill
 
     config = CompressConfig.from_dict(
@@ -82,14 +84,18 @@ def finetune_kmeans(
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     student = net.with_weights({})
-    params = kmeans_(student, net.compressible_keys(), k, d, seed=config.seed)
+    keys = net.compressible_keys()
+    plan = block_plan(net, keys, config) if uses_blockwise(net, keys, config) else None
+    params = kmeans_(student, keys, k, d, seed=config.seed)
     run = _Run(net, config, student, params, [p.codebook for p in params.values()], f"kmeans-{k}x{d}")
-    distill(run, progress=progress)
+    distill(run, plan=plan, progress=progress)
     stored = sum(p.stored_bits() for p in params.values())
     unquantize_(student, params)
     state = {key: value.detach().cpu().numpy().copy() for key, value in student.state_dict().items()}
     report = {
+        "mode": "blockwise" if plan is not None else "end_to_end",
         "steps": run.step,
+        "block_steps": sum(b["steps"] for b in run.block_reports),
         "seconds": time.perf_counter() - start,
         "final_loss": run.history[-1]["distill"] if run.history else math.nan,  # distillation alone
     }

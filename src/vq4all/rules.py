@@ -22,6 +22,10 @@ FINISH_RULES = ("argmax", "nearest")  # how a sub-vector frozen without passing 
 SCHEDULES = ("threshold", "linear")  # PNC alone, or PNC plus a frozen-fraction quota
 DISTILL_LOSSES = ("kl", "cosine", "mse")
 BANDWIDTH_RULES = ("scott", "silverman")
+# training mode: block-wise reconstruction then an end-to-end pass, or end-to-end alone; "auto"
+# takes block-wise for networks with more than BLOCKWISE_ABOVE weights to compress
+MODES = ("auto", "blockwise", "end_to_end")
+BLOCKWISE_ABOVE = 1_000_000
 
 
 def is_power_of_two(n: int) -> bool:

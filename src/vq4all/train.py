@@ -36,11 +36,12 @@ import torch
 import torch.nn.functional as F
 
 from .artifact import Codebook, NetworkArtifact, read_container
-from .assign import CandidateWeight, quantize_, unquantize_
+from .assign import CandidateWeight, freeze_quota, quantize_, ratio_penalty, unquantize_
+from .blockwise import block_plan, check_calibration, reconstruct, uses_blockwise
 from .config import CompressConfig
 from .errors import VQ4AllError, printable
 from .io import atomic_write_bytes
-from .network import count_inputs
+from .network import count_inputs, take_rows
 
 CHECKPOINT_FORMAT = "vq4all-checkpoint"
 
@@ -84,15 +85,6 @@ def distill_loss(kind, student: torch.Tensor, teacher: torch.Tensor, temperature
     raise VQ4AllError(f"unknown distillation loss '{kind}'")
 
 
-def _take(inputs, idx: torch.Tensor):
-    """Rows `idx` of a batch: a tensor, a list, or a dict of tensors."""
-    if isinstance(inputs, torch.Tensor):
-        return inputs[idx]
-    if isinstance(inputs, dict):
-        return {k: v[idx] for k, v in inputs.items()}
-    return [inputs[i] for i in idx.tolist()]
-
-
 class FeatureTaps:
     """Forward hooks that keep the outputs of named modules during one forward pass.
 
@@ -121,17 +113,6 @@ def feature_loss(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tens
     whatever its activations' magnitude."""
     terms = [F.mse_loss(student[k], t) / t.pow(2).mean().clamp_min(1e-12) for k, t in teacher.items()]
     return torch.stack(terms).mean()
-
-
-def ratio_penalty(params: dict[str, CandidateWeight]) -> torch.Tensor:
-    """Mean over the active (unfrozen) sub-vectors of sum_i r_i (1 - r_i): 0 when one-hot."""
-    total, count = 0.0, 0
-    for p in params.values():
-        active, r = p.active_ratios()
-        if active.numel():
-            total = total + (r * (1 - r)).sum()
-            count += int(active.numel())
-    return total / count if count else torch.zeros(())
 
 
 def _world() -> tuple[int, int]:
@@ -189,7 +170,7 @@ class _Run:
         self.net, self.config, self.student, self.params, self.tag = net, config, student, params, tag
         self.keys = list(params)
         self.student.eval()  # norms use their running statistics; dropout off
-        main_ids = {id(p) for p in main}
+        self.main_ids = main_ids = {id(p) for p in main}
         fp = [p for p in self.student.parameters() if p.requires_grad and id(p) not in main_ids]
         groups = [{"params": main, "lr": config.lr}]
         if fp and config.lr_fp > 0:
@@ -205,6 +186,13 @@ class _Run:
         self.total = sum(p.frozen.numel() for p in params.values()) if self.candidates else 0
         self.forced = 0  # sub-vectors frozen without passing alpha (the linear schedule's quota)
         self.passed_alpha = 0  # sub-vectors PNC froze because their largest ratio passed alpha
+        self.blocks_done = 0  # block-wise mode: blocks reconstructed so far, in forward order
+        self.block_reports: list[dict] = []
+        # the end-to-end pass after block-wise reconstruction trains its whole budget even when
+        # every sub-vector is frozen (the scales and FP leftovers still learn); `budget` is that
+        # pass's step count, the linear schedule's 100% point
+        self.finetune = False
+        self.budget = config.steps
         # the layers whose outputs the feature loss compares: the owners of the compressed weights
         self.tapped = sorted({key.rpartition(".")[0] for key in self.keys})
 
@@ -227,6 +215,8 @@ class _Run:
             "history": self.history,
             "forced": self.forced,
             "passed_alpha": self.passed_alpha,
+            "blocks_done": self.blocks_done,
+            "block_reports": self.block_reports,
             "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]],
         }
         atomic_write_bytes(path, save(tensors, metadata={"vq4all": json.dumps(meta)}))
@@ -273,25 +263,13 @@ class _Run:
         self.history = list(meta.get("history", []))
         self.forced = int(meta.get("forced", 0))
         self.passed_alpha = int(meta.get("passed_alpha", 0))
+        self.blocks_done = int(meta.get("blocks_done", 0))
+        self.block_reports = list(meta.get("block_reports", []))
 
     # ------------------------------------------------------------------ training
-    @torch.no_grad()
     def _freeze_quota(self, target: int) -> int:
-        """Freeze the most confident active sub-vectors (largest ratio first, across all layers)
-        until `target` are frozen, each by the config's finish rule. Returns how many."""
-        need = target - self.frozen_count()
-        if need <= 0:
-            return 0
-        conf = [p.confidence() for p in self.params.values()]
-        cut = torch.topk(torch.cat(conf), need).values[-1]
-        # everything above the cut first (fewer than `need` by the choice of cut), then sub-vectors
-        # tied at the cut, in layer order, up to the quota
-        done = sum(p.freeze_rest(self.config.finish, c > cut) for p, c in zip(self.params.values(), conf))
-        for p, c in zip(self.params.values(), conf):
-            tied = c == cut
-            tied &= torch.cumsum(tied.int(), 0) <= need - done
-            done += p.freeze_rest(self.config.finish, tied)
-        return done
+        """`vq4all.assign.freeze_quota` over all of the run's weights."""
+        return freeze_quota(self.params, target, self.config.finish)
 
     def frozen_count(self) -> int:
         return sum(int(p.frozen.sum()) for p in self.params.values())
@@ -323,11 +301,11 @@ class _Run:
     def _steps(self, inputs, teacher_out, labels, checkpoint, bar, until, pnc, taps) -> None:
         cfg, n_data = self.config, count_inputs(inputs)
         rank, world = _world()
-        while self.step < until and (not pnc or self.frozen_fraction() < 1.0):
+        while self.step < until and (self.finetune or not pnc or self.frozen_fraction() < 1.0):
             # Every rank draws the same batch (same sampler state) and takes its share of it;
             # averaging the ranks' gradients then gives the whole batch's gradient.
             idx = torch.randperm(n_data, generator=self.sampler)[: cfg.batch_size][rank::world]
-            batch = _take(inputs, idx)
+            batch = take_rows(inputs, idx)
             if taps is not None:
                 with torch.no_grad():  # the teacher's layer outputs on this batch (its logits are cached)
                     self.net.forward(self.net.model, batch)
@@ -355,7 +333,7 @@ class _Run:
             if pnc:
                 self.passed_alpha += sum(p.freeze_confident(cfg.alpha) for p in self.params.values())
                 if cfg.schedule == "linear":
-                    self.forced += self._freeze_quota(math.ceil(self.total * self.step / cfg.steps))
+                    self.forced += self._freeze_quota(math.ceil(self.total * self.step / self.budget))
             frozen = self.frozen_fraction()
             entry = {"step": self.step, "loss": float(values.sum()), "frozen": frozen}
             entry.update({name: float(v) for name, v in zip(terms, values)})
@@ -368,10 +346,20 @@ class _Run:
 
 
 def distill(
-    run: _Run, *, checkpoint=None, resume: bool = False, progress: bool = False, stop_after: int | None = None
+    run: _Run,
+    *,
+    plan: dict[str, list[str]] | None = None,
+    checkpoint=None,
+    resume: bool = False,
+    progress: bool = False,
+    stop_after: int | None = None,
+    block_cache=None,
 ) -> bool:
-    """Train `run` on the network's calibration data against the FP teacher's outputs.
-    Returns False when it stopped early at `stop_after` (the run is then unfinished)."""
+    """Train `run` on the network's calibration data against the FP teacher: block by block
+    first when `plan` ({block: keys}, from `vq4all.blockwise.block_plan`) is given, then end to
+    end (`config.finetune_steps` steps after blocks, else `config.steps`). block_cache: the
+    folder for the block cache (default: the system's temporary folder).
+    Returns False when it stopped early at `stop_after` end-to-end steps (the run is then unfinished)."""
     net, config = run.net, run.config
     if resume:
         if checkpoint is None:
@@ -379,11 +367,13 @@ def distill(
         run.load(checkpoint)
     inputs = net.calibration(config.calibration, seed=config.seed)
     labels = net.calibration_labels(config.calibration, seed=config.seed)
+    if plan is not None:
+        check_calibration(count_inputs(inputs), config)
     with torch.no_grad():
         n_data = count_inputs(inputs)
         try:
             chunks = [
-                net.forward(net.model, _take(inputs, torch.arange(i, min(i + 64, n_data))))
+                net.forward(net.model, take_rows(inputs, torch.arange(i, min(i + 64, n_data))))
                 for i in range(0, n_data, 64)
             ]
         except (RuntimeError, TypeError, ValueError, IndexError) as e:
@@ -394,9 +384,13 @@ def distill(
                 "give inputs of the shape and dtype its forward takes"
             ) from None
         teacher_out = torch.cat(chunks)
-    until = config.steps if stop_after is None else min(config.steps, stop_after)
+    if plan is not None:
+        reconstruct(run, plan, inputs, cache_dir=block_cache, checkpoint=checkpoint, progress=progress)
+        run.finetune, run.budget = True, config.finetune_steps
+    budget = run.budget
+    until = budget if stop_after is None else min(budget, stop_after)
     run.train(inputs, teacher_out, labels, checkpoint, progress, until=until)
-    return until == config.steps
+    return until == budget
 
 
 def compress(
@@ -408,19 +402,26 @@ def compress(
     resume: bool = False,
     progress: bool = False,
     stop_after: int | None = None,
+    block_cache=None,
 ) -> Result:
-    """Rebuild `net` (a zoo network) on `codebook` by distillation with PNC; see the module doc.
+    """Rebuild `net` (a `vq4all.network.Network`) on `codebook` by distillation with PNC; see
+    the module doc (and `vq4all.blockwise` for mode "blockwise").
 
-    checkpoint: a file written every `config.checkpoint_every` steps; resume: start from it.
-    stop_after: end after this many steps (for tests that interrupt a run), without finishing.
+    checkpoint: a file written every `config.checkpoint_every` steps (and after every block);
+    resume: start from it. stop_after: end after this many end-to-end steps (for tests that
+    interrupt a run), without finishing. block_cache: folder of the block-wise cache.
     """
     config = config or CompressConfig()
     start = time.perf_counter()
     torch.manual_seed(config.seed)
+    keys = net.compressible_keys(codebook.d)
+    plan = None
+    if uses_blockwise(net, keys, config):
+        plan = block_plan(net, keys, config)  # a bad block list fails here, before any work
     student = net.with_weights({})
     params = quantize_(
         student,
-        net.compressible_keys(codebook.d),
+        keys,
         codebook,
         n=config.n,
         init=config.init,
@@ -428,7 +429,16 @@ def compress(
         progress=progress,
     )
     run = _Run(net, config, student, params, [p.logits for p in params.values()], codebook.sha256)
-    if not distill(run, checkpoint=checkpoint, resume=resume, progress=progress, stop_after=stop_after):
+    finished = distill(
+        run,
+        plan=plan,
+        checkpoint=checkpoint,
+        resume=resume,
+        progress=progress,
+        stop_after=stop_after,
+        block_cache=block_cache,
+    )
+    if not finished:
         return Result(None, {"steps": run.step, "stopped": True})
 
     with torch.no_grad():
@@ -449,7 +459,10 @@ def compress(
     total = frozen_by_pnc + forced
     report = {
         "network": net.name,
+        "mode": "blockwise" if plan is not None else "end_to_end",
         "steps": run.step,
+        "block_steps": sum(b["steps"] for b in run.block_reports),
+        "blocks": run.block_reports,
         "subvectors": total,
         "frozen_by_pnc": frozen_by_pnc,
         "forced": forced,
