@@ -12,9 +12,9 @@ reconstruction trains each block alone against the teacher's output of the same 
 step runs one block, not the network.
 
 The automatic rule (`find_blocks`) starts from the model's top-level children that hold keys and
-opens, repeatedly, a block that is a container (nn.Sequential, nn.ModuleList) or that has a
-single child holding keys, so that `model.encoder.layer` (a ModuleList of transformer layers)
-becomes one block per layer and a wrapper module becomes what it wraps.
+opens, repeatedly, a block that is a container (nn.Sequential, nn.ModuleList), that has a single
+child holding keys, or that is the only block: so `model.encoder.layer` (a ModuleList of
+transformer layers) becomes one block per layer, and a wrapper becomes what it wraps.
 
 The cache keeps every calibration chunk (`CHUNK_ROWS` inputs, the same chunking in every pass,
 so padded sequence lengths match) as plain .npy files in a folder, read back memory-mapped: the
@@ -63,7 +63,7 @@ def find_blocks(model: nn.Module, keys) -> list[str]:
         for name in blocks:
             inner = children_with_keys(name)
             container = isinstance(model.get_submodule(name), (nn.Sequential, nn.ModuleList))
-            if inner and (container or len(inner) == 1):
+            if inner and (container or len(inner) == 1 or len(blocks) == 1):
                 out.extend(inner)
                 changed = True
             else:
@@ -198,7 +198,8 @@ def capture_outputs(net, inputs, plan: dict[str, list[str]], cache: BlockCache, 
                     f"block '{name}' runs more than once per forward (a shared or looped module): "
                     "choose blocks that run once, e.g. their parent"
                 )
-            held[name] = _first_tensor(output, name)
+            # a copy: the forward may go on to change this tensor in place (a residual `x += ...`)
+            held[name] = _first_tensor(output, name).detach().clone()
             if name not in order:
                 order.append(name)
 

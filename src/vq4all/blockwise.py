@@ -46,7 +46,14 @@ def uses_blockwise(net, keys, config) -> bool:
 def block_plan(net, keys, config) -> dict[str, list[str]]:
     """{block module name: the keys it holds}: `config.blocks`, else the network's declared
     `blocks`, else `find_blocks`; checked by `check_blocks` (one clear error for a bad list)."""
-    names = config.blocks or getattr(net, "blocks", ()) or find_blocks(net.model, keys)
+    names = config.blocks or getattr(net, "blocks", ())
+    if not names:
+        names = find_blocks(net.model, keys)
+        if not names:
+            raise VQ4AllError(
+                f"{net.name}: found no blocks (no child module holds a weight to compress): "
+                "name blocks with --blocks / blocks=, or use --mode end_to_end"
+            )
     return check_blocks(net.model, names, keys)
 
 

@@ -64,6 +64,9 @@ class Crepe(ZooNetwork):
     """Inputs: raw audio frames (n, 1024) float32 at 16 kHz (`forward` normalises them).
     Output: pitch-bin activations (n, 360) float32 in (0, 1) (sigmoid)."""
 
+    #: block-wise reconstruction: each conv layer (its output before batch norm), then the classifier
+    blocks = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "classifier")
+
     def __init__(self, size: str):
         cls, root = _crepe_class()
         model = cls(size)

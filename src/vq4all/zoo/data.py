@@ -40,19 +40,57 @@ def save_safetensors_atomic(tensors: dict, path: Path, metadata: dict[str, str] 
 
 
 # -------------------------------------------------------------------------------- photos
-#: RGB photos bundled inside scikit-image's wheel (no download).
-PHOTO_NAMES = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle")
+#: Images bundled inside installed wheels (no download): scikit-image's photos and textures,
+#: scikit-learn's two sample photos, matplotlib's portrait. Grey ones are replicated to RGB.
+#: Calibration and evaluation draw from DISJOINT sources (the stereo motorcycle pair is one
+#: source: both halves are calibration), so no evaluated crop comes from a calibration photo.
+CALIBRATION_PHOTOS = (
+    "astronaut",
+    "motorcycle",
+    "motorcycle_right",
+    "flower",
+    "retina",
+    "immunohistochemistry",
+    "moon",
+    "grass",
+    "gravel",
+    "cell",
+    "page",
+    "text",
+    "clock",
+)
+EVAL_PHOTOS = ("chelsea", "coffee", "rocket", "china", "grace_hopper", "camera", "coins", "brick", "hubble_deep_field")
+PHOTO_NAMES = CALIBRATION_PHOTOS + EVAL_PHOTOS
 
 
 @functools.cache
 def photo(name: str) -> np.ndarray:
-    """One bundled skimage photo: (H, W, 3) uint8 RGB."""
+    """One bundled image (see CALIBRATION_PHOTOS, EVAL_PHOTOS): (H, W, 3) uint8 RGB."""
     import skimage.data
 
     if name == "motorcycle":
         img = skimage.data.stereo_motorcycle()[0]
-    else:
+    elif name == "motorcycle_right":
+        img = skimage.data.stereo_motorcycle()[1]
+    elif name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        img = load_sample_image(f"{name}.jpg")
+    elif name == "grace_hopper":
+        import matplotlib.cbook
+        import matplotlib.image
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            img = matplotlib.image.imread(f, format="jpg")
+    elif name in PHOTO_NAMES:
         img = getattr(skimage.data, name)()
+    else:
+        raise VQ4AllError(f"unknown bundled photo '{name}': choose from {', '.join(PHOTO_NAMES)}")
+    img = np.asarray(img)
+    if img.dtype != np.uint8:  # float images in [0, 1]
+        img = np.clip(np.asarray(img, np.float64) * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
     img = np.ascontiguousarray(img[..., :3])
     img.setflags(write=False)
     return img
@@ -62,7 +100,7 @@ def random_crops(
     rng: np.random.Generator,
     n: int,
     size: int,
-    names=PHOTO_NAMES,
+    names=CALIBRATION_PHOTOS,
     min_frac: float = 0.4,
     max_frac: float = 1.0,
     flip: bool = True,

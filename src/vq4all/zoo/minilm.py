@@ -127,6 +127,8 @@ class MiniLM(ZooNetwork):
     """Inputs: list of n str (or a tokenized dict). Output: unit-norm embeddings (n, 384) f32."""
 
     distill = "cosine"
+    #: block-wise reconstruction: the embeddings, then each of the 6 transformer layers
+    blocks = ("0.model.embeddings", *(f"0.model.encoder.layer.{i}" for i in range(6)))
 
     def __init__(self):
         model = _load_sentence_transformer()

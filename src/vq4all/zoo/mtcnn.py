@@ -23,7 +23,12 @@ from vq4all.zoo.base import ZooNetwork, load_source_module, load_state_dict_file
 
 INPUT_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
 CLASSES = {"pnet": "PNet", "rnet": "RNet", "onet": "ONet"}
-NEGATIVE_PHOTOS = ("coffee", "rocket", "motorcycle", "chelsea")
+#: LFW images 0-49 of each kind calibrate, 50-99 evaluate; photo crops likewise come from
+#: disjoint photo lists (data.CALIBRATION_PHOTOS, data.EVAL_PHOTOS)
+LFW_CALIBRATION = slice(0, 50)
+LFW_EVAL = slice(50, 100)
+#: evaluation negatives: the evaluation photos without a human face
+NEGATIVE_PHOTOS = tuple(p for p in data.EVAL_PHOTOS if p != "grace_hopper")
 EVAL_SEED = 20241130
 
 
@@ -52,9 +57,9 @@ def to_input(gray: np.ndarray, size: int) -> torch.Tensor:
 
 
 def face_set(rng: np.random.Generator, n_crops: int) -> tuple[np.ndarray, np.ndarray]:
-    """LFW faces + LFW non-faces + `n_crops` photo crops: (images (m, 25, 25) float32 [0, 1],
-    labels (m,) int64, 1 = face)."""
-    faces, non_faces = data.lfw_faces()
+    """The evaluation set: LFW faces and non-faces 50-99 + `n_crops` crops of the evaluation
+    photos: (images (100 + n_crops, 25, 25) float32 [0, 1], labels int64, 1 = face)."""
+    faces, non_faces = (part[LFW_EVAL] for part in data.lfw_faces())
     crops = _gray(data.random_crops(rng, n_crops, 25, names=NEGATIVE_PHOTOS, min_frac=0.08, max_frac=0.5))
     images = np.concatenate([faces, non_faces, crops]).astype(np.float32)
     labels = np.concatenate([np.ones(len(faces)), np.zeros(len(non_faces) + n_crops)])
@@ -77,16 +82,16 @@ class MTCNNNet(ZooNetwork):
         self._fp_pred: torch.Tensor | None = None
 
     def calibration(self, n: int, seed: int = 0) -> torch.Tensor:
-        """n crops, half LFW faces/non-faces (random, flipped at random), half random crops of
-        the photos: (n, 3, s, s) float32."""
+        """n crops, half LFW faces/non-faces 0-49 (random, flipped at random), half random crops
+        of the calibration photos: (n, 3, s, s) float32. None is in the evaluation set."""
         rng = np.random.default_rng([seed, 5])
         faces, non_faces = data.lfw_faces()
-        lfw = np.concatenate([faces, non_faces])
+        lfw = np.concatenate([faces[LFW_CALIBRATION], non_faces[LFW_CALIBRATION]])
         k = (n + 1) // 2
         picks = lfw[rng.integers(0, len(lfw), k)]
         flips = rng.random(k) < 0.5
         picks = np.where(flips[:, None, None], picks[:, :, ::-1], picks)
-        crops = _gray(data.random_crops(rng, n - k, 25, names=data.PHOTO_NAMES, min_frac=0.08, max_frac=0.5))
+        crops = _gray(data.random_crops(rng, n - k, 25, names=data.CALIBRATION_PHOTOS, min_frac=0.08, max_frac=0.5))
         return to_input(np.concatenate([picks, crops]).astype(np.float32), self.input_size)
 
     def forward(self, model, inputs: torch.Tensor) -> torch.Tensor:
@@ -101,7 +106,7 @@ class MTCNNNet(ZooNetwork):
         return torch.cat([p.reshape(p.shape[0], -1) for p in parts], dim=1)
 
     def eval_data(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs (300, 3, s, s) float32, labels (300,) int64, 1 = face)."""
+        """(inputs (200, 3, s, s) float32, labels (200,) int64, 1 = face)."""
         if self._eval is None:
             images, labels = face_set(np.random.default_rng(EVAL_SEED), 100)
             self._eval = (to_input(images, self.input_size), torch.from_numpy(labels))
