@@ -173,7 +173,48 @@ def test_efficientnet_known_classes():
     assert net.predict_photo("chelsea") == 285
     assert net.predict_photo("coffee") == 967
     r = net.evaluate(net.model)
-    assert r["top5_agreement"] == 1.0 and r["kl"] == 0.0 and r["n"] == 64
+    assert r["top5_agreement"] == 1.0 and r["kl"] == 0.0 and r["n"] == 512
+    # measured 66 distinct FP classes on the 512 crops of 9 photos: agreement is not one class's share
+    assert r["fp_classes"] >= 40
+
+
+def test_calibration_never_sees_an_evaluation_source():
+    from vq4all.zoo import data, mtcnn
+
+    assert not set(data.CALIBRATION_PHOTOS) & set(data.EVAL_PHOTOS)
+    assert set(mtcnn.NEGATIVE_PHOTOS) <= set(data.EVAL_PHOTOS)
+    # the pixels too: no evaluation photo is a calibration photo under another name
+    calibration = [data.photo(p) for p in data.CALIBRATION_PHOTOS]
+    for name in data.EVAL_PHOTOS:
+        img = data.photo(name)
+        assert not any(c.shape == img.shape and np.array_equal(c, img) for c in calibration), name
+    # MTCNN: no evaluation input equals a calibration input (or its mirror image)
+    net = zoo.load("mtcnn_rnet")
+    cal = net.calibration(400).flatten(1)
+    cal = torch.cat([cal, net.calibration(400).flip(-1).flatten(1)])
+    x, _ = net.eval_data()
+    distance = torch.cdist(x.flatten(1), cal)
+    assert float(distance.min()) > 1e-3
+
+
+def test_efficientnet_calibration_mixes_photo_crops_and_bn_matched_images(monkeypatch):
+    """A quarter of the inputs (whole batches of 32) come from `synthetic_batch`; fewer than 128
+    inputs are photo crops only."""
+    from vq4all.zoo import efficientnet
+
+    net = zoo.load("efficientnet_lite0")
+    made = []
+
+    def fake(seed, index):
+        made.append((seed, index))
+        return torch.full((32, 3, 224, 224), float(index))
+
+    monkeypatch.setattr(net, "synthetic_batch", fake)
+    assert net.calibration(100).shape == (100, 3, 224, 224) and made == []
+    x = net.calibration(300, seed=4)
+    assert x.shape == (300, 3, 224, 224) and made == [(4, 0), (4, 1)]
+    assert torch.equal(x[-64:-32], torch.zeros(32, 3, 224, 224)) and torch.equal(x[-32:], torch.ones(32, 3, 224, 224))
+    assert efficientnet.SYNTH_BATCH == 32
 
 
 def test_minilm_extras():
