@@ -146,10 +146,16 @@ def check_disk(folder: Path, needed: int, what: str) -> None:
         )
 
 
-def _chunks(inputs, rows: int):
-    """(chunk index, the rows of `inputs` as one batch) over the calibration inputs."""
+def _chunks(inputs, rows: int, desc: str | None = None):
+    """(chunk index, the rows of `inputs` as one batch) over the calibration inputs; with `desc`,
+    a progress bar of that name."""
     n = count_inputs(inputs)
-    for c, start in enumerate(range(0, n, rows)):
+    starts = range(0, n, rows)
+    if desc is not None:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="chunk", leave=False, mininterval=0.5)
+    for c, start in enumerate(starts):
         yield c, take_rows(inputs, torch.arange(start, min(start + rows, n)))
 
 
@@ -178,7 +184,9 @@ class _Cached:
         self.name = name
 
 
-def capture_outputs(net, inputs, plan: dict[str, list[str]], cache: BlockCache, rows: int = CHUNK_ROWS) -> list[str]:
+def capture_outputs(
+    net, inputs, plan: dict[str, list[str]], cache: BlockCache, rows: int = CHUNK_ROWS, progress: bool = False
+) -> list[str]:
     """One pass of the teacher over `inputs`, storing every block's output of chunk c as
     "out.<block index>.c<c>". Returns the block names in the order the forward runs them.
 
@@ -208,7 +216,7 @@ def capture_outputs(net, inputs, plan: dict[str, list[str]], cache: BlockCache, 
     handles = [net.model.get_submodule(name).register_forward_hook(hook_for(name)) for name in names]
     try:
         with torch.no_grad():
-            for c, batch in _chunks(inputs, rows):
+            for c, batch in _chunks(inputs, rows, "teacher block outputs" if progress else None):
                 held.clear()
                 net.forward(net.model, batch)
                 missing = [name for name in names if name not in held]
@@ -258,7 +266,14 @@ class BlockInputs:
 
 
 def capture_inputs(
-    net, student: nn.Module, block: str, index: int, inputs, cache: BlockCache, rows: int = CHUNK_ROWS
+    net,
+    student: nn.Module,
+    block: str,
+    index: int,
+    inputs,
+    cache: BlockCache,
+    rows: int = CHUNK_ROWS,
+    progress: bool = False,
 ) -> BlockInputs:
     """The inputs block `block` receives in `student` (whose earlier blocks are already trained),
     chunk by chunk: each forward stops as soon as the block is called. Batched tensors are stored
@@ -294,7 +309,7 @@ def capture_inputs(
     handle = student.get_submodule(block).register_forward_pre_hook(hook, with_kwargs=True)
     try:
         with torch.no_grad():
-            for c, batch in _chunks(inputs, rows):
+            for c, batch in _chunks(inputs, rows, f"inputs of {block}" if progress else None):
                 state.update(chunk=c, size=count_inputs(batch))
                 try:
                     net.forward(student, batch)

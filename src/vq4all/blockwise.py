@@ -76,12 +76,12 @@ def reconstruct(run, plan: dict[str, list[str]], inputs, *, cache_dir=None, chec
     check_calibration(count_inputs(inputs), run.config)
     cache = BlockCache(tempfile.mkdtemp(prefix="vq4all-blocks-", dir=_cache_root(cache_dir)))
     try:
-        order = capture_outputs(run.net, inputs, plan, cache)
+        order = capture_outputs(run.net, inputs, plan, cache, progress=progress)
         index = {name: i for i, name in enumerate(plan)}
         for position, name in enumerate(order):
             if position < run.blocks_done:
                 continue
-            data = capture_inputs(run.net, run.student, name, index[name], inputs, cache)
+            data = capture_inputs(run.net, run.student, name, index[name], inputs, cache, progress=progress)
             summary = train_block(run, name, plan[name], data, position, len(order), progress)
             cache.drop(f"in.{index[name]}.")
             run.block_reports.append(summary)
