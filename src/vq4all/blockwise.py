@@ -86,10 +86,15 @@ def reconstruct(run, plan: dict[str, list[str]], inputs, *, cache_dir=None, chec
             cache.drop(f"in.{index[name]}.")
             run.block_reports.append(summary)
             run.blocks_done = position + 1
-            if checkpoint:
+            if checkpoint and _rank() == 0:  # under torchrun every rank trains the same blocks
                 run.save(checkpoint)
     finally:
         cache.close()
+
+
+def _rank() -> int:
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _cache_root(cache_dir) -> str | None:

@@ -73,8 +73,11 @@ class EfficientNetLite0(ZooNetwork):
         crops = to_input(data.random_crops(rng, n - synthetic, IMAGE_SIZE, names=data.CALIBRATION_PHOTOS))
         if not synthetic:
             return crops
-        batches = [self.synthetic_batch(seed, b) for b in range(synthetic // SYNTH_BATCH)]
-        return torch.cat([crops, *batches])
+        from tqdm import tqdm
+
+        indices = range(synthetic // SYNTH_BATCH)
+        bar = tqdm(indices, desc="BN-matched images (cached after the first run)", unit="batch", leave=False)
+        return torch.cat([crops, *(self.synthetic_batch(seed, b) for b in bar)])
 
     def synthetic_batch(self, seed: int, index: int) -> torch.Tensor:
         """Batch `index` of BN-matched images for `seed`: (32, 3, 224, 224) float32, made once
