@@ -1,6 +1,7 @@
 """Block-wise reconstruction: block discovery and checks, the cache against direct computation,
 training, resume, and the one-line errors for bad block lists, data and disks."""
 
+import os
 import shutil
 from collections import namedtuple
 
@@ -221,3 +222,18 @@ def test_config_rejects_bad_block_settings():
         CompressConfig(block_steps=0)
     with pytest.raises(VQ4AllError, match="finetune_steps=-1 must be >= 0"):
         CompressConfig(finetune_steps=-1)
+
+
+def test_a_cache_left_by_a_killed_run_is_removed(codebook, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"vq4all-blocks-{int(dead.stdout)}-abc"
+    stale.mkdir()
+    (stale / "out.0.c0.npy").write_bytes(b"x" * 1000)
+    alive = tmp_path / f"vq4all-blocks-{os.getppid()}-def"  # a live process's cache stays
+    alive.mkdir()
+    net = Network(Wrapped(), calibration=torch.randn(64, 16))
+    compress(net, codebook, CompressConfig(mode="blockwise", block_steps=1, finetune_steps=0), block_cache=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]

@@ -20,6 +20,8 @@ A checkpoint is written after every block, so an interrupted run resumes at its 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -74,7 +76,9 @@ def reconstruct(run, plan: dict[str, list[str]], inputs, *, cache_dir=None, chec
     if run.blocks_done >= len(plan):
         return
     check_calibration(count_inputs(inputs), run.config)
-    cache = BlockCache(tempfile.mkdtemp(prefix="vq4all-blocks-", dir=_cache_root(cache_dir)))
+    root = _cache_root(cache_dir)
+    _remove_stale_caches(Path(root or tempfile.gettempdir()))
+    cache = BlockCache(tempfile.mkdtemp(prefix=f"vq4all-blocks-{os.getpid()}-", dir=root))
     try:
         order = capture_outputs(run.net, inputs, plan, cache, progress=progress)
         index = {name: i for i, name in enumerate(plan)}
@@ -90,6 +94,21 @@ def reconstruct(run, plan: dict[str, list[str]], inputs, *, cache_dir=None, chec
                 run.save(checkpoint)
     finally:
         cache.close()
+
+
+def _remove_stale_caches(root: Path) -> None:
+    """Delete block caches left by runs that were killed (their process is gone): a cache is
+    gigabytes, and a killed process cannot clean up after itself."""
+    for folder in root.glob("vq4all-blocks-*-*"):
+        pid = folder.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def _rank() -> int:
