@@ -265,3 +265,28 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(VQ4AllError, match="damaged checkpoint .*delete it and run without --resume") as err:
         compress(zoo.load("digits_cnn"), cb, config, checkpoint=ckpt, resume=True)
     assert "\n" not in str(err.value)
+
+
+def test_bad_block_flags_fail_before_training(capsys, files, tmp_path):
+    base = ["compress", "--network", "digits_cnn", "--codebook", str(files / "cb.safetensors")]
+    out = str(tmp_path / "net.safetensors")
+    error_line(
+        capsys,
+        [*base, "--out", out, "--mode", "blockwise", "--blocks", "conv1,fc9"],
+        "block 'fc9' names no module",
+        "did you mean",
+    )
+    error_line(capsys, [*base, "--out", out, "--blocks", "conv1,,fc1"], "--blocks", "empty name")
+    error_line(capsys, [*base, "--out", out, "--block-steps", "0"], "block_steps=0 must be >= 1")
+    error_line(
+        capsys,
+        [*base, "--out", out, "--mode", "blockwise", "--calibration-count", "8"],
+        "needs at least batch_size=32 calibration inputs",
+    )
+    (tmp_path / "file").write_text("x")
+    error_line(
+        capsys,
+        [*base, "--out", out, "--mode", "blockwise", "--block-cache", str(tmp_path / "file")],
+        "is a file, not a folder",
+    )
+    assert not (tmp_path / "net.safetensors").exists()

@@ -76,7 +76,7 @@ def reconstruct(run, plan: dict[str, list[str]], inputs, *, cache_dir=None, chec
     if run.blocks_done >= len(plan):
         return
     check_calibration(count_inputs(inputs), run.config)
-    root = _cache_root(cache_dir)
+    root = cache_root(cache_dir)
     _remove_stale_caches(Path(root or tempfile.gettempdir()))
     cache = BlockCache(tempfile.mkdtemp(prefix=f"vq4all-blocks-{os.getpid()}-", dir=root))
     try:
@@ -116,7 +116,7 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def _cache_root(cache_dir) -> str | None:
+def cache_root(cache_dir) -> str | None:
     """`cache_dir` made ready for the block cache (created; must be a writable folder)."""
     if cache_dir is None:
         return None

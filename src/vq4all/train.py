@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .artifact import Codebook, NetworkArtifact, read_container
 from .assign import CandidateWeight, freeze_quota, quantize_, ratio_penalty, unquantize_
-from .blockwise import block_plan, check_calibration, reconstruct, uses_blockwise
+from .blockwise import block_plan, cache_root, check_calibration, reconstruct, uses_blockwise
 from .config import CompressConfig
 from .errors import VQ4AllError, printable
 from .io import atomic_write_bytes
@@ -354,18 +354,21 @@ def distill(
     progress: bool = False,
     stop_after: int | None = None,
     block_cache=None,
+    inputs=None,
 ) -> bool:
     """Train `run` on the network's calibration data against the FP teacher: block by block
     first when `plan` ({block: keys}, from `vq4all.blockwise.block_plan`) is given, then end to
     end (`config.finetune_steps` steps after blocks, else `config.steps`). block_cache: the
     folder for the block cache (default: the system's temporary folder).
+    inputs: the calibration inputs when the caller has made them already.
     Returns False when it stopped early at `stop_after` end-to-end steps (the run is then unfinished)."""
     net, config = run.net, run.config
     if resume:
         if checkpoint is None:
             raise VQ4AllError("--resume needs the checkpoint file of the interrupted run")
         run.load(checkpoint)
-    inputs = net.calibration(config.calibration, seed=config.seed)
+    if inputs is None:
+        inputs = net.calibration(config.calibration, seed=config.seed)
     labels = net.calibration_labels(config.calibration, seed=config.seed)
     if plan is not None:
         check_calibration(count_inputs(inputs), config)
@@ -415,9 +418,13 @@ def compress(
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     keys = net.compressible_keys(codebook.d)
-    plan = None
+    plan = inputs = None
     if uses_blockwise(net, keys, config):
-        plan = block_plan(net, keys, config)  # a bad block list fails here, before any work
+        # a bad block list, too little data or an unusable cache folder fail here, before any work
+        plan = block_plan(net, keys, config)
+        inputs = net.calibration(config.calibration, seed=config.seed)
+        check_calibration(count_inputs(inputs), config)
+        cache_root(block_cache)
     student = net.with_weights({})
     params = quantize_(
         student,
@@ -437,6 +444,7 @@ def compress(
         progress=progress,
         stop_after=stop_after,
         block_cache=block_cache,
+        inputs=inputs,
     )
     if not finished:
         return Result(None, {"steps": run.step, "stopped": True})
