@@ -143,20 +143,23 @@ class CandidateWeight(torch.nn.Module):
         candidate 0, the codeword nearest to its FP sub-vector, as hard assignment would.
         which: [S] bool, freeze only these (default: all active ones).
         """
-        if rule == "argmax":
-            arg = self.ratios().argmax(dim=1)
-        elif rule == "nearest":
-            cand_values = self.values[self.cand.long()]  # [S, n, d]
-            soft = torch.einsum("sn,snd->sd", self.ratios(), cand_values)
-            arg = (cand_values - soft.unsqueeze(1)).pow(2).sum(2).argmin(dim=1)
-            untouched = self.logits.amax(dim=1) == self.logits.amin(dim=1)
-            arg[untouched] = 0
-        else:
+        if rule not in FINISH_RULES:
             raise VQ4AllError(f"final rule '{rule}' must be one of {', '.join(FINISH_RULES)}")
         rest = ~self.frozen if which is None else which & ~self.frozen
-        self.chosen[rest] = self.cand[rest, arg[rest]].long()
-        self.frozen |= rest
-        return int(rest.sum())
+        idx = torch.nonzero(rest).squeeze(1)  # only these rows are computed: the quota freezes few per step
+        if idx.numel() == 0:
+            return 0
+        logits = self.logits[idx]
+        if rule == "argmax":
+            arg = logits.argmax(dim=1)
+        else:
+            cand_values = self.values[self.cand[idx].long()]  # [R, n, d]
+            soft = torch.einsum("rn,rnd->rd", torch.softmax(logits, dim=1), cand_values)
+            arg = (cand_values - soft.unsqueeze(1)).pow(2).sum(2).argmin(dim=1)
+            arg[logits.amax(dim=1) == logits.amin(dim=1)] = 0  # untouched: the nearest codeword
+        self.chosen[idx] = self.cand[idx, arg].long()
+        self.frozen[idx] = True
+        return int(idx.numel())
 
     def layer_codes(self, param: str, k: int, granularity: str) -> LayerCodes:
         """The frozen layer as artifact codes (every sub-vector must be frozen)."""
