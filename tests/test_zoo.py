@@ -334,3 +334,19 @@ def test_digits_data():
     assert x.shape == (5, 1, 8, 8) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     r = net.evaluate(net.model)
     assert r["n"] == 450 and r["fp_agreement"] == 1.0
+
+
+def test_minilm_calibration_is_prose_and_vocabulary_never_the_eval_sentences():
+    from vq4all.zoo.minilm import CALIBRATION_SENTENCES, EVAL_SENTENCES, reference_sentences
+
+    net = zoo.load("minilm_l6")
+    x = net.calibration(1200, seed=1)
+    assert len(x) == 1200 and x == net.calibration(1200, seed=1) and x != net.calibration(1200, seed=2)
+    assert not set(x) & set(EVAL_SENTENCES)
+    prose = set(CALIBRATION_SENTENCES) | set(reference_sentences())
+    assert len(reference_sentences()) > 500
+    vocab = x[-300:]  # the last quarter: words of the vocabulary
+    words = set(net.vocabulary_words())
+    assert all(s.endswith(".") and all(w.lower() in words for w in s[:-1].split()) for s in vocab)
+    for s in x[:900]:  # prose, or two prose sentences joined
+        assert s in prose or any(s.startswith(p + " ") and s[len(p) + 1 :] in prose for p in prose), s

@@ -14,6 +14,7 @@ token embeddings and never runs it.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -109,6 +110,23 @@ CALIBRATION_SENTENCES = (
 )
 
 
+@functools.cache
+def reference_sentences() -> tuple[str, ...]:
+    """Plain-prose English sentences of Python's language reference as bundled with Python
+    (`pydoc_data.topics`, the text of `help()`): about 750 sentences of 6-30 words, starting
+    with a capital and ending with a period, without code characters; sorted, deduplicated."""
+    import re
+    from pydoc_data.topics import topics
+
+    text = " ".join(" ".join(topics.values()).split())
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    code = set("{}[]()=_*>`|#\\/<%$@~^")
+    keep = {
+        s for s in sentences if 6 <= len(s.split()) <= 30 and s[0].isupper() and s.endswith(".") and not code & set(s)
+    }
+    return tuple(sorted(keep - set(EVAL_SENTENCES)))
+
+
 def _load_sentence_transformer():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -135,6 +153,7 @@ class MiniLM(ZooNetwork):
         super().__init__("minilm_l6", model, "embedding_cosine", True)
         self.exclude = tuple(k for k in model.state_dict() if ".pooler." in k)
         self._fp_emb: torch.Tensor | None = None
+        self._words: list[str] | None = None
 
     def tokenize(self, sentences) -> dict[str, torch.Tensor]:
         """Sentences -> {"input_ids", "token_type_ids", "attention_mask"}: (n, L) int64."""
@@ -142,15 +161,32 @@ class MiniLM(ZooNetwork):
         return {k: v for k, v in feats.items() if isinstance(v, torch.Tensor)}
 
     def calibration(self, n: int, seed: int = 0) -> list[str]:
-        """n sentences drawn from a calibration pool disjoint from the evaluation sentences
-        (beyond the pool's 32, pairs of pool sentences joined)."""
+        """n sentences, none of them an evaluation sentence: a quarter (n // 4) "vocabulary
+        sentences" of 8-16 random whole words of the tokenizer's vocabulary (so that embedding
+        rows of words absent from any prose still get trained), the rest prose: the 32
+        hand-written calibration sentences and the plain-prose sentences of Python's own
+        language reference (`reference_sentences`), in random order; beyond those, pairs of
+        them joined."""
         rng = np.random.default_rng([seed, 2])
-        pool = list(CALIBRATION_SENTENCES)
-        out = [pool[i] for i in rng.permutation(len(pool))[:n]]
-        while len(out) < n:
+        n_vocab = n // 4
+        pool = list(CALIBRATION_SENTENCES) + list(reference_sentences())
+        out = [pool[i] for i in rng.permutation(len(pool))[: n - n_vocab]]
+        while len(out) < n - n_vocab:
             a, b = rng.choice(len(pool), 2, replace=False)
             out.append(pool[a] + " " + pool[b])
+        words = self.vocabulary_words()
+        for _ in range(n_vocab):
+            picked = [words[i] for i in rng.integers(0, len(words), int(rng.integers(8, 17)))]
+            out.append(" ".join(picked).capitalize() + ".")
         return out
+
+    def vocabulary_words(self) -> list[str]:
+        """The whole ASCII words of 3+ letters in the tokenizer's vocabulary (about 21,000)."""
+        if self._words is None:
+            vocab = self.model.tokenizer.get_vocab()
+            ordered = sorted(vocab, key=vocab.get)
+            self._words = [w for w in ordered if w.isascii() and w.isalpha() and len(w) >= 3]
+        return self._words
 
     def forward(self, model, inputs) -> torch.Tensor:
         """Sentence embeddings (n, 384) float32, L2-normalised."""
