@@ -103,7 +103,6 @@ def measure(name, codebooks, sources_sub8, config, baseline_config, per_network,
         }
         return info, {}, {**budget_of(rep), "settings": settings_of(baseline_config)}
 
-
     cb = codebooks["u16_all"]
 
     def hard():
