@@ -12,6 +12,10 @@ candidate nearest to the current mixture instead). Without PNC the same budget i
 every sub-vector frozen by the finish rule at the end. The "linear" schedule adds a quota (frozen fraction >= step /
 steps, most confident first) so that short budgets end fully constructed too.
 
+Block-wise mode (`CompressConfig.mode`, `vq4all.blockwise`): every block is first rebuilt alone
+against the teacher's output of that block, then `finetune_steps` end-to-end steps of this trainer
+follow (running their whole budget: the scales and FP leftovers still learn once all is frozen).
+
 Checkpoints (safetensors, atomic) hold the student, Adam's state and the batch sampler's RNG, so
 `resume=True` continues an interrupted run to the same artifact bit for bit (same machine, same
 thread count: CPU float arithmetic is then deterministic).
