@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -117,6 +118,14 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def _environment_tag() -> str:
+    """12 hex digits naming this Python environment (its interpreter and cocotb's folder)."""
+    import cocotb
+
+    where = f"{sys.executable}|{Path(cocotb.__file__).resolve().parent}"
+    return hashlib.sha256(where.encode()).hexdigest()[:12]
+
+
 def simulate(
     config: EngineConfig,
     codebook: Codebook,
@@ -160,7 +169,10 @@ def simulate(
         verilog = Path(verilog)
         if not verilog.is_file():
             raise VQ4AllError(f"{verilog}: no such Verilog file")
-        build_dir = verilog.parent / f"build-{simulator}"
+        # a build records absolute paths of the cocotb it was made with (Verilator's makefile
+        # names cocotb's verilator.cpp): one made from another environment (a moved or deleted
+        # venv, another checkout) must not be reused, so the folder is named after this one
+        build_dir = verilog.parent / f"build-{simulator}-{_environment_tag()}"
         runner = get_runner(simulator)
         build_log = verilog.parent / f"build-{simulator}.log"
         build_args = ["-Wno-fatal"] if simulator == "verilator" else []
