@@ -159,7 +159,7 @@ def _chunks(inputs, rows: int, desc: str | None = None):
         yield c, take_rows(inputs, torch.arange(start, min(start + rows, n)))
 
 
-def _first_tensor(output, block: str) -> torch.Tensor:
+def first_tensor(output, block: str) -> torch.Tensor:
     """A module's output tensor: the output, or the first item of a tuple/list (an LSTM's
     sequence, a transformer layer's hidden states)."""
     if isinstance(output, (tuple, list)) and output:
@@ -207,7 +207,7 @@ def capture_outputs(
                     "choose blocks that run once, e.g. their parent"
                 )
             # a copy: the forward may go on to change this tensor in place (a residual `x += ...`)
-            held[name] = _first_tensor(output, name).detach().clone()
+            held[name] = first_tensor(output, name).detach().clone()
             if name not in order:
                 order.append(name)
 

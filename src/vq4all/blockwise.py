@@ -30,9 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from .assign import freeze_quota, ratio_penalty
-from .blocks import BlockCache, capture_inputs, capture_outputs, check_blocks, find_blocks
+from .blocks import BlockCache, capture_inputs, capture_outputs, check_blocks, find_blocks, first_tensor
 from .errors import VQ4AllError, printable
-from .network import count_inputs
 from .rules import BLOCKWISE_ABOVE
 
 
@@ -70,12 +69,12 @@ def check_calibration(n: int, config) -> None:
 
 
 def reconstruct(run, plan: dict[str, list[str]], inputs, *, cache_dir=None, checkpoint=None, progress=False) -> None:
-    """Train every block of `plan` of `run.student` in forward order (see the module doc);
+    """Train every block of `plan` of `run.student` in forward order (see the module doc; the
+    caller has checked the calibration size with `check_calibration`);
     appends one summary per block to `run.block_reports`. Blocks already done
     (`run.blocks_done`, from a resumed checkpoint) are skipped."""
     if run.blocks_done >= len(plan):
         return
-    check_calibration(count_inputs(inputs), run.config)
     root = cache_root(cache_dir)
     _remove_stale_caches(Path(root or tempfile.gettempdir()))
     cache = BlockCache(tempfile.mkdtemp(prefix=f"vq4all-blocks-{os.getpid()}-", dir=root))
@@ -137,8 +136,6 @@ def cache_root(cache_dir) -> str | None:
 def train_block(run, name: str, keys: list[str], data, position: int, count: int, progress: bool) -> dict:
     """Train block `name` (holding `keys`) of `run.student` on `data` (`vq4all.blocks.BlockInputs`);
     freeze what PNC has not. Returns the block's summary for the report."""
-    from .blocks import _first_tensor
-
     cfg, start = run.config, time.perf_counter()
     module = run.student.get_submodule(name)
     params = {k: run.params[k] for k in keys}
@@ -160,7 +157,7 @@ def train_block(run, name: str, keys: list[str], data, position: int, count: int
     try:
         while steps < cfg.block_steps and not (pnc and frozen() == total):
             args, kwargs, target = data.batch(generator, cfg.batch_size)
-            out = _first_tensor(module(*args, **kwargs), name)
+            out = first_tensor(module(*args, **kwargs), name)
             loss = F.mse_loss(out, target) / target.var().clamp_min(1e-12)
             total_loss = loss + cfg.reg * ratio_penalty(params) if cfg.reg > 0 and run.candidates else loss
             optimizer.zero_grad(set_to_none=True)
@@ -183,7 +180,7 @@ def train_block(run, name: str, keys: list[str], data, position: int, count: int
             p.freeze_rest(cfg.finish)
     with torch.no_grad():  # the loss of the block as it is kept: every sub-vector frozen
         args, kwargs, target = data.batch(generator, cfg.batch_size)
-        out = _first_tensor(module(*args, **kwargs), name)
+        out = first_tensor(module(*args, **kwargs), name)
         frozen_loss = float(F.mse_loss(out, target) / target.var().clamp_min(1e-12))
     run.passed_alpha += passed
     return {
