@@ -78,14 +78,18 @@ def rewrite(src, dst, manifest_fn=None, tensors_fn=None):
     return dst
 
 
-def apply_case(src, dst, case):
-    """rewrite() with case(manifest, tensors) mutating both (tensors copied first: writable)."""
+def apply_case(src, dst, case, rehash=True):
+    """rewrite() with case(manifest, tensors) mutating both (tensors copied first: writable).
+    With `rehash`, a network file's content hash is recomputed after the case (as a hostile
+    writer would), so the rule under test is reached, not the hash check."""
     state = {}
 
     def tensors_fn(t):
         for k in list(t):
             t[k] = t[k].copy()
         case(state["m"], t)
+        if rehash and state["m"].get("kind") == "network":
+            state["m"]["sha256"] = artifact.tensors_sha256(t)
 
     return rewrite(src, dst, manifest_fn=lambda m: state.setdefault("m", m), tensors_fn=tensors_fn)
 
@@ -246,7 +250,7 @@ def test_bad_container(tmp_path, files):
     "case,tensor,rule",
     [
         (lambda m, t: m.update(format="other"), None, "format"),
-        (lambda m, t: m.update(format_version=2), None, "unknown format_version 2"),
+        (lambda m, t: m.update(format_version=3), None, "unknown format_version 3"),
         (lambda m, t: m.update(kind="model"), None, "kind"),
         (lambda m, t: m.update(k=300), None, "not a power of two"),
         (lambda m, t: m.update(k=512), "codebook", "must be [k, d]"),
@@ -299,7 +303,11 @@ def layer0(m):
         (lambda m, t: layer0(m).update(scale_granularity="row"), "conv.scales", "scale_granularity"),
         (lambda m, t: t.pop("conv.codes"), "conv.codes", "missing"),
         (lambda m, t: t.update({"conv.codes": t["conv.codes"].astype(np.uint16)}), "conv.codes", "must be U8"),
-        (lambda m, t: t.update({"conv.codes": t["conv.codes"][:, :3]}), "conv.codes", "ceil(row/d)"),
+        (
+            lambda m, t: t.update({"conv.codes": np.ascontiguousarray(t["conv.codes"][:, :3])}),
+            "conv.codes",
+            "ceil(row/d)",
+        ),
         (lambda m, t: m.update(k=128), "conv.codes", ">= k=128"),
         (lambda m, t: t.update({"conv.scales": t["conv.scales"].astype(np.float32)}), "conv.scales", "float16"),
         (lambda m, t: t["conv.scales"].__setitem__(2, 0), "conv.scales", "finite and > 0"),

@@ -13,15 +13,21 @@ Network file (kind "network"):
   <layer>.codes   [out_features, m] U8 when k <= 256 else U16, m = ceil(row / d), every code < k
   <layer>.scales  [out_features] float16, finite and > 0
   FP leftovers    every other tensor, under its state-dict name (biases, norms, ...), finite
-  manifest: network, codebook_sha256, k, layers = [{name, param, shape, d, pad, scale_granularity}]
+  manifest: network, codebook_sha256, k, sha256 (`tensors_sha256`: a content hash over every
+  tensor's name, dtype, shape and bytes), layers = [{name, param, shape, d, pad, scale_granularity}]
   (`param` is the state-dict key of the weight; `name` is that key without a final ".weight";
   pad = m*d - row), config.
 
-Reading parses and checks the safetensors header itself before touching any data (sizes and
-offsets against the file's real length, a bounded header), so a malformed or hostile file ends
-in one `ArtifactError` naming the file, the tensor and the rule, and never allocates more than
-the file's own size. Writes are atomic: a temporary file in the same folder, fsync, rename.
-The temporary file is named `.<name>.<random>.tmp`: a crash can leave one behind, but it never
+format_version is 2; codebook files of version 1 (the same layout) are read too, network files
+of version 1 (no content hash) are refused.
+
+Reading parses and checks the safetensors header itself before touching any data (the file's
+size, then a header of at most MAX_HEADER_BYTES, duplicate JSON keys refused, every entry's
+offsets within the file and the entries tiling the data section exactly, no trailing bytes),
+so a malformed or hostile file ends in one `ArtifactError` naming the file, the tensor and the
+rule. Memory: loading a file peaks at <= 2x its size + MAX_HEADER_MEMORY (the parsed header's
+bound). Writes are atomic: a temporary file in the same folder, fsync, rename. The temporary
+file is named `.<name>.<random>.tmp`: a crash can leave one behind, but it never
 has the artifact's name, so no reader mistakes it for the artifact (delete leftovers freely).
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import stat
 import struct
@@ -38,13 +45,20 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError, VQ4AllError
+from .errors import ArtifactError, VQ4AllError, printable
 from .io import atomic_write_bytes
 from .rules import CODEBOOK_DTYPES, GRANULARITIES, MAX_D, MAX_K, MIN_D, MIN_K, code_dtype, is_power_of_two
 
 FORMAT = "vq4all"
-FORMAT_VERSION = 1
-MAX_HEADER_BYTES = 16 << 20  # a manifest with thousands of layers is ~1 MiB
+FORMAT_VERSION = 2  # 2: network files carry `sha256`, a content hash over their tensors
+READ_VERSIONS = {"codebook": (1, 2), "network": (2,)}  # a codebook's layout is the same in 1 and 2
+# Real headers take ~40 bytes per JSON object or list (EfficientNet-Lite0's: 45 KB), so 1 MiB
+# holds thousands of tensors. The bound is also the memory bound: Python's parsed JSON takes up
+# to ~25x its text, so a hostile header costs at most ~26 MiB (MAX_HEADER_MEMORY) before it is refused.
+MAX_HEADER_BYTES = 1 << 20
+MAX_HEADER_MEMORY = 32 << 20  # the "constant" of the reader's bound: peak <= 2x file + this
+MAX_NDIM = 64  # numpy's own limit
+MAX_TENSOR_BYTES = 1 << 62  # beyond any real file; keeps sizes within int64
 
 _DTYPES = {  # safetensors dtype -> numpy little-endian dtype
     "BOOL": np.dtype("bool"),
@@ -178,6 +192,22 @@ def codebook_sha256(codebook: np.ndarray, codebook_scale: np.ndarray | None = No
     return h.hexdigest()
 
 
+def tensors_sha256(tensors: dict[str, np.ndarray]) -> str:
+    """Hex SHA-256 of a network file's content (its manifest's `sha256`): for every tensor in
+    name order, the UTF-8 name, NUL, the safetensors dtype, NUL, the shape as comma-separated
+    decimals, NUL, then the raw C-order little-endian bytes. Any changed bit of any tensor,
+    name, dtype or shape changes it."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = np.asarray(tensors[name])
+        le = t.dtype.newbyteorder("<")
+        h.update(
+            f"{name}\0{_NAMES.get(le, str(t.dtype))}\0{','.join(map(str, t.shape))}\0".encode("utf-8", "surrogatepass")
+        )
+        h.update(np.ascontiguousarray(t, dtype=le).tobytes() if t.dtype != le or not t.flags.c_contiguous else t.data)
+    return h.hexdigest()
+
+
 # ----------------------------------------------------------------------------- writing
 def _save(path, tensors: dict[str, np.ndarray], manifest: dict) -> None:
     from safetensors.numpy import save
@@ -190,6 +220,12 @@ def _save(path, tensors: dict[str, np.ndarray], manifest: dict) -> None:
         {n: np.asarray(t, order="C") for n, t in tensors.items()},
         metadata={"vq4all": json.dumps(manifest, sort_keys=True)},
     )
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES:  # never write a file the reader would refuse
+        raise VQ4AllError(
+            f"{printable(path)}: the header of {header_len} bytes ({len(tensors)} tensors) exceeds the "
+            f"{MAX_HEADER_BYTES}-byte limit of vq4all files: compress fewer layers per file"
+        )
     atomic_write_bytes(path, data)
 
 
@@ -236,32 +272,93 @@ def save_network(path, art: NetworkArtifact) -> None:
         if name in tensors:
             raise VQ4AllError(f"{path}: tensor '{name}': an FP leftover has the name of a layer tensor")
         tensors[name] = np.asarray(value)
+    manifest["sha256"] = tensors_sha256(tensors)
     _check_network(path, manifest, tensors)
     _save(path, tensors, manifest)
 
 
 # ----------------------------------------------------------------------------- reading
+def _no_duplicates(pairs):
+    """json object_pairs_hook: a key given twice is refused (JSON parsers disagree on which copy
+    wins, so a second `__metadata__` or tensor entry could show different readers different files)."""
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key):
+        super().__init__(key)
+        self.key = key
+
+
+def _parse_json(path, text: bytes | str, what: str):
+    """json.loads with duplicate keys refused; every failure is one ArtifactError about `what`."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as e:
+        raise ArtifactError(path, None, f"{what} gives the key '{printable(e.key, 80)}' twice") from None
+    # ValueError: also integers past Python's digit limit; RecursionError: deeply nested arrays
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ArtifactError(
+            path, None, f"{what} is not valid JSON ({e.__class__.__name__}): not a safetensors file or corrupted"
+        ) from None
+
+
+def _shape_bytes(path, name, shape, itemsize: int) -> int:
+    """Bytes a tensor of `shape` needs, refused (one line, no giant number printed) past
+    MAX_TENSOR_BYTES: a product of header integers can have thousands of digits."""
+    nbytes = math.prod(shape) * itemsize
+    if nbytes > MAX_TENSOR_BYTES:
+        raise ArtifactError(
+            path, name, f"shape {printable(shape, 120)} needs more than {MAX_TENSOR_BYTES} bytes: corrupted or hostile"
+        )
+    return nbytes
+
+
 def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
     """Parse a safetensors file with every size checked against the file: (manifest, tensors).
-    Without `manifest_required`, a plain safetensors file (no vq4all manifest) gives {}."""
+    Without `manifest_required`, a plain safetensors file (no vq4all manifest) gives {}.
+
+    Order, so a hostile file costs little: the file's size, then the 8-byte header length
+    (<= MAX_HEADER_BYTES and within the file), then the JSON header and every entry's dtype,
+    shape and offsets (the entries must tile the data section exactly: no overlap, no gap, no
+    trailing bytes), and only then the data, read once into one buffer. Peak memory is the data
+    section plus the parsed header (bounded by MAX_HEADER_BYTES); callers that copy tensors out
+    add one more data section (`load_network`, `load_codebook`: <= 2x the file + a constant)."""
     path = Path(path)
     try:
         # only regular files: a FIFO, /dev/zero or a socket would block or never end
         if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
-            raise VQ4AllError(f"{path}: not a regular file (a device, pipe or socket): give an artifact file")
-        data = path.read_bytes()
+            raise VQ4AllError(
+                f"{printable(path)}: not a regular file (a device, pipe or socket): give an artifact file"
+            )
+        f = open(path, "rb")
     except FileNotFoundError:
-        raise VQ4AllError(f"{path}: no such file") from None
+        raise VQ4AllError(f"{printable(path)}: no such file") from None
     except IsADirectoryError:
-        raise VQ4AllError(f"{path}: is a folder, not an artifact file") from None
+        raise VQ4AllError(f"{printable(path)}: is a folder, not an artifact file") from None
     except OSError as e:
-        raise VQ4AllError(f"{path}: cannot read ({e.strerror})") from None
-    size = len(data)
+        raise VQ4AllError(f"{printable(path)}: cannot read ({e.strerror})") from None
+    with f:
+        try:
+            return _parse_open(path, f, manifest_required)
+        except OSError as e:
+            raise VQ4AllError(f"{printable(path)}: cannot read ({e.strerror})") from None
+
+
+def _parse_open(path, f, manifest_required: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    size = os.fstat(f.fileno()).st_size
     if size < 8:
         raise ArtifactError(
             path, None, f"truncated: {size} bytes, but a safetensors file starts with an 8-byte header length"
         )
-    (header_len,) = struct.unpack("<Q", data[:8])
+    (header_len,) = struct.unpack("<Q", f.read(8))
     if header_len > size - 8:
         raise ArtifactError(
             path,
@@ -270,13 +367,7 @@ def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, 
         )
     if header_len > MAX_HEADER_BYTES:
         raise ArtifactError(path, None, f"header of {header_len} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
-    try:
-        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
-    # ValueError: also integers past Python's digit limit; RecursionError: deeply nested arrays
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ArtifactError(
-            path, None, f"header is not valid JSON ({e.__class__.__name__}): not a safetensors file or corrupted"
-        ) from None
+    header = _parse_json(path, f.read(header_len), "header")
     if not isinstance(header, dict):
         raise ArtifactError(path, None, "header must be a JSON object")
     meta = header.pop("__metadata__", None)
@@ -286,73 +377,104 @@ def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, 
         raise ArtifactError(path, None, "no 'vq4all' manifest in the metadata: not a vq4all artifact")
     if not isinstance(meta["vq4all"], str):
         raise ArtifactError(path, None, "the 'vq4all' manifest must be a JSON string")
-    try:
-        manifest = json.loads(meta["vq4all"])
-    except (ValueError, RecursionError) as e:
-        raise ArtifactError(
-            path, None, f"the 'vq4all' manifest is not valid JSON ({getattr(e, 'msg', e.__class__.__name__)})"
-        ) from None
+    manifest = _parse_json(path, meta["vq4all"], "the 'vq4all' manifest")
     if not isinstance(manifest, dict):
         raise ArtifactError(path, None, "the 'vq4all' manifest must be a JSON object")
-    body = memoryview(data)[8 + header_len :]
-    tensors = {}
-    spans = []
+    body_len = size - 8 - header_len
+    entries = []
     for name, info in header.items():
         if not isinstance(info, dict):
             raise ArtifactError(path, name, "entry must be an object with dtype, shape and data_offsets")
         dtype = _DTYPES.get(info.get("dtype")) if isinstance(info.get("dtype"), str) else None
         if dtype is None:
-            raise ArtifactError(path, name, f"unknown dtype {info.get('dtype')!r}")
+            raise ArtifactError(path, name, f"unknown dtype {printable(repr(info.get('dtype')), 40)}")
         shape = info.get("shape")
         if not isinstance(shape, list) or not all(
             isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
         ):
-            raise ArtifactError(path, name, f"shape must be a list of non-negative integers, got {shape!r}")
+            raise ArtifactError(
+                path, name, f"shape must be a list of non-negative integers, got {printable(repr(shape), 120)}"
+            )
+        if len(shape) > MAX_NDIM:
+            raise ArtifactError(path, name, f"shape has {len(shape)} dimensions, at most {MAX_NDIM} are read")
         offsets = info.get("data_offsets")
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
             or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
         ):
-            raise ArtifactError(path, name, f"data_offsets must be [begin, end], got {offsets!r}")
+            raise ArtifactError(path, name, f"data_offsets must be [begin, end], got {printable(repr(offsets), 120)}")
         begin, end = offsets
-        if not 0 <= begin <= end <= len(body):
+        if not 0 <= begin <= end <= body_len:
             raise ArtifactError(
-                path, name, f"data_offsets {offsets} fall outside the {len(body)} data bytes (truncated file?)"
+                path,
+                name,
+                f"data_offsets {printable(offsets, 120)} fall outside the {body_len} data bytes (truncated file?)",
             )
-        nbytes = math.prod(shape) * dtype.itemsize
+        nbytes = _shape_bytes(path, name, shape, dtype.itemsize)
         if end - begin != nbytes:
             raise ArtifactError(
                 path, name, f"shape {shape} of {info['dtype']} needs {nbytes} bytes, data_offsets give {end - begin}"
             )
-        spans.append((begin, end, name))
+        entries.append((begin, end, name, dtype, shape))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    covered = 0  # the entries must tile the data section: [0, body_len) with no overlap or gap
+    for begin, end, name, _dtype, _shape in entries:
+        if begin < covered:
+            raise ArtifactError(path, name, "data overlaps another tensor's")
+        if begin > covered:
+            raise ArtifactError(path, name, f"{begin - covered} data bytes before it belong to no tensor")
+        covered = end
+    if covered != body_len:
+        raise ArtifactError(path, None, f"{body_len - covered} bytes after the last tensor belong to no tensor")
+    try:
+        body = bytearray(body_len)
+    except MemoryError:
+        raise VQ4AllError(
+            f"{printable(path)}: its {body_len} data bytes do not fit in memory: free memory or use a larger machine"
+        ) from None
+    if f.readinto(body) != body_len:
+        raise ArtifactError(path, None, "the file shrank while it was read")
+    tensors = {}
+    view = memoryview(body)
+    for begin, end, name, dtype, shape in entries:
         try:
-            tensors[name] = np.frombuffer(body[begin:end], dtype=dtype).reshape(shape)
+            t = np.frombuffer(view[begin:end], dtype=dtype).reshape(shape)
         except ValueError:  # an empty tensor passes the size check whatever its other dimensions
             raise ArtifactError(
-                path, name, f"shape {shape} cannot be held by numpy (too many or too large dimensions)"
+                path, name, f"shape {printable(shape, 120)} cannot be held by numpy (too many or too large dimensions)"
             ) from None
-    spans.sort()
-    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
-        if b1 < e0:
-            raise ArtifactError(path, n1, f"data overlaps tensor '{n0}'")
+        t.setflags(write=False)
+        tensors[name] = t
     return manifest, tensors
 
 
 def _check_common(path, manifest: dict, kind: str | None = None) -> None:
     if manifest.get("format") != FORMAT:
-        raise ArtifactError(path, None, f"manifest format is {manifest.get('format')!r}, expected {FORMAT!r}")
+        raise ArtifactError(
+            path, None, f"manifest format is {printable(repr(manifest.get('format')), 80)}, expected {FORMAT!r}"
+        )
+    if manifest.get("kind") not in ("codebook", "network"):
+        raise ArtifactError(
+            path, None, f"manifest kind {printable(repr(manifest.get('kind')), 80)} must be 'codebook' or 'network'"
+        )
+    if kind is not None and manifest["kind"] != kind:
+        raise ArtifactError(path, None, f"this is a {manifest['kind']} file, a {kind} file is needed here")
     version = manifest.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:  # JSON 1.0 and true also equal 1 in Python
+    readable = READ_VERSIONS[manifest["kind"]]
+    if type(version) is not int or version not in readable:  # JSON 1.0 and true also equal 1 in Python
+        if manifest["kind"] == "network" and type(version) is int and version == 1:
+            raise ArtifactError(
+                path,
+                None,
+                "format_version 1 network files carry no content hash: rebuild it with this vq4all (vq4all assign or compress)",
+            )
         raise ArtifactError(
             path,
             None,
-            f"unknown format_version {version!r}: this vq4all reads version {FORMAT_VERSION}; use a matching vq4all release",
+            f"unknown format_version {printable(repr(version), 80)}: this vq4all reads version "
+            f"{' or '.join(map(str, readable))} {manifest['kind']} files; use a matching vq4all release",
         )
-    if manifest.get("kind") not in ("codebook", "network"):
-        raise ArtifactError(path, None, f"manifest kind {manifest.get('kind')!r} must be 'codebook' or 'network'")
-    if kind is not None and manifest["kind"] != kind:
-        raise ArtifactError(path, None, f"this is a {manifest['kind']} file, a {kind} file is needed here")
 
 
 def _int_field(path, manifest, key, lo=None, hi=None, where=None) -> int:
@@ -422,6 +544,13 @@ def _check_codebook(path, manifest: dict, tensors: dict) -> None:
 def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | None = None) -> None:
     _check_common(path, manifest, "network")
     k = _check_k(path, manifest)
+    content = manifest.get("sha256")
+    if not isinstance(content, str) or not _HEX64.match(content):
+        raise ArtifactError(
+            path, None, f"manifest sha256 must be 64 lowercase hex digits, got {printable(repr(content), 80)}"
+        )
+    if tensors_sha256(tensors) != content:
+        raise ArtifactError(path, None, "the tensors' SHA-256 does not match the manifest's sha256 (corrupted file)")
     if not isinstance(manifest.get("network"), str) or not manifest["network"]:
         raise ArtifactError(path, None, "manifest field 'network' must be a non-empty string")
     sha = manifest.get("codebook_sha256")
@@ -460,7 +589,13 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
             or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
         ):
             raise ArtifactError(
-                path, f"{name}.codes", f"layer shape must be a list of positive integers, got {shape!r}"
+                path,
+                f"{name}.codes",
+                f"layer shape must be a list of positive integers, got {printable(repr(shape), 120)}",
+            )
+        if len(shape) > MAX_NDIM or math.prod(shape) > MAX_TENSOR_BYTES:
+            raise ArtifactError(
+                path, f"{name}.codes", f"layer shape {printable(shape, 120)} is larger than any tensor vq4all reads"
             )
         d = _int_field(path, layer, "d", MIN_D, MAX_D, where=f"{name}.codes")
         if codebook is not None and d != codebook.d:

@@ -287,10 +287,15 @@ def evaluate_artifact(net, art, codebook: Codebook) -> dict:
     """What `vq4all eval --artifact` prints: the task metric of the network the artifact
     rebuilds, bits per compressed weight, and the compression ratio without and with the
     codebook's bits (32 bits x every value represented / bits stored)."""
-    from .errors import VQ4AllError
+    from .errors import MAX_NAME_CHARS, VQ4AllError, printable
+    from .network import check_architecture
 
     if art.network != net.name:
-        raise VQ4AllError(f"the artifact holds network '{art.network}', not '{net.name}': pass --network {art.network}")
+        name = printable(art.network, MAX_NAME_CHARS)
+        raise VQ4AllError(f"the artifact holds network '{name}', not '{net.name}': pass --network {name}")
+    # every entry of the network must come from the artifact: a layer missing from the file must
+    # not be filled in silently with the zoo's own FP weights
+    check_architecture(net.model, art)
     result = task_metric(net, artifact_weights(art, codebook))
     return {"network": net.name, **result, "fp_value": net.fp_value, **artifact_report(art, codebook)}
 

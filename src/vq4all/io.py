@@ -7,7 +7,9 @@ Every file vq4all writes (artifacts, ROM files, checkpoints, tables, plots) goes
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
+import threading
 from pathlib import Path
 
 from .errors import VQ4AllError
@@ -18,8 +20,13 @@ def atomic_write_bytes(path, data: bytes) -> None:
     a mix: temp file in the same folder, flush + fsync, rename over, fsync the folder.
 
     The temporary file is named `.<name>.<random>.tmp`: a killed writer may leave one behind,
-    but it never carries the target's name, so no reader mistakes it for the target."""
+    but it never carries the target's name, so no reader mistakes it for the target. The new
+    file gets the replaced file's mode, or 0666 minus the umask; a symlink `path` is written
+    through (the link is kept and its target replaced)."""
     path = Path(path)
+    if path.is_symlink():
+        # write through the link (what `cp` and editors do): the link stays, its target changes
+        path = Path(os.path.realpath(path))
     check_writable(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
@@ -27,6 +34,13 @@ def atomic_write_bytes(path, data: bytes) -> None:
     except OSError as e:
         raise VQ4AllError(f"{path}: cannot write in {folder} ({e.strerror}): choose a writable path") from None
     try:
+        # mkstemp creates 0600; give the file the mode a plain open() would: the old file's mode
+        # when it is replaced, else 0666 minus the umask
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except OSError:
+            mode = 0o666 & ~_umask()
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -46,6 +60,17 @@ def atomic_write_bytes(path, data: bytes) -> None:
             os.close(dir_fd)
     except OSError:
         pass  # some filesystems refuse fsync on folders; the rename itself is still atomic
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it; the lock keeps threads from racing)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 def save_figure(fig, path, **kwargs) -> None:

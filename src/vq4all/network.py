@@ -20,10 +20,11 @@ import copy
 import difflib
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from .errors import VQ4AllError, printable
+from .errors import MAX_NAME_CHARS, VQ4AllError, printable
 from .rules import DISTILL_LOSSES
 
 _WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
@@ -117,27 +118,69 @@ def check_finite(model: nn.Module, keys) -> None:
 def check_architecture(model: nn.Module, art) -> None:
     """VQ4AllError naming the first state-dict entry where `model` and `art` differ (a missing
     entry on either side, or a shape), with both shapes: the model must have the artifact's
-    architecture. Compressed layers are compared by their original weight shape."""
+    architecture. Compressed layers are compared by their original weight shape.
+
+    FP leftovers are also checked against the entry they replace: the same kind of number
+    (float, integer or bool: a float tensor relabelled I32 is refused) and every value
+    representable in the model's dtype (an F64 1e300 would become inf in a float32 model)."""
+
+    def name(text) -> str:
+        return printable(text, MAX_NAME_CHARS)
+
     state = model.state_dict()
+    network = name(art.network)
     held = {layer.param: tuple(layer.shape) for layer in art.layers}
     held.update({key: tuple(value.shape) for key, value in art.leftovers.items()})
     for key, tensor in state.items():
         if key not in held:
             raise VQ4AllError(
-                f"the model does not match the artifact of '{art.network}': the model has '{key}' "
+                f"the model does not match the artifact of '{network}': the model has '{key}' "
                 f"{list(tensor.shape)}, the artifact has no such entry"
             )
         if tuple(tensor.shape) != held[key]:
             raise VQ4AllError(
-                f"the model does not match the artifact of '{art.network}': layer '{key}' is "
-                f"{list(held[key])} in the artifact, {list(tensor.shape)} in the model"
+                f"the model does not match the artifact of '{network}': layer '{key}' is "
+                f"{printable(list(held[key]), 120)} in the artifact, {list(tensor.shape)} in the model"
             )
     for key, shape in held.items():
         if key not in state:
             raise VQ4AllError(
-                f"the model does not match the artifact of '{art.network}': the artifact has '{key}' "
-                f"{list(shape)}, the model has no such entry"
+                f"the model does not match the artifact of '{network}': the artifact has '{name(key)}' "
+                f"{printable(list(shape), 120)}, the model has no such entry"
             )
+    for key, value in art.leftovers.items():
+        check_leftover(key, np.asarray(value), state[key], network)
+
+
+def _number_kind(dtype) -> str:
+    return "bool" if dtype.kind == "b" else "float" if dtype.kind in "fc" else "integer"
+
+
+def check_leftover(key: str, value: np.ndarray, entry: torch.Tensor, network: str) -> None:
+    """VQ4AllError if an artifact's FP leftover `value` cannot stand for the model's state-dict
+    `entry`: another kind of number, or a value outside the entry dtype's range."""
+    target = torch.empty((), dtype=entry.dtype).numpy().dtype if entry.dtype != torch.bfloat16 else np.dtype("f4")
+    if _number_kind(value.dtype) != _number_kind(target):
+        raise VQ4AllError(
+            f"the artifact of '{network}' stores '{key}' as {value.dtype} ({_number_kind(value.dtype)}), "
+            f"the model's entry is {entry.dtype} ({_number_kind(target)}): the file is damaged or not of this model"
+        )
+    if value.size == 0:
+        return
+    if target.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            ok = np.isfinite(value.astype(target)).all()
+        lo, hi = np.finfo(target).min, np.finfo(target).max
+    elif target.kind in "iu":
+        lo, hi = np.iinfo(target).min, np.iinfo(target).max
+        ok = int(value.min()) >= lo and int(value.max()) <= hi
+    else:
+        return
+    if not ok:
+        raise VQ4AllError(
+            f"the artifact of '{network}' holds values in '{key}' outside the model's {entry.dtype} "
+            f"range [{lo:.6g}, {hi:.6g}]: the file is damaged or not of this model"
+        )
 
 
 class Network:

@@ -144,12 +144,40 @@ def _with_manifest(data: bytes, change) -> bytes:
     return join(header, body)
 
 
+def content_sha256(header: dict, body: bytes) -> str:
+    """A network file's content hash computed from the raw header and bytes (independently of
+    vq4all's `tensors_sha256`): per tensor in name order, name NUL dtype NUL shape NUL bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in _tensor_names(header):
+        info = header[name]
+        begin, end = info["data_offsets"]
+        shape = ",".join(str(s) for s in info["shape"])
+        h.update(f"{name}\0{info['dtype']}\0{shape}\0".encode("utf-8", "surrogatepass"))
+        h.update(body[begin:end])
+    return h.hexdigest()
+
+
+def rehash(data: bytes) -> bytes:
+    """`data` with a network manifest's content hash recomputed, as a hostile writer would do:
+    the damage must then be caught by its own rule, not by the hash."""
+    header, body = split(data)
+    manifest = json.loads(header["__metadata__"]["vq4all"])
+    if manifest.get("kind") != "network":
+        return data
+    manifest["sha256"] = content_sha256(header, body)
+    header["__metadata__"]["vq4all"] = json.dumps(manifest)
+    return join(header, body)
+
+
 def _poke(data: bytes, name: str, index: int, raw: bytes) -> bytes:
-    """Overwrite element `index` of tensor `name` with `raw` bytes (the same item size)."""
+    """Overwrite element `index` of tensor `name` with `raw` bytes (the same item size); a
+    network's content hash is recomputed so the value rule is what catches it."""
     header, body = split(data)
     begin = header[name]["data_offsets"][0] + index * len(raw)
     body = body[:begin] + raw + body[begin + len(raw) :]
-    return join(header, body)
+    return rehash(join(header, body))
 
 
 def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
