@@ -163,7 +163,7 @@ def test_data_larger_than_memory_is_one_clear_error(tmp_path):
         from vq4all import artifact
         from vq4all.errors import VQ4AllError
         try:
-            artifact.load({str(path)!r})
+            artifact.read_safetensors({str(path)!r})
         except VQ4AllError as e:
             print(e)
             sys.exit(3)

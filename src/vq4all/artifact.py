@@ -321,7 +321,9 @@ def _shape_bytes(path, name, shape, itemsize: int) -> int:
     return nbytes
 
 
-def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+def _read_raw(
+    path, *, manifest_required: bool = True, writable: bool = False, data: bool = True
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Parse a safetensors file with every size checked against the file: (manifest, tensors).
     Without `manifest_required`, a plain safetensors file (no vq4all manifest) gives {}.
 
@@ -329,8 +331,9 @@ def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, 
     (<= MAX_HEADER_BYTES and within the file), then the JSON header and every entry's dtype,
     shape and offsets (the entries must tile the data section exactly: no overlap, no gap, no
     trailing bytes), and only then the data, read once into one buffer. Peak memory is the data
-    section plus the parsed header (bounded by MAX_HEADER_BYTES); callers that copy tensors out
-    add one more data section (`load_network`, `load_codebook`: <= 2x the file + a constant)."""
+    section plus the parsed header (bounded by MAX_HEADER_BYTES). The tensors are views of one
+    private buffer: read-only, or with `writable` handed out as they are (no copy: nothing else
+    holds the buffer), so `load_network` peaks at ~1.5x the file (+ the checks' temporaries)."""
     path = Path(path)
     try:
         # only regular files: a FIFO, /dev/zero or a socket would block or never end
@@ -347,12 +350,12 @@ def _read_raw(path, *, manifest_required: bool = True) -> tuple[dict, dict[str, 
         raise VQ4AllError(f"{printable(path)}: cannot read ({e.strerror})") from None
     with f:
         try:
-            return _parse_open(path, f, manifest_required)
+            return _parse_open(path, f, manifest_required, writable, data)
         except OSError as e:
             raise VQ4AllError(f"{printable(path)}: cannot read ({e.strerror})") from None
 
 
-def _parse_open(path, f, manifest_required: bool) -> tuple[dict, dict[str, np.ndarray]]:
+def _parse_open(path, f, manifest_required: bool, writable: bool, data: bool) -> tuple[dict, dict[str, np.ndarray]]:
     size = os.fstat(f.fileno()).st_size
     if size < 8:
         raise ArtifactError(
@@ -427,6 +430,8 @@ def _parse_open(path, f, manifest_required: bool) -> tuple[dict, dict[str, np.nd
         covered = end
     if covered != body_len:
         raise ArtifactError(path, None, f"{body_len - covered} bytes after the last tensor belong to no tensor")
+    if not data:  # the manifest alone: the data is never read
+        return manifest, {}
     try:
         body = bytearray(body_len)
     except MemoryError:
@@ -444,7 +449,8 @@ def _parse_open(path, f, manifest_required: bool) -> tuple[dict, dict[str, np.nd
             raise ArtifactError(
                 path, name, f"shape {printable(shape, 120)} cannot be held by numpy (too many or too large dimensions)"
             ) from None
-        t.setflags(write=False)
+        if not writable:
+            t.setflags(write=False)
         tensors[name] = t
     return manifest, tensors
 
@@ -664,8 +670,9 @@ def read_safetensors(path) -> dict[str, np.ndarray]:
 
 
 def read_manifest(path) -> dict:
-    """The manifest of any vq4all file, after the header checks (not the full validation)."""
-    manifest, _ = _read_raw(path)
+    """The manifest of any vq4all file, after the header checks (not the full validation); the
+    data section is not read."""
+    manifest, _ = _read_raw(path, data=False)
     _check_common(path, manifest)
     return manifest
 
@@ -680,7 +687,7 @@ def load_codebook(path) -> Codebook:
 
 def load_network(path, codebook: Codebook | None = None) -> NetworkArtifact:
     """Read and fully validate a network file; with `codebook`, also check it was built on it."""
-    manifest, tensors = _read_raw(path)
+    manifest, tensors = _read_raw(path, writable=True)  # views of a private buffer: no copies
     _check_network(path, manifest, tensors, codebook)
     layers = [
         LayerCodes(
@@ -689,13 +696,13 @@ def load_network(path, codebook: Codebook | None = None) -> NetworkArtifact:
             d=e["d"],
             pad=e["pad"],
             scale_granularity=e["scale_granularity"],
-            codes=tensors[f"{e['name']}.codes"].copy(),
-            scales=tensors[f"{e['name']}.scales"].copy(),
+            codes=tensors[f"{e['name']}.codes"],
+            scales=tensors[f"{e['name']}.scales"],
         )
         for e in manifest["layers"]
     ]
     claimed = {f"{layer.name}.{s}" for layer in layers for s in ("codes", "scales")}
-    leftovers = {n: t.copy() for n, t in tensors.items() if n not in claimed}
+    leftovers = {n: t for n, t in tensors.items() if n not in claimed}
     return NetworkArtifact(
         manifest["network"], manifest["codebook_sha256"], manifest["k"], layers, leftovers, manifest.get("config", {})
     )
