@@ -188,6 +188,16 @@ def test_json_amplification_is_bounded(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak <= 2 * path.stat().st_size + artifact.MAX_HEADER_MEMORY, peak
+    # the same inside the manifest string, which is parsed a second time
+    inner = json.dumps({"x": [{}] * ((artifact.MAX_HEADER_BYTES - 64) // 4)})
+    h = json.dumps({"__metadata__": {"vq4all": inner}}).encode()
+    path.write_bytes(struct.pack("<Q", len(h)) + h)
+    tracemalloc.start()
+    with pytest.raises(ArtifactError, match="too dense"):
+        artifact.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= 2 * path.stat().st_size + artifact.MAX_HEADER_MEMORY, peak
     # the 14.8 MB header of the attack is refused before it is parsed
     big = tmp_path / "big_header.safetensors"
     h = b'{"a":[' + b",".join([b"{}"] * 5_000_000) + b"]}"
@@ -210,6 +220,14 @@ def test_real_network_loads_within_twice_its_size(real):
 
 
 # ----------------------------------------------------------------------------- 10: layout rules
+def test_config_must_be_an_object(real, tmp_path):
+    _, net = real
+    path = tmp_path / "config.safetensors"
+    path.write_bytes(edit_manifest(net.read_bytes(), lambda m: m.update(config=7)))
+    with pytest.raises(ArtifactError, match="'config' must be a JSON object"):
+        artifact.load(path)
+
+
 def test_trailing_bytes_gaps_and_duplicate_keys_are_refused(real, tmp_path):
     cb, net = real
     data = cb.read_bytes()

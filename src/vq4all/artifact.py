@@ -53,10 +53,12 @@ FORMAT = "vq4all"
 FORMAT_VERSION = 2  # 2: network files carry `sha256`, a content hash over their tensors
 READ_VERSIONS = {"codebook": (1, 2), "network": (2,)}  # a codebook's layout is the same in 1 and 2
 # Real headers take ~40 bytes per JSON object or list (EfficientNet-Lite0's: 45 KB), so 1 MiB
-# holds thousands of tensors. The bound is also the memory bound: Python's parsed JSON takes up
-# to ~25x its text, so a hostile header costs at most ~26 MiB (MAX_HEADER_MEMORY) before it is refused.
+# holds thousands of tensors. The bound is also the memory bound: with the density rule of
+# _parse_json, Python's parsed JSON takes at most ~13x its text, so a hostile header costs
+# at most ~20 MiB before it is refused (MAX_HEADER_MEMORY, with margin).
 MAX_HEADER_BYTES = 1 << 20
 MAX_HEADER_MEMORY = 32 << 20  # the "constant" of the reader's bound: peak <= 2x file + this
+DENSE_ABOVE = 64 << 10  # headers longer than this must not be mostly brackets (see _parse_json)
 MAX_NDIM = 64  # numpy's own limit
 MAX_TENSOR_BYTES = 1 << 62  # beyond any real file; keeps sizes within int64
 
@@ -296,7 +298,20 @@ class _DuplicateKey(ValueError):
 
 
 def _parse_json(path, text: bytes | str, what: str):
-    """json.loads with duplicate keys refused; every failure is one ArtifactError about `what`."""
+    """json.loads with duplicate keys refused; every failure is one ArtifactError about `what`.
+
+    Text of more than DENSE_ABOVE characters must average >= 8 per JSON object or list (real
+    headers average ~40): an empty `{}` costs Python ~90 bytes, so this keeps the parsed header
+    within ~13x its text (MAX_HEADER_MEMORY)."""
+    if len(text) > DENSE_ABOVE:
+        brackets = text.count(b"{" if isinstance(text, bytes) else "{")
+        brackets += text.count(b"[" if isinstance(text, bytes) else "[")
+        if brackets * 8 > len(text):
+            raise ArtifactError(
+                path,
+                None,
+                f"{what} is too dense ({brackets} objects and lists in {len(text)} characters): not a vq4all file",
+            )
     try:
         if isinstance(text, bytes):
             text = text.decode("utf-8")
@@ -510,6 +525,8 @@ def _check_finite(path, name, t: np.ndarray) -> None:
 def _check_codebook(path, manifest: dict, tensors: dict) -> None:
     _check_common(path, manifest, "codebook")
     k = _check_k(path, manifest)
+    if not isinstance(manifest.get("config", {}), dict):
+        raise ArtifactError(path, None, "manifest field 'config' must be a JSON object")
     d = _int_field(path, manifest, "d", MIN_D, MAX_D)
     dtype = manifest.get("dtype")
     if dtype not in CODEBOOK_DTYPES:
@@ -557,6 +574,8 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
         )
     if tensors_sha256(tensors) != content:
         raise ArtifactError(path, None, "the tensors' SHA-256 does not match the manifest's sha256 (corrupted file)")
+    if not isinstance(manifest.get("config", {}), dict):
+        raise ArtifactError(path, None, "manifest field 'config' must be a JSON object")
     if not isinstance(manifest.get("network"), str) or not manifest["network"]:
         raise ArtifactError(path, None, "manifest field 'network' must be a non-empty string")
     sha = manifest.get("codebook_sha256")

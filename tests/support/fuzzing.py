@@ -180,6 +180,126 @@ def _poke(data: bytes, name: str, index: int, raw: bytes) -> bytes:
     return rehash(join(header, body))
 
 
+# ----------------------------------------------------------------------------- the attack's classes
+# Strings a hostile file may use as a name: line breaks, terminal escapes, NUL, a lone surrogate
+# (legal in JSON), a right-to-left override, DEL, and 100,000 characters.
+HOSTILE_NAMES = (
+    "a\nb",
+    "\x1b[2J\x1b[Hclear",
+    "nul\x00byte",
+    "lone\ud800surrogate",
+    "\u202eevil",
+    "\r\rcarriage",
+    "del\x7f",
+    "x" * 100_000,
+    "\u00e9\u6f22\u5b57 ok",
+)
+
+# New kinds: damage a reader must catch in the file itself (EXTRA_FILE_KINDS), and lies a file
+# can tell that only the network it claims to rebuild can expose (MODEL_KINDS: the file is
+# self-consistent, its content hash recomputed; `eval` must refuse it).
+EXTRA_FILE_KINDS = ("huge_int_shape", "json_amplification", "unicode_names")
+MODEL_KINDS = ("leftover_dtype_lie", "missing_layers", "unicode_names")
+_SAME_SIZE_LIES = {"F32": ("I32", "U32"), "F16": ("I16", "U16", "BF16"), "F64": ("I64", "U64"), "I64": ("F64", "U64")}
+
+
+def _manifest(header: dict) -> dict:
+    return json.loads(header["__metadata__"]["vq4all"])
+
+
+def _set_manifest(header: dict, manifest: dict) -> None:
+    header["__metadata__"]["vq4all"] = json.dumps(manifest)
+
+
+def _rename_tensor(header: dict, old: str, new: str) -> None:
+    header[new] = header.pop(old)
+
+
+def mutate_extra(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
+    """One copy of a valid file `data` damaged in one of EXTRA_FILE_KINDS or MODEL_KINDS."""
+    header, body = split(data)
+    names = _tensor_names(header)
+    manifest = _manifest(header)
+    network = manifest.get("kind") == "network"
+    huge = 10 ** int(rng.integers(2000, 4300))
+    if kind == "huge_int_shape":
+        choice = int(rng.integers(0, 3))
+        if choice == 0 and network:  # a manifest layer whose dimensions multiply past 4,300 digits
+            layer = manifest["layers"][int(rng.integers(len(manifest["layers"])))]
+            layer["shape"] = [huge] * int(rng.integers(2, 5))
+            _set_manifest(header, manifest)
+            return join(header, body)
+        name = names[int(rng.integers(len(names)))]
+        if choice == 1:  # a tensor of huge dimensions, empty data (0 in front) or none at all
+            header[name]["shape"] = [0, huge, huge]
+        else:
+            header[name]["shape"] = [huge, huge]
+        return rehash(join(header, body))
+    if kind == "json_amplification":
+        from vq4all.artifact import MAX_HEADER_BYTES
+
+        unit = [b"{}", b"[]", b'"%02x"', b"1.5", b"[[[]]]"][int(rng.integers(0, 5))]
+        target = int(MAX_HEADER_BYTES * rng.choice([0.5, 0.99, 1.5, 14]))
+        count = max(1, target // (len(unit) + 1))
+        items = unit % 7 if b"%" in unit else unit
+        h = b'{"a":[' + b",".join([items] * count) + b"]}"
+        if rng.random() < 0.5:  # the dense part inside the manifest string, parsed a second time
+            inner = json.dumps({"x": [{}] * (target // 4)})
+            h = json.dumps({"__metadata__": {"vq4all": inner}}).encode()
+        return struct.pack("<Q", len(h)) + h + body
+    if kind == "unicode_names":
+        bad = HOSTILE_NAMES[int(rng.integers(len(HOSTILE_NAMES)))]
+        choice = int(rng.integers(0, 3))
+        if network and choice == 0:
+            manifest["network"] = bad
+        elif network and choice == 1:
+            layer = manifest["layers"][int(rng.integers(len(manifest["layers"])))]
+            for suffix in ("codes", "scales"):
+                _rename_tensor(header, f"{layer['name']}.{suffix}", f"{bad}.{suffix}")
+            layer["name"], layer["param"] = bad, f"{bad}.weight"
+        else:
+            _rename_tensor(header, names[int(rng.integers(len(names)))], bad)
+        _set_manifest(header, manifest)
+        return rehash(join(header, body))
+    if kind == "leftover_dtype_lie":
+        claimed = {f"{layer['name']}.{s}" for layer in manifest.get("layers", []) for s in ("codes", "scales")}
+        liars = [n for n in names if n not in claimed and header[n]["dtype"] in _SAME_SIZE_LIES]
+        if not liars:
+            return data
+        name = liars[int(rng.integers(len(liars)))]
+        options = _SAME_SIZE_LIES[header[name]["dtype"]]
+        header[name]["dtype"] = options[int(rng.integers(len(options)))]
+        return rehash(join(header, body))
+    if kind == "missing_layers":
+        layers = manifest["layers"]
+        drop = sorted(rng.choice(len(layers), int(rng.integers(1, len(layers) + 1)), replace=False).tolist())
+        kept_body, offset, out = [], 0, {"__metadata__": header["__metadata__"]}
+        gone = {f"{layers[i]['name']}.{s}" for i in drop for s in ("codes", "scales")}
+        for name in sorted(names, key=lambda n: header[n]["data_offsets"][0]):
+            if name in gone:
+                continue
+            begin, end = header[name]["data_offsets"]
+            out[name] = {**header[name], "data_offsets": [offset, offset + end - begin]}
+            kept_body.append(body[begin:end])
+            offset += end - begin
+        manifest["layers"] = [layer for i, layer in enumerate(layers) if i not in drop]
+        _set_manifest(out, manifest)
+        return rehash(join(out, b"".join(kept_body)))
+    raise ValueError(f"unknown mutation kind {kind!r}")
+
+
+def sparse_huge(data: bytes, rng: np.random.Generator, path) -> None:
+    """Write a damaged copy of `data` to `path` as a sparse file of 1-4 GiB (nothing is stored on
+    disk but the first bytes): trailing zeros, or a header length claiming most of the file."""
+    size = int(rng.integers(1, 5)) << 30
+    with open(path, "wb") as f:
+        if rng.random() < 0.5:
+            f.write(data)  # valid prefix, then gigabytes that belong to no tensor
+        else:
+            f.write(struct.pack("<Q", size - 8 - int(rng.integers(0, 64))) + data[8:])
+        f.truncate(size)
+
+
 def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
     """One damaged copy of a valid file `data` (see KINDS)."""
     header, body = split(data)
