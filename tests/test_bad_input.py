@@ -16,11 +16,11 @@ from vq4all.errors import VQ4AllError
 from vq4all.hard import hard_assign
 
 
-def error_line(capsys, argv, *words):
+def error_line(capsys, argv, *words, prefix="vq4all: error: "):
     status = main(argv)
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
-    assert status == 2 and len(lines) == 1 and lines[0].startswith("vq4all: error: "), err
+    assert status == 2 and len(lines) == 1 and lines[0].startswith(prefix), err
     for word in words:
         assert word in lines[0], lines[0]
     return lines[0]
@@ -159,18 +159,22 @@ def test_missing_and_unwritable_paths(capsys, files, tmp_path):
 
 
 def test_bad_numbers_say_what_to_change(capsys, tmp_path):
+    """A bad number is a usage error of its flag (argparse, one line, the allowed range)."""
+    build = "vq4all codebook build: error: "
     error_line(
         capsys,
         ["codebook", "build", "--networks", "digits_cnn", "--d", "0", "--out", str(tmp_path / "x")],
-        "d=0",
-        "between 1 and 64",
+        "--d 0: must be an integer in 1..64",
+        "(see vq4all codebook build --help)",
+        prefix=build,
     )
     error_line(
         capsys,
         ["codebook", "build", "--networks", "digits_cnn", "--k", "1000", "--out", str(tmp_path / "x")],
-        "power of two",
-        "e.g. --k",
+        "--k 1000: must be a power of two in 2..65536",
+        prefix=build,
     )
+    assert not (tmp_path / "x").exists()
 
 
 def test_debug_shows_the_traceback(files, tmp_path):
@@ -277,7 +281,12 @@ def test_bad_block_flags_fail_before_training(capsys, files, tmp_path):
         "did you mean",
     )
     error_line(capsys, [*base, "--out", out, "--blocks", "conv1,,fc1"], "--blocks", "empty name")
-    error_line(capsys, [*base, "--out", out, "--block-steps", "0"], "block_steps=0 must be >= 1")
+    error_line(
+        capsys,
+        [*base, "--out", out, "--block-steps", "0"],
+        "--block-steps 0: must be an integer in 1..1000000",
+        prefix="vq4all compress: error: ",
+    )
     error_line(
         capsys,
         [*base, "--out", out, "--mode", "blockwise", "--calibration-count", "8"],

@@ -16,10 +16,10 @@ def run(*args, check=True):
     return proc
 
 
-def assert_one_line_error(proc, *words):
+def assert_one_line_error(proc, *words, prefix="vq4all: error:"):
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("vq4all: error:"), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith(prefix), proc.stderr
     assert "Traceback" not in proc.stderr
     for word in words:
         assert word in lines[0], lines[0]
@@ -83,7 +83,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, built):
     )
     assert_one_line_error(
         run("codebook", "build", "--networks", "digits_cnn", "--k", "1000", "--out", str(tmp_path / "x"), check=False),
-        "power of two",
+        "--k 1000: must be a power of two in 2..65536",
+        prefix="vq4all codebook build: error:",
     )
     assert_one_line_error(
         run(

@@ -77,11 +77,11 @@ def test_sim_user_mistakes(files, tmp_path):
     cb, art = str(files / "cb.safetensors"), str(files / "toy.safetensors")
     cases = [
         (["--codebook", str(tmp_path / "none.safetensors")], "no such file"),
-        (["--codebook", cb, "--lanes", "3"], "lanes=3"),
+        (["--codebook", cb, "--lanes", "3"], "--lanes 3: must be a power of two in 1..16"),
         (["--codebook", cb, "--simulator", "modelsim"], "unknown simulator 'modelsim'"),
         (["--codebook", cb, "--artifact", art, "--layer", "tail"], "unknown layer 'tail'"),
         (["--codebook", cb, "--artifact", art], "--layer"),
-        (["--codebook", cb, "--backpressure", "1.5"], "backpressure"),
+        (["--codebook", cb, "--backpressure", "1.5"], "--backpressure 1.5: must be a number in [0, 1)"),
         (["--codebook", art], "codebook file is needed"),
     ]
     for args, words in cases:

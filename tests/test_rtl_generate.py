@@ -64,14 +64,16 @@ def test_cli_generate_and_its_errors(codebook_file, tmp_path):
     assert "requant=True" in head and "scales__payload" in head and "scales__ready" in head
     cases = [
         (["--codebook", str(tmp_path / "none.safetensors")], "no such file"),
-        (["--codebook", str(path), "--lanes", "3"], "lanes=3"),
-        (["--codebook", str(path), "--acc-bits", "70"], "acc_bits=70"),
+        (["--codebook", str(path), "--lanes", "3"], "--lanes 3: must be a power of two in 1..16"),
+        (["--codebook", str(path), "--acc-bits", "70"], "--acc-bits 70: must be an integer in 16..64"),
     ]
     for args, words in cases:
         proc = run_cli("rtl", "generate", *args, "--out-dir", str(tmp_path / "bad"))
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("vq4all: error:") and words in lines[0], proc.stderr
+        # a bad file is the command's error, a bad flag value the parser's ("vq4all rtl generate: error:")
+        assert len(lines) == 1 and lines[0].startswith("vq4all") and "error:" in lines[0], proc.stderr
+        assert words in lines[0], proc.stderr
     # a codebook file whose k is not a power of two is refused by the artifact reader
     bad = tmp_path / "k3.safetensors"
     raw = path.read_bytes()

@@ -15,9 +15,17 @@ import sys
 import time
 
 from . import rules
-from .config import CodebookConfig, CompressConfig
-from .errors import VQ4AllError, printable
-from .hw.rtl.config import EngineConfig
+from .cliargs import ArgumentParser, bandwidth, float_in, int_in, power_of_two
+from .config import CODEBOOK_INT_RANGES, COMPRESS_INT_RANGES, CodebookConfig, CompressConfig
+from .errors import MAX_NAME_CHARS, VQ4AllError, printable
+from .hw.rtl.config import ACT_BITS, MAX_LANES, EngineConfig
+
+MAX_M = 1 << 20  # EngineConfig's bound on max_m (sub-vectors per row the activation buffer holds)
+
+
+def _name(text) -> str:
+    """A name from a file or a flag, safe in a one-line message: escaped and shortened."""
+    return printable(text, MAX_NAME_CHARS)
 
 
 def _emit(args, obj: dict, text: str) -> None:
@@ -49,7 +57,7 @@ def cmd_codebook_build(args) -> int:
     names = tuple(n.strip() for n in args.networks.split(",") if n.strip()) if args.networks else ()
     for name in names:
         if name not in zoo.NAMES:
-            raise VQ4AllError(f"unknown network '{name}' in --networks: choose from {', '.join(zoo.NAMES)}")
+            raise VQ4AllError(f"unknown network '{_name(name)}' in --networks: choose from {', '.join(zoo.NAMES)}")
     given = {
         "k": args.k,
         "d": args.d,
@@ -80,7 +88,7 @@ def cmd_codebook_build(args) -> int:
     _emit(
         args,
         info,
-        f"wrote {args.out}: k={cb.k} d={cb.d} {cb.dtype} from {len(names)} networks "
+        f"wrote {printable(args.out)}: k={cb.k} d={cb.d} {cb.dtype} from {len(names)} networks "
         f"(h={info['bandwidth_h']:.4f}, {seconds:.1f} s)  sha256={cb.sha256}",
     )
     return 0
@@ -101,6 +109,8 @@ def _network(args, *, calibration: bool):
         for flag in ("weights", "calibration", "name", "loss"):
             if getattr(args, flag, None) is not None:
                 raise VQ4AllError(f"--{flag} goes with --model: a zoo network brings its own")
+        if args.network not in zoo.NAMES:
+            raise VQ4AllError(f"unknown network '{_name(args.network)}': choose one of {', '.join(zoo.NAMES)}")
         return zoo.load(args.network)
     from .network import Network
     from .usermodel import load_calibration, load_model
@@ -134,7 +144,7 @@ def cmd_assign(args) -> int:
     _emit(
         args,
         info,
-        f"wrote {args.out}: {net.name}, {len(art.layers)} layers, "
+        f"wrote {printable(args.out)}: {_name(net.name)}, {len(art.layers)} layers, "
         f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x"
         + _left_fp_text(left_fp),
     )
@@ -144,7 +154,7 @@ def cmd_assign(args) -> int:
 def _left_fp_text(left_fp: dict) -> str:
     if not left_fp:
         return ""
-    names = ", ".join(list(left_fp)[:5]) + (" ..." if len(left_fp) > 5 else "")
+    names = ", ".join(_name(name) for name in list(left_fp)[:5]) + (" ..." if len(left_fp) > 5 else "")
     return f"; left FP (rows shorter than d): {names}"
 
 
@@ -155,7 +165,7 @@ def _block_list(text: str | None) -> tuple[str, ...] | None:
         return None
     names = tuple(part.strip() for part in text.split(","))
     if not all(names):
-        raise VQ4AllError(f"--blocks {printable(text, 120)!r} has an empty name: give module names separated by commas")
+        raise VQ4AllError(f"--blocks '{printable(text, 120)}' has an empty name: give module names separated by commas")
     return names
 
 
@@ -193,10 +203,18 @@ def cmd_compress(args) -> int:
     rank = torch.distributed.get_rank() if distributed else 0
     check_writable(args.out)
     checkpoint = Path(args.checkpoint or f"{args.out}.ckpt")
-    check_not_input(args.out, args.codebook, args.weights, args.calibration, checkpoint)
+    check_not_input(args.out, args.codebook, args.weights, args.calibration)
+    try:
+        check_not_input(checkpoint, args.out)
+    except VQ4AllError:
+        raise VQ4AllError(
+            f"--checkpoint {printable(checkpoint)} is the --out file: give the checkpoint another path"
+        ) from None
+    # the checkpoint is written every --checkpoint-every steps, and the default one is deleted at
+    # the end even when none was written: never one of the inputs
+    check_not_input(checkpoint, args.codebook, args.weights, args.calibration, flag="--checkpoint")
     if config.checkpoint_every:
         check_writable(checkpoint)
-        check_not_input(checkpoint, args.codebook, args.weights, args.calibration, flag="--checkpoint")
     codebook = load_codebook(args.codebook)
     net = _network(args, calibration=True)
     result = compress(
@@ -221,7 +239,7 @@ def cmd_compress(args) -> int:
     _emit(
         args,
         info,
-        f"wrote {args.out}: {net.name} in "
+        f"wrote {printable(args.out)}: {_name(net.name)} in "
         + (f"{len(info['blocks'])} blocks ({info['block_steps']} steps) and " if info["blocks"] else "")
         + f"{info['steps']} end-to-end steps ({info['seconds']:.0f} s), "
         f"{info['frozen_by_pnc']} sub-vectors frozen by PNC, {info['forced']} forced (finish {config.finish}); "
@@ -246,7 +264,7 @@ def cmd_eval(args) -> int:
         _emit(
             args,
             info,
-            f"{info['network']} ({info['method']}) vs its FP model on {info['inputs']} inputs: "
+            f"{_name(info['network'])} ({info['method']}) vs its FP model on {info['inputs']} inputs: "
             f"output cosine {info['cosine']:.4f}, relative MSE {info['relative_mse']:.4f}, "
             f"SQNR {info['sqnr_db']:.1f} dB{top1}; {info['bits_per_weight']:.3f} bits/weight, "
             f"compression {info['compression_ratio']:.2f}x",
@@ -266,7 +284,7 @@ def cmd_eval(args) -> int:
     _emit(
         args,
         info,
-        f"{info['network']} ({info['method']}): {info['metric']} {info['value']:.4f} (FP {info['fp_value']:.4f}), "
+        f"{_name(info['network'])} ({info['method']}): {info['metric']} {info['value']:.4f} (FP {info['fp_value']:.4f}), "
         f"{info['bits_per_weight']:.3f} bits/weight, compression {info['compression_ratio']:.2f}x "
         f"({info['compression_ratio_with_codebook']:.2f}x with the codebook)",
     )
@@ -282,14 +300,14 @@ def cmd_inspect(args) -> int:
         print(json.dumps(info, indent=2, sort_keys=True))
     elif info["kind"] == "codebook":
         print(
-            f"{info['file']}: valid codebook, k={info['k']} d={info['d']} {info['dtype']} "
+            f"{printable(info['file'])}: valid codebook, k={info['k']} d={info['d']} {info['dtype']} "
             f"({info['bits'] / 8 / 1024:.0f} KiB), sha256={info['sha256']}"
         )
     else:
         print(
-            f"{info['file']}: valid network artifact of {info['network']}: {info['layers']} layers, "
+            f"{printable(info['file'])}: valid network artifact of {_name(info['network'])}: {info['layers']} layers, "
             f"k={info['k']}, {info['bits_per_weight']:.3f} bits/weight, "
-            f"compression {info['compression_ratio']:.2f}x, codebook {info['codebook_sha256']}"
+            f"compression {info['compression_ratio']:.2f}x, codebook {_name(info['codebook_sha256'])}"
         )
     return 0
 
@@ -301,24 +319,26 @@ def _int8_codebook(path):
     cb = load_codebook(path)
     if cb.dtype != "int8":
         raise VQ4AllError(
-            f"{path}: a {cb.dtype} codebook has no integer datapath: the engine and its ROM files need an int8 codebook"
+            f"{printable(path)}: a {cb.dtype} codebook has no integer datapath: "
+            "the engine and its ROM files need an int8 codebook"
         )
     return cb
 
 
 def cmd_rom_export(args) -> int:
     from .hw.rtl.romfiles import FORMATS, rom_file_text
-    from .io import atomic_write_bytes, check_writable
+    from .io import atomic_write_bytes, check_not_input, check_writable
 
     if args.format not in FORMATS:
-        raise VQ4AllError(f"unknown ROM format '{args.format}': choose one of {', '.join(FORMATS)}")
+        raise VQ4AllError(f"unknown ROM format '{_name(args.format)}': choose one of {', '.join(FORMATS)}")
     check_writable(args.out)
+    check_not_input(args.out, args.codebook)
     cb = _int8_codebook(args.codebook)
     width = 8 if args.width is None else args.width
     try:
         text = rom_file_text(args.format, cb, width)
     except ValueError as e:
-        raise VQ4AllError(f"{args.codebook}: {e}") from None
+        raise VQ4AllError(f"{printable(args.codebook)}: {printable(e, 400)}") from None
     atomic_write_bytes(args.out, text.encode())
     info = {
         "file": args.out,
@@ -332,18 +352,34 @@ def cmd_rom_export(args) -> int:
     _emit(
         args,
         info,
-        f"wrote {args.out}: {args.format} ROM of {cb.k} words x {cb.d * width} bits, codebook sha256={cb.sha256}",
+        f"wrote {printable(args.out)}: {args.format} ROM of {cb.k} words x {cb.d * width} bits, "
+        f"codebook sha256={cb.sha256}",
     )
     return 0
 
 
+def generated_files() -> list[str]:
+    """The names of the files `vq4all rtl generate` writes into --out-dir (hw.rtl.generate)."""
+    from .hw.rtl.generate import TOP
+    from .hw.rtl.romfiles import FORMATS, SUFFIX
+
+    return [f"{TOP}.v", f"{TOP}.il", f"{TOP}_readmemh.v", *(f"codebook{SUFFIX[f]}" for f in FORMATS), "manifest.json"]
+
+
 def cmd_rtl_generate(args) -> int:
+    from pathlib import Path
+
     from .hw.rtl.config import EngineConfig
     from .hw.rtl.generate import generate
+    from .io import check_not_input
 
     cb = _int8_codebook(args.codebook)
     given = {"lanes": args.lanes, "acc_bits": args.acc_bits, "max_m": args.max_m}
     config = EngineConfig(k=cb.k, d=cb.d, requant=args.requant, **{k: v for k, v in given.items() if v is not None})
+    # the folder may hold the codebook, but no generated file may overwrite it
+    out_dir = Path(args.out_dir)
+    for name in generated_files():
+        check_not_input(out_dir / name, args.codebook, flag=f"--out-dir {printable(out_dir)}: the generated file")
     start = time.perf_counter()
     manifest = generate(cb, args.out_dir, config, progress=not args.json)
     info = {
@@ -356,7 +392,7 @@ def cmd_rtl_generate(args) -> int:
     _emit(
         args,
         info,
-        f"wrote {len(manifest['files'])} files + manifest.json to {args.out_dir}: engine k={cb.k} d={cb.d} "
+        f"wrote {len(manifest['files'])} files + manifest.json to {printable(args.out_dir)}: engine k={cb.k} d={cb.d} "
         f"lanes={config.lanes} ({info['seconds']:.1f} s), codebook sha256={cb.sha256}",
     )
     return 0
@@ -373,15 +409,13 @@ def cmd_sim(args) -> int:
 
     simulator = args.simulator or "icarus"
     if simulator not in SIMULATORS:
-        raise VQ4AllError(f"unknown simulator '{simulator}': choose one of {', '.join(SIMULATORS)}")
+        raise VQ4AllError(f"unknown simulator '{_name(simulator)}': choose one of {', '.join(SIMULATORS)}")
     if (args.artifact is None) != (args.layer is None):
         raise VQ4AllError("give --artifact FILE and --layer NAME together (or neither, for a random layer)")
     cb = _int8_codebook(args.codebook)
     lanes = 1 if args.lanes is None else args.lanes
     EngineConfig(k=cb.k, d=cb.d, lanes=lanes)  # a bad --lanes fails here, before any work
-    backpressure = 0.0 if args.backpressure is None else args.backpressure
-    if not 0.0 <= backpressure < 1.0:
-        raise VQ4AllError(f"--backpressure {backpressure} must be in [0, 1)")
+    backpressure = 0.0 if args.backpressure is None else args.backpressure  # in [0, 1): its type checks
     seed = 0 if args.seed is None else args.seed
     row_factors = None
     if args.artifact is None:
@@ -393,7 +427,12 @@ def cmd_sim(args) -> int:
         art = load_network(args.artifact, cb)
         names = [layer.name for layer in art.layers]
         if args.layer not in names:
-            raise VQ4AllError(f"unknown layer '{args.layer}' in {args.artifact}: choose one of {', '.join(names)}")
+            shown = ", ".join(_name(n) for n in names[:20]) + (
+                f" (and {len(names) - 20} more)" if len(names) > 20 else ""
+            )
+            raise VQ4AllError(
+                f"unknown layer '{_name(args.layer)}' in {printable(args.artifact)}: choose one of {shown}"
+            )
         layer = art.layers[names.index(args.layer)]
         codes, name = layer.codes, layer.name
         from . import zoo
@@ -407,13 +446,13 @@ def cmd_sim(args) -> int:
         try:
             if net is None:
                 raise VQ4AllError(
-                    f"'{art.network}' is not a zoo network: give --model/--weights/--calibration for a real input"
+                    f"'{_name(art.network)}' is not a zoo network: give --model/--weights/--calibration for a real input"
                 )
             vec = real_input(net, layer.param, seed)
-            source = f"real ({net.name} calibration sample, int8 by max|x|/127)"
+            source = f"real ({_name(net.name)} calibration sample, int8 by max|x|/127)"
         except VQ4AllError as e:  # no network to run, or a layer without one shared input vector
             vec = np.random.default_rng(seed).standard_normal(layer.row)
-            source = f"random normal ({e})"
+            source = f"random normal ({printable(e, 4 * MAX_NAME_CHARS)})"
         x, x_scale = quantize_int8(vec)
         if args.requant:  # the layer's real scales: row scale x codebook scale x activation scale
             row_factors = layer.scales.astype(np.float64) * cb.scale * x_scale
@@ -432,11 +471,15 @@ def cmd_sim(args) -> int:
     _emit(
         args,
         result,
-        f"{name}: {result['outputs']} outputs, {result['mismatches']} mismatches vs the reference, "
+        f"{_name(name)}: {result['outputs']} outputs, {result['mismatches']} mismatches vs the reference, "
         f"{result['cycles']} cycles, MAC utilization {result['mac_utilization']:.3f} "
         f"({simulator}, k={cb.k}, lanes={lanes}, input {source})",
     )
     return 0 if result["mismatches"] == 0 else 1
+
+
+LANES = power_of_two(1, MAX_LANES)
+SEED = int_in(*COMPRESS_INT_RANGES["seed"])
 
 
 def _add_hw_parsers(sub, with_json) -> None:
@@ -450,7 +493,7 @@ def _add_hw_parsers(sub, with_json) -> None:
     )
     r.add_argument("--codebook", required=True)
     r.add_argument("--format", required=True, help="hex, mem, coe or mif")
-    r.add_argument("--width", type=int, help=f"bits per codeword value (default {EngineConfig.width})")
+    r.add_argument("--width", type=int_in(1, 8), help=f"bits per codeword value, 1..8 (default {EngineConfig.width})")
     r.add_argument("--out", required=True)
     r.set_defaults(func=cmd_rom_export)
 
@@ -460,10 +503,16 @@ def _add_hw_parsers(sub, with_json) -> None:
     )
     g.add_argument("--codebook", required=True)
     g.add_argument("--out-dir", required=True)
-    g.add_argument("--lanes", type=int, help=f"codes per cycle (power of two, default {EngineConfig.lanes})")
-    g.add_argument("--acc-bits", type=int, help=f"accumulator width (default {EngineConfig.acc_bits})")
+    g.add_argument("--lanes", type=LANES, help=f"codes per cycle ({LANES.rule}, default {EngineConfig.lanes})")
     g.add_argument(
-        "--max-m", type=int, help=f"most sub-vectors per row the activation buffer holds (default {EngineConfig.max_m})"
+        "--acc-bits",
+        type=int_in(ACT_BITS + EngineConfig.width, 64),
+        help=f"accumulator width, {ACT_BITS + EngineConfig.width}..64 (default {EngineConfig.acc_bits})",
+    )
+    g.add_argument(
+        "--max-m",
+        type=int_in(1, MAX_M),
+        help=f"most sub-vectors per row the activation buffer holds, 1..{MAX_M} (default {EngineConfig.max_m})",
     )
     g.add_argument("--requant", action="store_true", help="add the per-row fixed-point scale + int8 output stage")
     g.set_defaults(func=cmd_rtl_generate)
@@ -484,9 +533,13 @@ def _add_hw_parsers(sub, with_json) -> None:
     s.add_argument("--weights", help="with --model: its state dict (.safetensors or .pt)")
     s.add_argument("--calibration", help="with --model: real inputs (.safetensors or .npy); the first one is used")
     s.add_argument("--simulator", help="icarus (default) or verilator")
-    s.add_argument("--lanes", type=int, help=f"codes per cycle (power of two, default {EngineConfig.lanes})")
-    s.add_argument("--backpressure", type=float, help="probability a stream beat is withheld each cycle (default 0)")
-    s.add_argument("--seed", type=int, help="default 0")
+    s.add_argument("--lanes", type=LANES, help=f"codes per cycle ({LANES.rule}, default {EngineConfig.lanes})")
+    s.add_argument(
+        "--backpressure",
+        type=float_in(0.0, 1.0, hi_open=True),
+        help="probability a stream beat is withheld each cycle, in [0, 1) (default 0)",
+    )
+    s.add_argument("--seed", type=SEED, help=f"{SEED.rule} (default 0)")
     s.add_argument(
         "--requant", action="store_true", help="with the requantization stage (int8 results from the real scales)"
     )
@@ -511,8 +564,14 @@ def _add_network_args(q) -> None:
     )
 
 
+def _int_flag(q, flag: str, ranges: dict, field: str, text: str) -> None:
+    """An integer flag whose range is the config's for `field` (one source of truth)."""
+    kind = int_in(*ranges[field])
+    q.add_argument(flag, type=kind, help=f"{text}; {kind.rule}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vq4all", description="Universal-codebook neural network compression.")
+    p = ArgumentParser(prog="vq4all", description="Universal-codebook neural network compression.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -530,22 +589,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b = with_json(cb_p.add_parser("build", help="build a universal codebook by KDE from zoo networks"))
     b.add_argument("--networks", required=True, help="comma-separated zoo names (see `vq4all zoo list`)")
-    b.add_argument("--k", type=int, help=f"codewords (power of two, default {CodebookConfig.k})")
-    b.add_argument("--d", type=int, help=f"sub-vector dimension (default {CodebookConfig.d})")
     b.add_argument(
-        "--per-network", type=int, help=f"sub-vectors pooled per network (default {CodebookConfig.per_network})"
+        "--k",
+        type=power_of_two(rules.MIN_K, rules.MAX_K),
+        help=f"codewords, a power of two in {rules.MIN_K}..{rules.MAX_K} (default {CodebookConfig.k})",
     )
-    b.add_argument("--bandwidth", help="scott (default), silverman or a fixed h")
+    b.add_argument(
+        "--d",
+        type=int_in(rules.MIN_D, rules.MAX_D),
+        help=f"sub-vector dimension, {rules.MIN_D}..{rules.MAX_D} (default {CodebookConfig.d})",
+    )
+    _int_flag(
+        b,
+        "--per-network",
+        CODEBOOK_INT_RANGES,
+        "per_network",
+        f"sub-vectors pooled per network (default {CodebookConfig.per_network})",
+    )
+    b.add_argument("--bandwidth", type=bandwidth, help="scott (default), silverman or a fixed h > 0")
     b.add_argument(
         "--dtype", choices=rules.CODEBOOK_DTYPES, help=f"stored codeword precision (default {CodebookConfig.dtype})"
     )
     b.add_argument(
         "--scale-granularity", choices=rules.GRANULARITIES, help=f"default {CodebookConfig.scale_granularity}"
     )
-    b.add_argument(
-        "--lloyd-iters", type=int, help=f"Lloyd refinement steps after sampling (default {CodebookConfig.lloyd_iters})"
+    _int_flag(
+        b,
+        "--lloyd-iters",
+        CODEBOOK_INT_RANGES,
+        "lloyd_iters",
+        f"Lloyd refinement steps after sampling (default {CodebookConfig.lloyd_iters})",
     )
-    b.add_argument("--seed", type=int, help="default 0")
+    _int_flag(b, "--seed", CODEBOOK_INT_RANGES, "seed", "default 0")
     b.add_argument("--out", required=True, help="codebook file to write (.safetensors)")
     b.set_defaults(func=cmd_codebook_build)
 
@@ -565,9 +640,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--codebook", required=True)
     c.add_argument("--out", required=True, help="network artifact to write (.safetensors)")
-    c.add_argument("--alpha", type=float, help=f"PNC threshold on the largest ratio (default {CompressConfig.alpha})")
-    c.add_argument("--n", type=int, help=f"candidate codewords per sub-vector (default {CompressConfig.n})")
-    c.add_argument("--steps", type=int, help=f"step budget (default {CompressConfig.steps})")
+    c.add_argument(
+        "--alpha",
+        type=float_in(0.0, 1.0, lo_open=True, hi_open=True),
+        help=f"PNC threshold on the largest ratio, in (0, 1) (default {CompressConfig.alpha})",
+    )
+    _int_flag(
+        c,
+        "--n",
+        COMPRESS_INT_RANGES,
+        "n",
+        f"candidate codewords per sub-vector, at most k (default {CompressConfig.n})",
+    )
+    _int_flag(c, "--steps", COMPRESS_INT_RANGES, "steps", f"step budget (default {CompressConfig.steps})")
     c.add_argument(
         "--no-pnc",
         action="store_true",
@@ -586,27 +671,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="how sub-vectors frozen without passing alpha choose: largest ratio (argmax) or the "
         f"candidate nearest to their current mixture (nearest); default {CompressConfig.finish}",
     )
-    c.add_argument("--lr", type=float, help=f"Adam learning rate of the logits (default {CompressConfig.lr})")
     c.add_argument(
-        "--reg", type=float, help=f"weight of the ratio regulariser sum r(1-r) (default {CompressConfig.reg})"
+        "--lr",
+        type=float_in(0.0, lo_open=True),
+        help=f"Adam learning rate of the logits, finite and > 0 (default {CompressConfig.lr})",
+    )
+    c.add_argument(
+        "--reg",
+        type=float_in(0.0),
+        help=f"weight of the ratio regulariser sum r(1-r), finite and >= 0 (default {CompressConfig.reg})",
     )
     c.add_argument(
         "--feature-weight",
-        type=float,
-        help=f"weight of the layer-wise feature MSE against the teacher (default {CompressConfig.feature_weight}; 0 is off)",
+        type=float_in(0.0),
+        help="weight of the layer-wise feature MSE against the teacher, finite and >= 0 "
+        f"(default {CompressConfig.feature_weight}; 0 is off)",
     )
-    c.add_argument("--batch-size", type=int)
-    c.add_argument(
+    _int_flag(
+        c, "--batch-size", COMPRESS_INT_RANGES, "batch_size", f"inputs per step (default {CompressConfig.batch_size})"
+    )
+    _int_flag(
+        c,
         "--calibration-count",
-        type=int,
-        help=f"most calibration inputs used (default {CompressConfig.calibration}; a zoo network makes that many, a --calibration file gives its first)",
+        COMPRESS_INT_RANGES,
+        "calibration",
+        f"most calibration inputs used (default {CompressConfig.calibration}; a zoo network makes that many, "
+        "a --calibration file gives its first)",
     )
-    c.add_argument("--seed", type=int)
+    _int_flag(c, "--seed", COMPRESS_INT_RANGES, "seed", f"default {CompressConfig.seed}")
     c.add_argument("--checkpoint", help="checkpoint file (default OUT.ckpt, removed when the run finishes)")
-    c.add_argument(
+    _int_flag(
+        c,
         "--checkpoint-every",
-        type=int,
-        help=f"steps between checkpoints (default {CompressConfig.checkpoint_every}; 0 = none)",
+        COMPRESS_INT_RANGES,
+        "checkpoint_every",
+        f"steps between checkpoints (default {CompressConfig.checkpoint_every}; 0 = none)",
     )
     c.add_argument("--resume", action="store_true", help="continue the interrupted run from its checkpoint")
     c.add_argument(
@@ -620,11 +719,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated module names of the blocks (default: the zoo network's, or the model's "
         "top-level children with containers opened)",
     )
-    c.add_argument("--block-steps", type=int, help=f"most steps per block (default {CompressConfig.block_steps})")
-    c.add_argument(
+    _int_flag(
+        c,
+        "--block-steps",
+        COMPRESS_INT_RANGES,
+        "block_steps",
+        f"most steps per block (default {CompressConfig.block_steps})",
+    )
+    _int_flag(
+        c,
         "--finetune-steps",
-        type=int,
-        help=f"end-to-end steps after the blocks (default {CompressConfig.finetune_steps})",
+        COMPRESS_INT_RANGES,
+        "finetune_steps",
+        f"end-to-end steps after the blocks (default {CompressConfig.finetune_steps})",
     )
     c.add_argument("--block-cache", help="folder for the cached block inputs and outputs (default: the temp folder)")
     c.set_defaults(func=cmd_compress)
@@ -661,7 +768,10 @@ def _quiet_stdout() -> None:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad argument: its one line is printed already (2)
+        return e.code if isinstance(e.code, int) else 2
     # a name from a file's header may hold lone surrogates: escape them rather than crash printing
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
@@ -677,7 +787,7 @@ def main(argv=None) -> int:
     except VQ4AllError as e:
         if args.debug:
             raise
-        print(f"vq4all: error: {e}", file=sys.stderr)
+        print(f"vq4all: error: {printable(e)}", file=sys.stderr)  # one line, whatever a name held
         return 2
     except KeyboardInterrupt:
         print("vq4all: interrupted", file=sys.stderr)

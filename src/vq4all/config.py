@@ -5,6 +5,8 @@ CLI flags default to None and fall back to these defaults, so each default lives
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 from .errors import VQ4AllError
@@ -14,13 +16,48 @@ from .rules import (
     FINISH_RULES,
     GRANULARITIES,
     INITS,
+    MAX_CALIBRATION,
     MAX_K,
+    MAX_LLOYD_ITERS,
+    MAX_N,
+    MAX_PER_NETWORK,
+    MAX_SEED,
+    MAX_STEPS,
     MODES,
     SCHEDULES,
     check_choice,
     check_d,
+    check_int,
     check_k,
+    shown,
 )
+
+# (lo, hi) of every integer setting; the CLI's flags take their ranges from here
+CODEBOOK_INT_RANGES = {
+    "per_network": (1, MAX_PER_NETWORK),
+    "lloyd_iters": (0, MAX_LLOYD_ITERS),
+    "seed": (0, MAX_SEED),
+}
+COMPRESS_INT_RANGES = {
+    "n": (1, MAX_N),
+    "steps": (1, MAX_STEPS),
+    "batch_size": (1, MAX_CALIBRATION),
+    "calibration": (1, MAX_CALIBRATION),
+    "checkpoint_every": (0, MAX_STEPS),
+    "block_steps": (1, MAX_STEPS),
+    "finetune_steps": (0, MAX_STEPS),
+    "seed": (0, MAX_SEED),
+}
+
+
+def _real(value) -> float:
+    """`value` as a float when it is a real number (not a bool), else NaN (which every range refuses)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float's range
+            return math.inf if value > 0 else -math.inf
+    return math.nan
 
 
 class _Manifested:
@@ -61,21 +98,19 @@ class CodebookConfig(_Manifested):
         object.__setattr__(self, "networks", tuple(self.networks))
         check_k(self.k)
         check_d(self.d)
-        if int(self.per_network) < 1:
-            raise VQ4AllError(f"per_network={self.per_network} must be >= 1")
+        for name, (lo, hi) in CODEBOOK_INT_RANGES.items():
+            check_int(name, getattr(self, name), lo, hi)
         bw = self.bandwidth
         if isinstance(bw, str) and bw not in BANDWIDTH_RULES:
             try:
                 bw = float(bw)
             except ValueError:
-                raise VQ4AllError(f"bandwidth '{bw}' must be scott, silverman or a positive number") from None
-        if not isinstance(bw, str) and not (float(bw) > 0 and float(bw) < float("inf")):
-            raise VQ4AllError(f"bandwidth {bw} must be a positive finite number")
+                raise VQ4AllError(f"bandwidth {shown(bw)} must be scott, silverman or a positive number") from None
+        if not isinstance(bw, str) and not (_real(bw) > 0 and _real(bw) < math.inf):
+            raise VQ4AllError(f"bandwidth {shown(bw)} must be a positive finite number")
         object.__setattr__(self, "bandwidth", bw)
         check_choice("codebook dtype", self.dtype, CODEBOOK_DTYPES)
         check_choice("scale granularity", self.scale_granularity, GRANULARITIES)
-        if int(self.lloyd_iters) < 0:
-            raise VQ4AllError(f"lloyd_iters={self.lloyd_iters} must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -121,27 +156,24 @@ class CompressConfig(_Manifested):
     seed: int = 0
 
     def __post_init__(self):
+        if isinstance(self.blocks, str) or not all(isinstance(b, str) for b in self.blocks):
+            raise VQ4AllError(f"blocks={shown(self.blocks)} must be a list of module names")
         object.__setattr__(self, "blocks", tuple(self.blocks))
         check_choice("mode", self.mode, MODES)
-        for name in ("block_steps", "finetune_steps"):
-            if int(getattr(self, name)) < 0 or (name == "block_steps" and int(self.block_steps) < 1):
-                raise VQ4AllError(f"{name}={getattr(self, name)} must be >= {1 if name == 'block_steps' else 0}")
-        if int(self.n) < 1:
-            raise VQ4AllError(f"n={self.n} candidates must be >= 1 (e.g. --n 4)")
-        if not 0.0 < float(self.alpha) < 1.0:
-            raise VQ4AllError(f"alpha={self.alpha} must be between 0 and 1 (e.g. --alpha 0.99)")
+        for name, (lo, hi) in COMPRESS_INT_RANGES.items():
+            check_int(name, getattr(self, name), lo, hi)
+        if not 0.0 < _real(self.alpha) < 1.0:
+            raise VQ4AllError(f"alpha={shown(self.alpha)} must be between 0 and 1 (e.g. --alpha 0.99)")
         check_choice("init", self.init, INITS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("finish", self.finish, FINISH_RULES)
-        for name in ("steps", "batch_size", "calibration"):
-            if int(getattr(self, name)) < 1:
-                raise VQ4AllError(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("lr", "lr_fp", "reg", "task_weight", "feature_weight", "temperature"):
-            value = float(getattr(self, name))
-            if not (value >= 0 and value < float("inf")) or (name == "temperature" and value == 0):
+            value = _real(getattr(self, name))
+            if not (value >= 0 and value < math.inf) or (name == "temperature" and value == 0):
                 raise VQ4AllError(
-                    f"{name}={getattr(self, name)} must be a finite number >= 0{' and > 0' if name == 'temperature' else ''}"
+                    f"{name}={shown(getattr(self, name))} must be a finite number "
+                    f">= 0{' and > 0' if name == 'temperature' else ''}"
                 )
         check_choice("scale granularity", self.scale_granularity, GRANULARITIES)
-        if int(self.checkpoint_every) < 0:
-            raise VQ4AllError(f"checkpoint_every={self.checkpoint_every} must be >= 0")
+        if not isinstance(self.pnc, bool):
+            raise VQ4AllError(f"pnc={self.pnc!r} must be True or False")

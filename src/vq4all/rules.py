@@ -27,6 +27,15 @@ BANDWIDTH_RULES = ("scott", "silverman")
 MODES = ("auto", "blockwise", "end_to_end")
 BLOCKWISE_ABOVE = 1_000_000
 
+# Upper bounds of the run settings (the config dataclasses and the CLI's flags both check them):
+# far above any useful value, low enough that no setting alone asks for an absurd allocation.
+MAX_SEED = (1 << 32) - 1  # numpy's legacy and PCG64 seeding and torch all take 32-bit seeds
+MAX_N = 256  # candidates per sub-vector: memory is S x n x 16 bytes (cand, logits, Adam moments)
+MAX_STEPS = 1_000_000  # a step budget (steps, block_steps, finetune_steps, checkpoint_every)
+MAX_CALIBRATION = 1 << 16  # calibration inputs held in memory with the teacher's outputs; batch size
+MAX_PER_NETWORK = 1 << 22  # sub-vectors pooled per network for the codebook KDE (4 M x d float32)
+MAX_LLOYD_ITERS = 1000  # Lloyd refinement passes over the pool
+
 
 def is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
@@ -64,6 +73,34 @@ def check_d(d, hint: str = " (the default is 8)") -> int:
     if problem:
         raise VQ4AllError(problem + hint)
     return int(d)
+
+
+def shown(value, limit: int = 40) -> str:
+    """repr(value) cut to about `limit` characters (an int of more than 4300 digits has no repr)."""
+    try:
+        text = repr(int(value) if isinstance(value, np.integer) else value)
+    except ValueError:
+        return "<an integer of more than 4300 digits>"
+    return text if len(text) <= limit else f"{text[:limit]}...({len(text) - limit} more characters)"
+
+
+def int_problem(name: str, value, lo: int, hi: int) -> str | None:
+    """Why `value` is not an integer in lo..hi, or None (one phrase, starting with `name=value`)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        return f"{name}={shown(value)} must be an integer"
+    if value < lo:
+        return f"{name}={shown(value)} must be >= {lo}"
+    if value > hi:
+        return f"{name}={shown(value)} must be <= {hi}"
+    return None
+
+
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    """`value` as an int, or VQ4AllError when it is not an integer in lo..hi."""
+    problem = int_problem(name, value, lo, hi)
+    if problem:
+        raise VQ4AllError(problem)
+    return int(value)
 
 
 def check_choice(what: str, value, choices: tuple[str, ...]) -> str:

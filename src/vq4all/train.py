@@ -43,11 +43,37 @@ from .artifact import Codebook, NetworkArtifact, read_container
 from .assign import CandidateWeight, freeze_quota, quantize_, ratio_penalty, unquantize_
 from .blockwise import block_plan, cache_root, check_calibration, reconstruct, uses_blockwise
 from .config import CompressConfig
-from .errors import VQ4AllError, printable
+from .errors import MAX_NAME_CHARS, ArtifactError, VQ4AllError, printable
 from .io import atomic_write_bytes
 from .network import count_inputs, take_rows
+from .rules import int_problem, shown
 
 CHECKPOINT_FORMAT = "vq4all-checkpoint"
+ADAM_STATE = ("step", "exp_avg", "exp_avg_sq")  # what Adam (amsgrad off) keeps per parameter
+
+
+def _damaged(path, what: str) -> VQ4AllError:
+    return VQ4AllError(f"{printable(path)}: damaged checkpoint ({what}): delete it and run without --resume")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _plain(value):
+    """A JSON round trip's view of an optimiser setting: tuples as lists."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _tensor_like(array: np.ndarray, like: torch.Tensor, name: str, bad) -> torch.Tensor:
+    """`array` as a tensor, if it has the dtype and shape of `like`; else bad(...)."""
+    tensor = torch.from_numpy(np.array(array))  # a writable copy
+    if tensor.dtype != like.dtype or tuple(tensor.shape) != tuple(like.shape):
+        raise bad(
+            f"tensor '{printable(name, MAX_NAME_CHARS)}' is {str(tensor.dtype).removeprefix('torch.')} "
+            f"{list(tensor.shape)[:8]}, this run's is {str(like.dtype).removeprefix('torch.')} {list(like.shape)}"
+        )
+    return tensor
 
 
 @dataclass
@@ -225,50 +251,179 @@ class _Run:
         }
         atomic_write_bytes(path, save(tensors, metadata={"vq4all": json.dumps(meta)}))
 
-    def load(self, path) -> None:
+    def load(self, path, blocks: int | None = None) -> None:
+        """Restore the run from the checkpoint at `path`, after checking every field it holds
+        against this run (the network, codebook and configuration, each tensor's name, dtype and
+        shape, the optimiser's hyper-parameters and state, the counters' ranges): a checkpoint
+        edited or damaged in any way is refused with one line, and nothing of the run changes.
+        blocks: the block-wise plan's block count (None: an end-to-end run)."""
         path = Path(path)
         if not path.is_file():
-            raise VQ4AllError(f"{path}: no checkpoint to resume from: run without --resume first")
-        meta, arrays = read_container(path)  # the artifact reader's checked parse: no pickle, bounded sizes
+            raise VQ4AllError(f"{printable(path)}: no checkpoint to resume from: run without --resume first")
         try:
-            self._restore(path, meta, arrays)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            # the container parsed, but what it holds does not fit this run (edited or damaged)
-            detail = " ".join(str(e).split())[:200]  # torch's messages span lines; keep one
-            raise VQ4AllError(
-                f"{path}: damaged checkpoint ({e.__class__.__name__}: {detail}): delete it and run without --resume"
-            ) from None
+            meta, arrays = read_container(path)  # the artifact reader's checked parse: no pickle, bounded sizes
+        except ArtifactError as e:
+            where = f"tensor '{printable(e.tensor, MAX_NAME_CHARS)}': " if e.tensor else ""
+            raise _damaged(path, where + printable(e.rule, 4 * MAX_NAME_CHARS)) from None
+        try:
+            self._restore(path, meta, arrays, blocks)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as e:
+            # a check above missed something torch refuses: still one line, still "damaged"
+            raise _damaged(path, f"{e.__class__.__name__}: {printable(' '.join(str(e).split()), 200)}") from None
 
-    def _restore(self, path, meta: dict, arrays: dict) -> None:
-        tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise VQ4AllError(f"{path}: not a vq4all checkpoint")
+    def _restore(self, path, meta: dict, arrays: dict, blocks: int | None) -> None:
+        """Check everything, then apply it (see `load`)."""
+
+        def bad(what: str) -> VQ4AllError:
+            return _damaged(path, what)
+
+        if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+            raise VQ4AllError(f"{printable(path)}: not a vq4all checkpoint: give the file the interrupted run wrote")
         if meta.get("network") != self.net.name or meta.get("codebook_sha256") != self.tag:
             raise VQ4AllError(
-                f"{path}: checkpoint of {meta.get('network')} on codebook {str(meta.get('codebook_sha256'))[:16]}..., "
-                f"not of {self.net.name} on {self.tag[:16]}...: resume with the same network and codebook"
+                f"{printable(path)}: checkpoint of {printable(meta.get('network'), MAX_NAME_CHARS)} on codebook "
+                f"{printable(str(meta.get('codebook_sha256'))[:16])}..., not of {printable(self.net.name, MAX_NAME_CHARS)} "
+                f"on {self.tag[:16]}...: resume with the same network and codebook"
             )
-        if CompressConfig.from_dict(meta.get("config", {})) != self.config:
-            raise VQ4AllError(f"{path}: checkpoint was made with another configuration: resume with the same flags")
-        student = {k[len("student.") :]: v for k, v in tensors.items() if k.startswith("student.")}
-        self.student.load_state_dict(student)
+        saved_config = meta.get("config")
+        if not isinstance(saved_config, dict):
+            raise bad("no configuration")
+        try:
+            saved_config = CompressConfig.from_dict(saved_config)
+        except (VQ4AllError, TypeError, ValueError) as e:
+            raise bad(f"configuration: {printable(e, 200)}") from None
+        if saved_config != self.config:
+            raise VQ4AllError(
+                f"{printable(path)}: checkpoint was made with another configuration: resume with the same flags"
+            )
+        cfg = self.config
+
+        # ---- counters
+        def count(name: str, lo: int, hi: int, default=None) -> int:
+            value = meta.get(name, default)
+            problem = int_problem(name, value, lo, hi)
+            if problem:
+                raise bad(problem)
+            return int(value)
+
+        budget = cfg.steps if blocks is None else cfg.finetune_steps
+        step = count("step", 0, budget)
+        blocks_done = count("blocks_done", 0, blocks or 0, 0)
+        if blocks is not None and blocks_done < blocks and step:
+            raise bad(f"step={step} of the end-to-end pass before all {blocks} blocks are done")
+        total = self.total
+        forced = count("forced", 0, total, 0)
+        passed_alpha = count("passed_alpha", 0, total - forced, 0)
+        history = meta.get("history", [])
+        if not isinstance(history, list) or len(history) != step:
+            raise bad(f"history of {len(history) if isinstance(history, list) else 'no'} steps, not step={step}")
+        for i, entry in enumerate(history):
+            if (
+                not isinstance(entry, dict)
+                or entry.get("step") != i + 1
+                or not {"loss", "distill", "frozen"} <= set(entry)
+                or not all(_is_number(v) for v in entry.values())
+            ):
+                raise bad(f"history entry {i} is not the record of step {i + 1}")
+        block_reports = meta.get("block_reports", [])
+        if not isinstance(block_reports, list) or len(block_reports) != blocks_done:
+            raise bad(f"block reports do not match blocks_done={blocks_done}")
+        for i, report in enumerate(block_reports):
+            if not isinstance(report, dict) or int_problem("steps", report.get("steps"), 0, cfg.block_steps):
+                raise bad(f"block report {i} is not the summary of a block")
+
+        # ---- tensors: exactly the names this run saves, each of the live dtype and shape
+        live = self.student.state_dict()
+        student, state, sampler = {}, {}, None
+        for name, array in arrays.items():
+            if name.startswith("student."):
+                key = name[len("student.") :]
+                if key not in live:
+                    raise bad(f"tensor '{printable(name, MAX_NAME_CHARS)}' is no part of {printable(self.net.name)}")
+                student[key] = _tensor_like(array, live[key], name, bad)
+            elif name.startswith("optimizer."):
+                index, _, field = name[len("optimizer.") :].partition(".")
+                if not index.isdigit() or field not in ADAM_STATE:
+                    raise bad(f"tensor '{printable(name, MAX_NAME_CHARS)}' is no optimiser state")
+                state.setdefault(int(index), {})[field] = array
+            elif name == "sampler":
+                sampler = array
+            else:
+                raise bad(f"unknown tensor '{printable(name, MAX_NAME_CHARS)}'")
+        missing = sorted(set(live) - set(student))
+        if missing:
+            raise bad(f"tensor 'student.{printable(missing[0], MAX_NAME_CHARS)}' is missing")
+        self._check_student(student, bad)
         opt = self.optimizer.state_dict()
-        state: dict = {}
-        for k, v in tensors.items():
-            if k.startswith("optimizer."):
-                _, index, name = k.split(".", 2)
-                state.setdefault(int(index), {})[name] = v
-        opt["state"] = state
-        for group, saved in zip(opt["param_groups"], meta["param_groups"]):
-            group.update(saved)
-        self.optimizer.load_state_dict(opt)
-        self.sampler.set_state(tensors["sampler"])
-        self.step = int(meta["step"])
-        self.history = list(meta.get("history", []))
-        self.forced = int(meta.get("forced", 0))
-        self.passed_alpha = int(meta.get("passed_alpha", 0))
-        self.blocks_done = int(meta.get("blocks_done", 0))
-        self.block_reports = list(meta.get("block_reports", []))
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        restored_state = {}
+        for index, fields_ in sorted(state.items()):
+            if index >= len(params):
+                raise bad(f"optimiser state {index} of a parameter this run does not have ({len(params)} train)")
+            if set(fields_) != set(ADAM_STATE):
+                lacking = ", ".join(sorted(set(ADAM_STATE) - set(fields_)))
+                raise bad(f"optimiser state {index} lacks {lacking}")
+            param = params[index]
+            moments = {}
+            for field_ in ("exp_avg", "exp_avg_sq"):
+                moments[field_] = _tensor_like(fields_[field_], param.detach(), f"optimizer.{index}.{field_}", bad)
+                if not bool(torch.isfinite(moments[field_]).all()) or (
+                    field_ == "exp_avg_sq" and bool((moments[field_] < 0).any())
+                ):
+                    raise bad(f"optimiser state optimizer.{index}.{field_} holds impossible values")
+            count_ = _tensor_like(fields_["step"], torch.zeros((), dtype=torch.float32), f"optimizer.{index}.step", bad)
+            value = float(count_)
+            if not (0 <= value <= step and value == int(value)):
+                raise bad(f"optimiser state optimizer.{index}.step={value:g} must be a whole number in 0..{step}")
+            restored_state[index] = {"step": count_, **moments}
+        groups = meta.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(opt["param_groups"]):
+            raise bad(f"{len(opt['param_groups'])} optimiser parameter groups expected")
+        for i, (group, saved) in enumerate(zip(opt["param_groups"], groups)):
+            if not isinstance(saved, dict):
+                raise bad(f"optimiser parameter group {i} is not a mapping")
+            for key, value in saved.items():
+                expected = group.get(key)
+                if key == "params" or key not in group or _plain(value) != _plain(expected):
+                    raise bad(
+                        f"optimiser {printable(key, 40)}={printable(shown(value), 60)} in group {i}, "
+                        f"not this run's {printable(shown(_plain(expected)), 60)}"
+                    )
+        live_sampler = self.sampler.get_state()
+        if sampler is None:
+            raise bad("tensor 'sampler' is missing")
+        sampler = _tensor_like(sampler, live_sampler, "sampler", bad)
+
+        # ---- everything checked: apply
+        self.student.load_state_dict(student)
+        opt["state"] = restored_state
+        self.optimizer.load_state_dict(opt)  # the hyper-parameters are this run's (checked equal)
+        self.sampler.set_state(sampler)
+        self.step = step
+        self.history = history
+        self.forced = forced
+        self.passed_alpha = passed_alpha
+        self.blocks_done = blocks_done
+        self.block_reports = block_reports
+
+    def _check_student(self, student: dict[str, torch.Tensor], bad) -> None:
+        """The student's trained tensors finite; every candidate and chosen codeword an index
+        into the codebook, every chosen one among its sub-vector's candidates."""
+        trained = {name for name, p in self.student.named_parameters() if p.requires_grad}
+        for key in trained & set(student):
+            if student[key].is_floating_point() and not bool(torch.isfinite(student[key]).all()):
+                raise bad(f"tensor 'student.{printable(key, MAX_NAME_CHARS)}' holds NaN or Inf")
+        prefixes = {id(module): name for name, module in self.student.named_modules()}
+        for key, param in self.params.items():
+            prefix = prefixes.get(id(param))
+            if not isinstance(param, CandidateWeight) or prefix is None:
+                continue
+            cand, chosen = student[f"{prefix}.cand"], student[f"{prefix}.chosen"]
+            k = param.values.shape[0]
+            if cand.numel() and (int(cand.min()) < 0 or int(cand.max()) >= k):
+                raise bad(f"candidates of {printable(key, MAX_NAME_CHARS)} outside the codebook's 0..{k - 1}")
+            if chosen.numel() and not bool((cand.long() == chosen.unsqueeze(1)).any(1).all()):
+                raise bad(f"a chosen codeword of {printable(key, MAX_NAME_CHARS)} is none of its candidates")
 
     # ------------------------------------------------------------------ training
     def _freeze_quota(self, target: int) -> int:
@@ -288,7 +443,13 @@ class _Run:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=until, initial=self.step, desc=f"compress {self.net.name}", unit="step", mininterval=0.5)
+            bar = tqdm(
+                total=until,
+                initial=self.step,
+                desc=f"compress {printable(self.net.name, 60)}",
+                unit="step",
+                mininterval=0.5,
+            )
         pnc = cfg.pnc and self.candidates
         taps = None
         if cfg.feature_weight > 0:
@@ -370,7 +531,7 @@ def distill(
     if resume:
         if checkpoint is None:
             raise VQ4AllError("--resume needs the checkpoint file of the interrupted run")
-        run.load(checkpoint)
+        run.load(checkpoint, blocks=None if plan is None else len(plan))
     if inputs is None:
         inputs = net.calibration(config.calibration, seed=config.seed)
     labels = net.calibration_labels(config.calibration, seed=config.seed)
