@@ -33,7 +33,7 @@ def setup(tmp_path_factory):
     ckpt = folder / "run.ckpt"
     assert compress(net, cb, CONFIG, checkpoint=ckpt, stop_after=2).artifact is None
     meta, arrays = artifact.read_container(ckpt)
-    assert meta["step"] == 2 and len(meta["history"]) == 2
+    assert meta["step"] == 2 and arrays["history"].shape[0] == 2 and meta["history_columns"][0] == "step"
     return cb, net, meta, {k: np.array(v) for k, v in arrays.items()}
 
 
@@ -94,8 +94,17 @@ CASES = [
     ("step '2'", set_meta("step", "2"), "step='2' must be an integer"),
     ("step true", set_meta("step", True), "step=True must be an integer"),
     ("step missing", lambda m, t: m.pop("step"), "step=None must be an integer"),
-    ("step 4 of 2", set_meta("step", 4), "history of 2 steps, not step=4"),
-    ("history", lambda m, t: m["history"][1].__setitem__("loss", "x"), "history entry 1 is not the record of step 2"),
+    ("step 4 of 2", set_meta("step", 4), "tensor 'history' must be float64 [4,"),
+    (
+        "history nan",
+        lambda m, t: t.__setitem__("history", np.full_like(t["history"], np.nan)),
+        "not the record of steps",
+    ),
+    ("history steps", lambda m, t: t.__setitem__("history", t["history"][::-1].copy()), "not the record of steps"),
+    ("history dtype", lambda m, t: t.__setitem__("history", t["history"].astype(np.float32)), "must be float64"),
+    ("history missing", lambda m, t: t.pop("history"), "tensor 'history' is missing"),
+    ("history columns", set_meta("history_columns", "loss"), "history_columns must be a list"),
+    ("history names", set_meta("history_columns", ["a", "b", "c", "d", "e", "f"]), "must start with step"),
     ("forced", set_meta("forced", -1), "forced=-1 must be >= 0"),
     ("passed_alpha", set_meta("passed_alpha", 10**12), "passed_alpha=1000000000000 must be <="),
     ("blocks_done", set_meta("blocks_done", 3), "blocks_done=3 must be <= 0"),

@@ -56,10 +56,6 @@ def _damaged(path, what: str) -> VQ4AllError:
     return VQ4AllError(f"{printable(path)}: damaged checkpoint ({what}): delete it and run without --resume")
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _plain(value):
     """A JSON round trip's view of an optimiser setting: tuples as lists."""
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
@@ -179,6 +175,22 @@ def init_distributed() -> bool:
     return True
 
 
+def _history(columns, table, step: int, bad) -> list[dict]:
+    """The loss history of a checkpoint: `history_columns` (names, "step" first) and the float64
+    tensor `history` [step, columns], one row per step 1..step, every value finite."""
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise bad("history_columns must be a list of names")
+    if table is None:
+        raise bad("tensor 'history' is missing")
+    if table.dtype != np.float64 or table.shape != (step, len(columns)):
+        raise bad(f"tensor 'history' must be float64 [{step}, {len(columns)}], got {table.dtype} {list(table.shape)}")
+    if step and (columns[:1] != ["step"] or not {"loss", "distill", "frozen"} <= set(columns)):
+        raise bad("history_columns must start with step and hold loss, distill and frozen")
+    if not np.isfinite(table).all() or (step and not np.array_equal(table[:, 0], np.arange(1, step + 1))):
+        raise bad("tensor 'history' is not the record of steps 1..step")
+    return [{c: (int(v) if c == "step" else float(v)) for c, v in zip(columns, row)} for row in table.tolist()]
+
+
 class _Run:
     """The state of one distillation run: student, optimiser, sampler; checkpoint I/O.
 
@@ -236,13 +248,18 @@ class _Run:
             for name, value in state.items():
                 tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).clone().contiguous()
         tensors["sampler"] = self.sampler.get_state()
+        # the loss history as a tensor, not JSON: a million steps stay far below the header bound
+        columns = list(self.history[0]) if self.history else []
+        tensors["history"] = torch.tensor(
+            [[entry[c] for c in columns] for entry in self.history], dtype=torch.float64
+        ).reshape(len(self.history), len(columns))
         meta = {
             "format": CHECKPOINT_FORMAT,
             "network": self.net.name,
             "codebook_sha256": self.tag,
             "config": self.config.to_dict(),
             "step": self.step,
-            "history": self.history,
+            "history_columns": columns,
             "forced": self.forced,
             "passed_alpha": self.passed_alpha,
             "blocks_done": self.blocks_done,
@@ -314,17 +331,7 @@ class _Run:
         total = self.total
         forced = count("forced", 0, total, 0)
         passed_alpha = count("passed_alpha", 0, total - forced, 0)
-        history = meta.get("history", [])
-        if not isinstance(history, list) or len(history) != step:
-            raise bad(f"history of {len(history) if isinstance(history, list) else 'no'} steps, not step={step}")
-        for i, entry in enumerate(history):
-            if (
-                not isinstance(entry, dict)
-                or entry.get("step") != i + 1
-                or not {"loss", "distill", "frozen"} <= set(entry)
-                or not all(_is_number(v) for v in entry.values())
-            ):
-                raise bad(f"history entry {i} is not the record of step {i + 1}")
+        history = _history(meta.get("history_columns"), arrays.pop("history", None), step, bad)
         block_reports = meta.get("block_reports", [])
         if not isinstance(block_reports, list) or len(block_reports) != blocks_done:
             raise bad(f"block reports do not match blocks_done={blocks_done}")
