@@ -23,6 +23,8 @@ from vq4all.rules import code_bits, d_problem, is_power_of_two, k_problem
 
 ACT_BITS = 8  # activations are int8: the reference's exact integer path (lookup_matmul_int)
 SHIFT_BITS = 6  # the requantization shift (1..62) in the layer descriptor
+MAX_SHIFT = 62  # the largest shift reference.requantize accepts (the 6-bit field also holds 63)
+REJECTED_BITS = 8  # the `rejected` output: rejected descriptors since reset, modulo 256
 MAX_LANES = 16
 STREAMS = ("layer", "acts", "codes", "scales")  # the input streams; "scales" only with requant
 
@@ -143,6 +145,29 @@ class EngineConfig:
         """Cycles from a code beat's acceptance to its result's write into the result FIFO:
         ROM/activation read (1) + product register (1) + tree levels (+ 2 requantization stages)."""
         return 2 + self.tree_levels + (2 if self.requant else 0)
+
+    @property
+    def shift_cap(self) -> int:
+        """The largest shift the requant stage computes with: min(MAX_SHIFT, acc_bits + mult_bits).
+        |acc * multiplier| < 2^(acc_bits + mult_bits - 1), so every shift >= acc_bits + mult_bits
+        rounds it to 0; the engine computes larger shifts as this one, which keeps its rounding
+        constant 2^(shift-1) inside its acc_bits + mult_bits + 2-bit adder."""
+        return min(MAX_SHIFT, self.acc_bits + self.mult_bits)
+
+    def descriptor_problem(self, m: int, rows: int, shift: int = 0) -> str | None:
+        """Why the engine rejects a layer descriptor with these field values (it raises its
+        `error` output and counts it in `rejected`; docs/stream-protocol.md), or None when it takes
+        it: as a layer, or as an empty descriptor (m = 0 or rows = 0, ignored). The rule the RTL
+        applies (`Engine.elaborate`): m > max_m, rows > max_rows, or, on a requantizing engine and
+        for a non-empty layer, a shift outside 1..MAX_SHIFT. The values must fit their fields
+        (m_bits, rows_bits, SHIFT_BITS bits)."""
+        if m > self.max_m:
+            return f"m={m} > max_m={self.max_m}"
+        if rows > self.max_rows:
+            return f"rows={rows} > max_rows={self.max_rows}"
+        if self.requant and m and rows and not 1 <= shift <= MAX_SHIFT:
+            return f"shift={shift} outside 1..{MAX_SHIFT}"
+        return None
 
     def check_codebook(self, codebook: Codebook) -> list[int]:
         """The ROM's k words of `codebook` (an int8 artifact.Codebook [k, d] of this engine's k and

@@ -15,6 +15,11 @@ Protocol (valid/ready streams, a transfer on a rising edge where both are high):
 5. With `requant`: the descriptor also carries the layer's shift (1..62), a `scales` stream
    brings one unsigned multiplier per row (taken together with the row's first code beat), and
    results[o] = reference.requantize(acc, multiplier[o], shift, out_bits), signed out_bits.
+6. A descriptor outside the engine's limits (m > max_m, rows > max_rows, requant: a non-empty
+   layer's shift outside 1..62; `EngineConfig.descriptor_problem`) is taken and rejected: no slot,
+   no activations, codes or results; `error` (sticky until reset) rises and `rejected` (a count
+   modulo 2^REJECTED_BITS) steps on the cycle after its transfer, and the next valid descriptor
+   runs normally. The host sends nothing else for a rejected descriptor.
 
 Lanes take L sub-vectors of the SAME row per beat (L ROM read ports), rather than L rows in
 parallel: the code stream stays in the artifact's natural row-major order, every lane shares one
@@ -42,9 +47,9 @@ from vq4all.artifact import Codebook
 from vq4all.errors import VQ4AllError
 
 from .actbuf import ActivationBuffer
-from .config import ACT_BITS, SHIFT_BITS, EngineConfig
+from .config import ACT_BITS, MAX_SHIFT, REJECTED_BITS, SHIFT_BITS, EngineConfig
 from .mac import MACLanes
-from .rom import CodebookROM
+from .rom import CodebookROM, readmemh_rom
 
 
 def layer_layout(config: EngineConfig) -> data.StructLayout:
@@ -59,7 +64,11 @@ def layer_layout(config: EngineConfig) -> data.StructLayout:
 class Engine(wiring.Component):
     """The generated accelerator. codebook: an int8 artifact.Codebook [k, d] (inline ROM of its
     cached ROM words, `EngineConfig.check_codebook`), or None with rom_init_file (the ROM is the
-    `$readmemh` module `vq4all_codebook_rom`, see rtl.rom)."""
+    `$readmemh` module `vq4all_codebook_rom`, see rtl.rom).
+
+    Ports: the streams layer (layer_layout), acts (lanes*d*8 bits), codes (lanes*code_bits),
+    scales (requant: mult_bits), results (signed result_bits, out); the status outputs error
+    (1 bit) and rejected (REJECTED_BITS), registered. docs/stream-protocol.md has the contract."""
 
     def __init__(self, config: EngineConfig, codebook: Codebook | None = None, *, rom_init_file: str | None = None):
         self._MustUse__silence = True  # a constructor that raises leaves nothing to elaborate
@@ -79,6 +88,10 @@ class Engine(wiring.Component):
         if c.requant:  # one multiplier per output row, taken with the row's first code beat
             ports["scales"] = In(stream.Signature(unsigned(c.mult_bits)))
         ports["results"] = Out(stream.Signature(signed(c.result_bits)))
+        # status, registered: `error` is sticky from the first rejected descriptor to reset,
+        # `rejected` counts them (mod 2^REJECTED_BITS) so that each one is visible to the host
+        ports["error"] = Out(1)
+        ports["rejected"] = Out(REJECTED_BITS)
         super().__init__(ports)
         self._MustUse__silence = False
 
@@ -86,9 +99,10 @@ class Engine(wiring.Component):
         c = self.config
         L, a = c.lanes, c.code_bits
         m = Module()
-        m.submodules.rom = rom = CodebookROM(
-            k=c.k, word_bits=c.word_bits, ports=L, words=self._words, init_file=self._rom_init_file
-        )
+        if self._words is not None:
+            m.submodules.rom = rom = CodebookROM(k=c.k, word_bits=c.word_bits, ports=L, words=self._words)
+        else:  # in this (top) module, so that generate.engine_verilog can make its file a top parameter
+            rom, m.submodules.rom = readmemh_rom(k=c.k, word_bits=c.word_bits, ports=L, init_file=self._rom_init_file)
         # two activation slots (ping-pong): the next layer's input loads while this one computes
         beat_bits = max(1, (c.beats_max - 1).bit_length())
         m.submodules.actbuf = buf = ActivationBuffer(depth=2 << beat_bits, word_bits=L * c.d * ACT_BITS)
@@ -144,8 +158,22 @@ class Engine(wiring.Component):
         if c.requant:
             m.d.comb += self.scales.ready.eq(computing & adv & self.codes.valid & (beat == 0))
 
+        # the descriptor check (EngineConfig.descriptor_problem): the m and rows fields can hold
+        # more than max_m and max_rows (they are max_m.bit_length(), max_rows.bit_length() bits),
+        # and a larger m would overrun the beat counter and the activation slot, so such a
+        # descriptor is taken, flagged and otherwise ignored like an empty one; so is a requant
+        # shift the reference refuses (0, 63)
         lm, lr = self.layer.payload.m, self.layer.payload.rows
-        take = self.layer.valid & self.layer.ready & (lm != 0) & (lr != 0)  # an empty layer is taken and ignored
+        empty, bad = Signal(name="layer_empty"), Signal(name="layer_bad")
+        bad_shift = 0
+        if c.requant:
+            ls = self.layer.payload.shift
+            bad_shift = ~empty & ((ls == 0) | (ls > MAX_SHIFT))
+        m.d.comb += [empty.eq((lm == 0) | (lr == 0)), bad.eq((lm > c.max_m) | (lr > c.max_rows) | bad_shift)]
+        taken = self.layer.valid & self.layer.ready
+        take = taken & ~empty & ~bad  # an empty layer is taken and ignored
+        with m.If(taken & bad):
+            m.d.sync += [self.error.eq(1), self.rejected.eq(self.rejected + 1)]
         loaded_last = ld_busy & self.acts.valid & (ld_beat == pick(ld_slot, slot_beats) - 1)
         released = fire & last_beat & (row == rows - 1)  # the computed slot's last code beat
         with m.If(take):
@@ -165,8 +193,9 @@ class Engine(wiring.Component):
                     # lane l works in a row's last beat iff l <= (m - 1) mod L
                     slot_tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L))),
                 ]
-                if c.requant:
-                    m.d.sync += slot_shift[i].eq(self.layer.payload.shift)
+                if c.requant:  # a shift above shift_cap rounds to 0 like shift_cap itself (EngineConfig.shift_cap)
+                    ls = self.layer.payload.shift
+                    m.d.sync += slot_shift[i].eq(Mux(ls > c.shift_cap, c.shift_cap, ls))
             with m.If(loaded_last & (ld_slot == i)):
                 m.d.sync += loaded[i].eq(1)
             with m.If(released & (cp_slot == i)):

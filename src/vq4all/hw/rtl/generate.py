@@ -6,8 +6,9 @@ Files written into the output folder (every write atomic):
                             0.23 took 281 s to read the inline-ROM Verilog of a 16384-row ROM,
                             0.36 s for its RTLIL; HARDWARE.md)
   vq4all_engine_readmemh.v  the same engine whose ROM (`vq4all_codebook_rom`, defined at the end
-                            of the file) loads codebook.hex with $readmemh: swap the codebook
-                            without regenerating
+                            of the file) loads the file named by the top's parameter
+                            ROM_INIT_FILE (default "codebook.hex") with $readmemh: swap the
+                            codebook without regenerating
   codebook.hex/.mem/.coe/.mif   ROM init files (rtl.romfiles)
   manifest.json             parameters, codebook SHA-256, ports, files with their SHA-256
 Each .v starts with a header comment: codebook SHA-256, parameters, port list.
@@ -38,7 +39,10 @@ PORT_NOTES = {
     "codes__payload": "lanes codes of log2(k) bits, lane 0 in the least significant bits",
     "scales__payload": "requant: the row's unsigned multiplier, taken with the row's first code beat",
     "results__payload": "one output row: the signed accumulator (wrapped), or with requant its int out_bits result",
+    "error": "sticky until rst: a layer descriptor was rejected (m > max_m, rows > max_rows, or a bad shift)",
+    "rejected": "rejected layer descriptors since rst, modulo 2^width; steps the cycle after each one's transfer",
 }
+ROM_PARAMETER = "ROM_INIT_FILE"  # the $readmemh top's parameter: the ROM file vq4all_codebook_rom loads
 
 
 def ports(engine: Engine) -> list[dict]:
@@ -80,11 +84,41 @@ def header(config: EngineConfig, codebook: Codebook, port_list: list[dict], what
     return "\n".join(lines) + "\n"
 
 
+def verilog_string(text: str, what: str) -> str:
+    """`text` as a Verilog string literal (with its quotes); VQ4AllError for characters a Verilog
+    string or a tool's -P/-G option cannot carry as they are (quotes, backslashes, control
+    characters, non-ASCII)."""
+    if not all(" " <= ch <= "~" for ch in text) or '"' in text or "\\" in text:
+        raise VQ4AllError(
+            f"{what} {text!r}: use a path of printable ASCII without quotes or backslashes (it becomes a Verilog string)"
+        )
+    return f'"{text}"'
+
+
+def top_rom_parameter(text: str, rom_init_file: str) -> str:
+    """Amaranth's Verilog of the $readmemh engine with the ROM file made a parameter of the top:
+    `module vq4all_engine #(parameter ROM_INIT_FILE = "<rom_init_file>") (...)`, passed to the
+    ROM instance (which the engine keeps in its top module, rom.readmemh_rom), so FPGA flows and
+    testbenches override it at the top (iverilog -P, verilator -G, yosys chparam, a vendor's
+    generic) instead of editing the file or reaching into the hierarchy."""
+    literal = verilog_string(rom_init_file, "ROM file")
+    edits = [
+        (f"module {TOP}(", f"module {TOP} #(\n  parameter {ROM_PARAMETER} = {literal}\n) ("),
+        (f".INIT_FILE({literal})", f".INIT_FILE({ROM_PARAMETER})"),
+    ]
+    for old, new in edits:
+        if text.count(old) != 1:  # Amaranth changed how it writes modules or instance parameters
+            raise VQ4AllError(f"cannot make {ROM_PARAMETER} a top parameter: {old!r} occurs {text.count(old)} times")
+        text = text.replace(old, new)
+    return text
+
+
 def engine_verilog(config: EngineConfig, codebook: Codebook, *, rom_init_file: str | None = None) -> str:
     """Verilog of the engine for `codebook` (an int8 artifact.Codebook [k, d]) with the header:
-    ROM inline (default) or, with rom_init_file, the $readmemh ROM module appended (INIT_FILE =
-    rom_init_file, relative to the simulator's or synthesis tool's working folder unless absolute;
-    the codebook is still checked against the config and named in the header)."""
+    ROM inline (default) or, with rom_init_file, the $readmemh ROM module appended, its file the
+    top's parameter ROM_INIT_FILE, default rom_init_file (relative to the simulator's or
+    synthesis tool's working folder unless absolute; the codebook is still checked against the
+    config and named in the header)."""
     from amaranth.back import verilog
 
     if rom_init_file is None:
@@ -92,10 +126,18 @@ def engine_verilog(config: EngineConfig, codebook: Codebook, *, rom_init_file: s
         text = verilog.convert(engine, name=TOP)
         return header(config, codebook, ports(engine), "ROM inline") + text
     config.check_codebook(codebook)
+    verilog_string(rom_init_file, "ROM file")  # before the conversion: a bad name fails fast
     engine = Engine(config, rom_init_file=rom_init_file)
-    text = verilog.convert(engine, name=TOP)
+    text = top_rom_parameter(verilog.convert(engine, name=TOP), rom_init_file)
     rom = readmemh_module(k=config.k, word_bits=config.word_bits, ports=config.lanes)
-    return header(config, codebook, ports(engine), f'ROM loaded by $readmemh("{rom_init_file}")') + text + "\n" + rom
+    note = (
+        f'// parameter {ROM_PARAMETER} = "{rom_init_file}": the ROM file, relative to the tool\'s working folder unless\n'
+        f"//   absolute; override it at the top: iverilog -P{TOP}.{ROM_PARAMETER}='\"path\"', "
+        f"verilator -G{ROM_PARAMETER}='\"path\"',\n"
+        f'//   yosys: read_verilog -defer <this file>; chparam -set {ROM_PARAMETER} "path" {TOP}; hierarchy -top {TOP}\n'
+    )
+    what = f"ROM loaded by $readmemh from the file named by parameter {ROM_PARAMETER}"
+    return header(config, codebook, ports(engine), what) + note + text + "\n" + rom
 
 
 def engine_rtlil(config: EngineConfig, codebook: Codebook) -> str:

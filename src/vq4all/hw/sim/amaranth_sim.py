@@ -34,6 +34,8 @@ def run_engine(engine, driver: StreamDriver, vcd: str | None = None) -> dict:
                 codes_ready=ctx.get(engine.codes.ready),
                 results_valid=ctx.get(engine.results.valid),
                 results_payload=ctx.get(engine.results.payload.as_unsigned()),
+                error=ctx.get(engine.error),
+                rejected=ctx.get(engine.rejected),
                 scales_ready=ctx.get(engine.scales.ready) if "scales" in ports else 0,
             )
             await ctx.tick()

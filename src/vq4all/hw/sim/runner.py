@@ -32,7 +32,7 @@ from vq4all.errors import VQ4AllError
 from vq4all.hw.rtl.config import EngineConfig
 from vq4all.io import atomic_write_bytes
 
-from .streams import Job, check_job
+from .streams import Descriptor, Job, check_job, descriptor_word
 
 SIMULATORS = ("icarus", "verilator")
 TOP = "vq4all_engine"
@@ -68,7 +68,8 @@ def cached_verilog(
     """The engine's Verilog for (config, codebook: an int8 artifact.Codebook [k, d]), generated
     once and kept in the cache under the codebook's SHA-256.
 
-    readmemh: the $readmemh form, with the cache's codebook.hex named by absolute path."""
+    readmemh: the $readmemh form, its ROM_INIT_FILE default the cache's codebook.hex by absolute
+    path (written again if it went missing: the cache can always rebuild it from the codebook)."""
     from vq4all.hw.rtl.generate import engine_verilog
     from vq4all.hw.rtl.romfiles import rom_file_text
 
@@ -76,13 +77,36 @@ def cached_verilog(
     folder = (cache or cache_root()) / _key(config, codebook, "readmemh" if readmemh else "inline")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{TOP}.v"
+    init = folder / "codebook.hex" if readmemh else None
+    if init is not None and not init.exists():
+        atomic_write_bytes(init, rom_file_text("hex", codebook, config.width).encode())
     if not path.exists():
-        init = None
-        if readmemh:
-            init = folder / "codebook.hex"
-            atomic_write_bytes(init, rom_file_text("hex", codebook, config.width).encode())
         atomic_write_bytes(
             path, engine_verilog(config, codebook, rom_init_file=None if init is None else str(init)).encode()
+        )
+    return path
+
+
+def check_rom_file(path, config: EngineConfig, codebook: Codebook) -> Path:
+    """The absolute path of the $readmemh ROM file `path` once it is known to hold exactly the
+    ROM words of `codebook` (an int8 artifact.Codebook [k, d]) at config.width; a one-line
+    VQ4AllError naming the file otherwise (a simulator would only warn and run an all-X ROM)."""
+    from vq4all.hw.rtl.generate import ROM_PARAMETER, verilog_string
+    from vq4all.hw.rtl.romfiles import read_readmemh
+
+    path = Path(path).absolute()
+    todo = "write it with `vq4all rom export --format hex` or `vq4all rtl generate`"
+    if not path.is_file():
+        raise VQ4AllError(f"{path}: ROM file not found ({ROM_PARAMETER} of the $readmemh engine): {todo}")
+    verilog_string(str(path), "ROM file")  # it travels as a Verilog string parameter
+    try:
+        words = read_readmemh(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise VQ4AllError(f"{path}: not a readable $readmemh ROM file ({e}): {todo}") from None
+    if words != config.check_codebook(codebook):
+        raise VQ4AllError(
+            f"{path}: ROM file holds {len(words)} words that are not codebook {codebook.sha256[:16]} "
+            f"(k={config.k}, width={config.width}): {todo} from the codebook you simulate"
         )
     return path
 
@@ -135,15 +159,21 @@ def simulate(
     backpressure: float = 0.0,
     seed: int = 0,
     readmemh: bool = False,
+    rom_file: Path | None = None,
     cache: Path | None = None,
     verilog: Path | None = None,
 ) -> dict:
     """Run `jobs` back to back through the engine of (config, codebook) in `simulator`.
 
+    jobs: layers (streams.Job, each checked by check_job) and bare descriptors
+    (streams.Descriptor: empty layers and descriptors the engine must reject, sent unchecked).
     codebook: an int8 artifact.Codebook [k, d]; the testbench checks every result against the
     reference on it. verilog: an already generated vq4all_engine.v of exactly this (config,
     codebook) (e.g. by `vq4all rtl generate`; its simulator build goes next to it) instead of the
-    cached one.
+    cached one. readmemh: the $readmemh form; rom_file: the .hex it loads, passed as the top's
+    ROM_INIT_FILE parameter (default: the cache's codebook.hex, or with `verilog` the
+    codebook.hex next to it, as `vq4all rtl generate` writes them); it must exist and hold the
+    codebook's words (check_rom_file), before anything is built.
 
     Returns the testbench's report (sim.streams.StreamDriver.report) plus simulator,
     build_seconds, run_seconds, config, codebook_sha256 and rom; raises VQ4AllError when a result
@@ -156,23 +186,38 @@ def simulate(
     if not 0.0 <= backpressure < 1.0:
         raise VQ4AllError(f"backpressure={backpressure} must be in [0, 1)")
     config.check_codebook(codebook)
+    if rom_file is not None and not readmemh:
+        raise VQ4AllError("rom_file is the $readmemh engine's ROM file: pass readmemh=True with it")
     for job in jobs:
         try:
-            check_job(config, job)
+            if isinstance(job, Descriptor):  # sent as it is: the engine's own check is under test
+                descriptor_word(config, job.m, job.rows, job.shift)
+            else:
+                check_job(config, job)
         except ValueError as e:
             raise VQ4AllError(str(e)) from None
     cache = cache or cache_root()
+    t = time.perf_counter()
+    if verilog is None:
+        verilog = cached_verilog(config, codebook, readmemh=readmemh, cache=cache)
+    verilog = Path(verilog)
+    if not verilog.is_file():
+        raise VQ4AllError(f"{verilog}: no such Verilog file")
+    # a build records absolute paths of the cocotb it was made with (Verilator's makefile
+    # names cocotb's verilator.cpp): one made from another environment (a moved or deleted
+    # venv, another checkout) must not be reused, so the folder is named after this one
+    build_name = f"build-{simulator}-{_environment_tag()}"
+    parameters = {}
+    if readmemh:  # checked here, before any tool runs: a simulator would only warn about it
+        from vq4all.hw.rtl.generate import ROM_PARAMETER
+
+        rom_file = check_rom_file(verilog.parent / "codebook.hex" if rom_file is None else rom_file, config, codebook)
+        parameters[ROM_PARAMETER] = f'"{rom_file}"'
+        # the simulators take parameters when they build, and cocotb rebuilds only for newer
+        # sources: one build per ROM file
+        build_name += f"-rom{hashlib.sha256(str(rom_file).encode()).hexdigest()[:8]}"
     with _tool_env(simulator):
-        t = time.perf_counter()
-        if verilog is None:
-            verilog = cached_verilog(config, codebook, readmemh=readmemh, cache=cache)
-        verilog = Path(verilog)
-        if not verilog.is_file():
-            raise VQ4AllError(f"{verilog}: no such Verilog file")
-        # a build records absolute paths of the cocotb it was made with (Verilator's makefile
-        # names cocotb's verilator.cpp): one made from another environment (a moved or deleted
-        # venv, another checkout) must not be reused, so the folder is named after this one
-        build_dir = verilog.parent / f"build-{simulator}-{_environment_tag()}"
+        build_dir = verilog.parent / build_name
         runner = get_runner(simulator)
         build_log = verilog.parent / f"build-{simulator}.log"
         build_args = ["-Wno-fatal"] if simulator == "verilator" else []
@@ -181,6 +226,7 @@ def simulate(
                 sources=[verilog],
                 hdl_toplevel=TOP,
                 build_dir=build_dir,
+                parameters=parameters,
                 timescale=("1ns", "1ps"),
                 build_args=build_args,
                 log_file=build_log,
@@ -195,6 +241,9 @@ def simulate(
                 arrays["codebook_scale"] = codebook.codebook_scale
             for i, job in enumerate(jobs):
                 arrays[f"name_{i}"] = np.array(job.name)
+                if isinstance(job, Descriptor):
+                    arrays[f"desc_{i}"] = np.array([job.m, job.rows, job.shift], dtype=np.int64)
+                    continue
                 arrays[f"x_{i}"] = np.asarray(job.x, dtype=np.int8)
                 arrays[f"codes_{i}"] = np.asarray(job.codes)
                 if job.multipliers is not None:
@@ -233,7 +282,12 @@ def simulate(
             run_seconds = time.perf_counter() - t
             report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else None
             if failed or report is None:
-                detail = "" if report is None else f" ({report['mismatches']} mismatches, {report['outputs']} outputs)"
+                detail = (
+                    ""
+                    if report is None
+                    else f" ({report['mismatches']} mismatches, {report['outputs']} outputs, "
+                    f"{report['status_mismatches']} status mismatches)"
+                )
                 raise VQ4AllError(
                     f"{simulator} simulation failed: {failed or 'no report'}{detail}; log tail:\n{_tail(log)}"
                 )
@@ -247,4 +301,6 @@ def simulate(
         codebook_sha256=codebook.sha256,
         rom="readmemh" if readmemh else "inline",
     )
+    if readmemh:
+        report["rom_file"] = str(rom_file)
     return report

@@ -4,8 +4,13 @@ valid/ready backpressure, collects results and checks them against the reference
 One model serves both simulators: Amaranth's (unit tests) and cocotb's (`tb_engine.py` on Icarus
 or Verilator). Each cycle the caller
   1. drives `inputs()` onto the ports (valid/payload of layer, acts, codes; ready of results),
-  2. lets the logic settle and passes the ports' ready/valid/payload to `observe(...)`,
+  2. lets the logic settle and passes the ports' ready/valid/payload and the status outputs
+     (`error`, `rejected`) to `observe(...)`,
   3. lets the clock rise (every transfer seen in step 2 happens on that edge).
+Besides layers (`Job`), a run may send bare descriptors (`Descriptor`): empty layers and
+descriptors the engine must reject; the model checks the engine's status outputs every cycle
+(cycle-exact: a rejection shows on the cycle after its descriptor's transfer) and that the
+layers after a rejected descriptor still compute bit for bit.
 Stream rules kept here: a beat once presented (valid high) stays presented, unchanged, until
 taken; whether a beat is presented, or a result accepted, is drawn per cycle with probability
 1 - backpressure from a seeded generator, so a run is reproducible.
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vq4all.artifact import Codebook
-from vq4all.hw.rtl.config import EngineConfig
+from vq4all.hw.rtl.config import REJECTED_BITS, SHIFT_BITS, EngineConfig
 from vq4all.reference import lookup_matmul_int, requantize
 
 
@@ -73,6 +78,34 @@ class Job:
     shift: int = 0
 
 
+@dataclass
+class Descriptor:
+    """A bare layer descriptor, sent on `layer` with nothing on the other streams: an empty layer
+    (m = 0 or rows = 0) or one the engine must reject (`EngineConfig.descriptor_problem`, e.g.
+    m > max_m). m, rows, shift: the raw field values, each within its field (m_bits, rows_bits,
+    SHIFT_BITS bits), deliberately not held to the layer limits that check_job enforces."""
+
+    name: str
+    m: int
+    rows: int
+    shift: int = 0
+
+
+def descriptor_word(config: EngineConfig, m: int, rows: int, shift: int = 0) -> int:
+    """The `layer` payload m | rows << m_bits (| shift << (m_bits + rows_bits) with requant);
+    ValueError if a value does not fit its field."""
+    fields = [("m", m, config.m_bits), ("rows", rows, config.rows_bits)]
+    if config.requant:
+        fields.append(("shift", shift, SHIFT_BITS))
+    word, at = 0, 0
+    for name, value, bits in fields:
+        if not 0 <= int(value) < 1 << bits:
+            raise ValueError(f"descriptor {name}={value} does not fit its {bits}-bit field")
+        word |= int(value) << at
+        at += bits
+    return word
+
+
 def check_job(config: EngineConfig, job: Job) -> None:
     """Raise ValueError for a layer this engine cannot run (before any simulation)."""
     rows, m = job.codes.shape
@@ -93,10 +126,11 @@ def check_job(config: EngineConfig, job: Job) -> None:
 class StreamDriver:
     """Drives a list of layers through the engine back to back and checks every result.
 
-    config: the engine's EngineConfig; codebook: the int8 artifact.Codebook [k, d] the ROM holds
-    (checked against config; the reference computes on its `.codebook`). backpressure:
-    probability, per cycle and per stream, that a beat is withheld / a result refused (0 = full
-    speed).
+    config: the engine's EngineConfig; jobs: layers (`Job`) and bare descriptors (`Descriptor`)
+    in stream order; codebook: the int8 artifact.Codebook [k, d] the ROM holds (checked against
+    config; the reference computes on its `.codebook`). backpressure: probability, per cycle and
+    per stream, that a beat is withheld / a result refused (0 = full speed).
+    self.jobs: the layers alone (the ones with results), in order.
     """
 
     def __init__(
@@ -105,20 +139,39 @@ class StreamDriver:
         if not 0.0 <= backpressure < 1.0:
             raise ValueError(f"backpressure={backpressure} must be in [0, 1)")
         config.check_codebook(codebook)
-        self.config, self.jobs, self.p = config, jobs, float(backpressure)
+        self.config, self.p = config, float(backpressure)
+        self.jobs = [job for job in jobs if isinstance(job, Job)]
         self.rng = np.random.default_rng(seed)
         self.streams = config.streams
         self.queues: dict[str, list[int]] = {s: [] for s in self.streams}
         self.expected: list[np.ndarray] = []
+        # per descriptor on `layer`, in order: its Job's index (None for a bare one), and why the
+        # engine must reject it (None: taken as a layer or ignored as an empty one)
+        self._layer_of: list[int | None] = []
+        self._problem: list[str | None] = []
+        self.bare: list[dict] = []  # the bare descriptors, for the report
         for job in jobs:
+            if isinstance(job, Descriptor):
+                word = descriptor_word(config, job.m, job.rows, job.shift)
+                problem = config.descriptor_problem(job.m, job.rows, job.shift)
+                if problem is None and job.m and job.rows:  # the engine would wait for its activations
+                    raise ValueError(f"descriptor {job.name}: a valid non-empty layer, send it as a Job")
+                self.queues["layer"].append(word)
+                self._layer_of.append(None)
+                self._problem.append(problem)
+                self.bare.append({"name": job.name, "descriptor": word, "rejected": problem is not None})
+                continue
+            if not isinstance(job, Job):
+                raise ValueError(f"StreamDriver takes Job and Descriptor items, got {type(job).__name__}")
             check_job(config, job)
             rows, m = job.codes.shape
             acc = lookup_matmul_int(job.x[None, :].astype(np.int8), job.codes, codebook.codebook, config.acc_bits)
-            descriptor = m | (rows << config.m_bits)
+            descriptor = descriptor_word(config, m, rows, int(job.shift))
             if config.requant:
-                descriptor |= int(job.shift) << (config.m_bits + config.rows_bits)
                 self.queues["scales"] += [int(v) for v in np.asarray(job.multipliers).tolist()]
                 acc = requantize(acc, np.asarray(job.multipliers), int(job.shift), config.out_bits)
+            self._layer_of.append(len(self.expected))
+            self._problem.append(None)
             self.queues["layer"].append(descriptor)
             self.queues["acts"] += pack_acts(job.x, m, config.d, config.lanes)
             self.queues["codes"] += pack_codes(job.codes, config.lanes, config.code_bits)
@@ -127,10 +180,13 @@ class StreamDriver:
         self.presented = {s: False for s in self.streams}
         self.results: list[int] = []
         self.cycle = 0
-        self.started: list[int] = []  # cycle each layer descriptor was taken
+        self.started: list[int] = []  # cycle each descriptor (layer or bare) was taken
         self.finished: list[int] = []  # cycle each layer's last result was taken
         self._ready = False
-        self._boundaries = np.cumsum([job.codes.shape[0] for job in jobs]).tolist()
+        self._boundaries = np.cumsum([job.codes.shape[0] for job in self.jobs]).tolist()
+        self.rejected = 0  # rejected descriptors taken so far: what `rejected` shows a cycle later
+        self.status_mismatches = 0  # cycles whose (error, rejected) differ from the model
+        self.first_status_mismatches: list[dict] = []
 
     @property
     def total_results(self) -> int:
@@ -138,7 +194,13 @@ class StreamDriver:
 
     @property
     def done(self) -> bool:
-        return len(self.results) == self.total_results
+        """Every result is in, every descriptor sent, and the status outputs were checked on the
+        cycle after the last descriptor's transfer (a run may end with bare descriptors)."""
+        return (
+            len(self.results) == self.total_results
+            and self.sent["layer"] == len(self.queues["layer"])
+            and (not self.started or self.cycle >= self.started[-1] + 2)
+        )
 
     def inputs(self) -> dict[str, int]:
         """The values to drive this cycle: {stream}_valid/{stream}_payload for layer, acts and
@@ -162,13 +224,25 @@ class StreamDriver:
         codes_ready: int,
         results_valid: int,
         results_payload: int,
+        error: int,
+        rejected: int,
         scales_ready: int = 0,
     ) -> None:
-        """The ports after settling, in the cycle `inputs()` was driven; then the clock rises."""
+        """The ports after settling, in the cycle `inputs()` was driven; then the clock rises.
+        error, rejected: the engine's status outputs, which must show every rejected descriptor
+        taken before this cycle (sticky error; count modulo 2^REJECTED_BITS)."""
+        want = (int(self.rejected > 0), self.rejected % (1 << REJECTED_BITS))
+        if (int(error), int(rejected)) != want:
+            self.status_mismatches += 1
+            if len(self.first_status_mismatches) < 5:
+                self.first_status_mismatches.append(
+                    {"cycle": self.cycle, "error": int(error), "rejected": int(rejected), "want": list(want)}
+                )
         readies = {"layer": layer_ready, "acts": acts_ready, "codes": codes_ready, "scales": scales_ready}
         for s in self.streams:
             if self.presented[s] and readies[s]:
                 if s == "layer":
+                    self.rejected += self._problem[self.sent[s]] is not None
                     self.started.append(self.cycle)
                 self.sent[s] += 1
                 self.presented[s] = False
@@ -184,27 +258,39 @@ class StreamDriver:
         """A bound no correct run reaches: every beat and result at the slowest expected rate."""
         beats = sum(len(q) for q in self.queues.values()) + self.total_results
         slow = 1.0 / (1.0 - self.p) ** 2
-        return int(50 * slow * (beats + 10 * len(self.jobs) * (self.config.latency + 8))) + 1000
+        return int(50 * slow * (beats + 10 * len(self._layer_of) * (self.config.latency + 8))) + 1000
+
+    def _schedule(self) -> tuple[list[int], list[int]]:
+        """(taken, finish) at full speed, counted from the first descriptor's transfer (cycle 0):
+        taken[j] the cycle descriptor j transfers, finish[i] the cycle layer i's last result is
+        taken. The engine's schedule: the loader takes a descriptor once it is idle and the
+        slot a layer would use is free (layers use the slots alternately); a bare descriptor
+        (empty or rejected) only occupies that cycle; a layer then loads B_i = ceil(m_i / lanes)
+        beats; the computer starts layer i the cycle after both its load and layer i-1's code
+        beats are done, takes R_i * B_i code beats and frees the slot with the last; that beat's
+        result is taken latency + 2 cycles later (MAC pipeline, then the SyncFIFOBuffered, whose
+        written word is readable two cycles later)."""
+        loader_free, slot_free, compute_end = 0, [0, 0], -1
+        taken, finish = [], []
+        for index in self._layer_of:
+            slot = len(finish) % 2
+            taken.append(max(loader_free, slot_free[slot]))
+            if index is None:
+                loader_free = taken[-1] + 1
+                continue
+            rows, m = self.jobs[index].codes.shape
+            b = beats_per_row(m, self.config.lanes)
+            load_end = taken[-1] + b
+            loader_free = load_end + 1
+            compute_end = max(load_end + 1, compute_end + 1) + rows * b - 1
+            slot_free[slot] = compute_end + 1
+            finish.append(compute_end + self.config.latency + 2)
+        return taken, finish
 
     def ideal_finish(self) -> list[int]:
         """The cycle each layer's last result is taken at full speed (no backpressure), counted
-        from the first descriptor's transfer (cycle 0), by the engine's schedule:
-        the loader takes descriptor i once it is idle and slot i % 2 is free, then loads B_i =
-        ceil(m_i / lanes) beats; the computer starts layer i the cycle after both its load and
-        layer i-1's code beats are done, takes R_i * B_i code beats and frees the slot with the
-        last; that beat's result is taken latency + 2 cycles later (MAC pipeline, then the
-        SyncFIFOBuffered, whose written word is readable two cycles later)."""
-        loader_free, slot_free, compute_end, finish = 0, [0, 0], -1, []
-        for i, job in enumerate(self.jobs):
-            rows, m = job.codes.shape
-            b = beats_per_row(m, self.config.lanes)
-            taken = max(loader_free, slot_free[i % 2])
-            load_end = taken + b
-            loader_free = load_end + 1
-            compute_end = max(load_end + 1, compute_end + 1) + rows * b - 1
-            slot_free[i % 2] = compute_end + 1
-            finish.append(compute_end + self.config.latency + 2)
-        return finish
+        from the first descriptor's transfer (cycle 0), by the engine's schedule (`_schedule`)."""
+        return self._schedule()[1]
 
     def report(self) -> dict:
         """Per layer: outputs, mismatches (vs lookup_matmul_int), cycles, mac_utilization =
@@ -214,10 +300,14 @@ class StreamDriver:
         transfer to its last result's (inclusive); for the others, from the previous layer's last
         result to theirs. (A layer's load overlaps the previous layer's compute, so its own
         descriptor-to-result span would count shared cycles twice.) The cycles sum to the run's.
-        beats: {stream: beats transferred (valid and ready on one edge)}; result_beats likewise."""
+        beats: {stream: beats transferred (valid and ready on one edge)}; result_beats likewise.
+        descriptors: the bare descriptors (name, descriptor word, rejected); rejected: how many
+        rejected descriptors were taken; status_mismatches: cycles whose error/rejected outputs
+        differed from the model (first_status_mismatches: the first few)."""
         layers = []
         start = 0
-        ideal = self.ideal_finish()
+        ideal_taken, ideal = self._schedule()
+        first = self._layer_of.index(0) if self.jobs else 0  # the first layer's descriptor
         for i, job in enumerate(self.jobs):
             rows, m = job.codes.shape
             got = np.array(self.results[start : start + rows], dtype=np.int64)
@@ -233,10 +323,10 @@ class StreamDriver:
                 "mismatches": mism,
             }
             if i < len(self.finished):
-                cycles = self.finished[i] - (self.started[0] - 1 if i == 0 else self.finished[i - 1])
+                cycles = self.finished[i] - (self.started[first] - 1 if i == 0 else self.finished[i - 1])
                 entry["cycles"] = cycles
                 entry["mac_utilization"] = rows * int(job.x.size) / (self.config.d * self.config.lanes * cycles)
-                entry["ideal_cycles"] = ideal[i] - (-1 if i == 0 else ideal[i - 1])
+                entry["ideal_cycles"] = ideal[i] - (ideal_taken[first] - 1 if i == 0 else ideal[i - 1])
             if mism:
                 bad = np.flatnonzero(got != want[: got.size])[:5].tolist()
                 entry["first_mismatches"] = [{"row": r, "got": int(got[r]), "want": int(want[r])} for r in bad]
@@ -249,6 +339,10 @@ class StreamDriver:
             "backpressure": self.p,
             "beats": dict(self.sent),
             "result_beats": len(self.results),
+            "descriptors": self.bare,
+            "rejected": self.rejected,
+            "status_mismatches": self.status_mismatches,
+            "first_status_mismatches": self.first_status_mismatches,
         }
 
 

@@ -2,12 +2,14 @@
 
 Reads its layers from the .npz named by $VQ4ALL_TB_INPUT (codebook [k, d] int8 and, when it
 has one, codebook_scale [1] float32: the artifact.Codebook in the ROM; per layer name_i, x_i
-[in_features] int8, codes_i [rows, m], with requant mult_i [rows] and shift_i) and from
+[in_features] int8, codes_i [rows, m], with requant mult_i [rows] and shift_i; per bare
+descriptor (`streams.Descriptor`) name_i and desc_i = [m, rows, shift]) and from
 $VQ4ALL_TB_SPEC (JSON) the engine's config (`EngineConfig.to_dict()`), the codebook's SHA-256
 (the rebuilt Codebook must hash to it), backpressure and seed;
 drives them through `sim.streams.StreamDriver` (the same environment model the Amaranth unit
 tests use) and writes the driver's report as JSON to $VQ4ALL_TB_OUTPUT.
-Fails if any result differs from `reference.lookup_matmul_int` or a result is missing.
+Fails if any result differs from `reference.lookup_matmul_int`, a result is missing, or the
+status outputs (`error`, `rejected`) differ from the model in any cycle.
 
 Per cycle: on the falling edge drive the inputs; in ReadOnly (everything settled) read the
 handshakes, which then complete on the next rising edge.
@@ -25,23 +27,28 @@ from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from vq4all.artifact import Codebook
 from vq4all.hw.rtl.config import EngineConfig
-from vq4all.hw.sim.streams import Job, StreamDriver
+from vq4all.hw.sim.streams import Descriptor, Job, StreamDriver
 
 
 def _load():
     spec = json.loads(os.environ["VQ4ALL_TB_SPEC"])
     with np.load(os.environ["VQ4ALL_TB_INPUT"]) as f:
         codebook = Codebook(f["codebook"], f["codebook_scale"] if "codebook_scale" in f else None)
-        jobs = [
-            Job(
-                str(f[f"name_{i}"]),
-                f[f"x_{i}"],
-                f[f"codes_{i}"],
-                f[f"mult_{i}"] if f"mult_{i}" in f else None,
-                int(f[f"shift_{i}"]) if f"shift_{i}" in f else 0,
+        jobs = []
+        for i in range(int(f["jobs"])):
+            name = str(f[f"name_{i}"])
+            if f"desc_{i}" in f:
+                jobs.append(Descriptor(name, *(int(v) for v in f[f"desc_{i}"])))
+                continue
+            jobs.append(
+                Job(
+                    name,
+                    f[f"x_{i}"],
+                    f[f"codes_{i}"],
+                    f[f"mult_{i}"] if f"mult_{i}" in f else None,
+                    int(f[f"shift_{i}"]) if f"shift_{i}" in f else 0,
+                )
             )
-            for i in range(int(f["jobs"]))
-        ]
     return spec, codebook, jobs
 
 
@@ -76,6 +83,8 @@ async def engine_matches_reference(dut):
             codes_ready=int(dut.codes__ready.value),
             results_valid=valid,
             results_payload=int(dut.results__payload.value) if valid else 0,
+            error=int(dut.error.value),
+            rejected=int(dut.rejected.value),
             scales_ready=int(dut.scales__ready.value) if config.requant else 0,
         )
     report = driver.report()
@@ -84,3 +93,7 @@ async def engine_matches_reference(dut):
         json.dump(report, f, indent=2)
     assert driver.done, f"only {len(driver.results)} of {driver.total_results} results after {driver.cycle} cycles"
     assert report["mismatches"] == 0, f"{report['mismatches']} results differ from the reference: {report['layers']}"
+    assert report["status_mismatches"] == 0, (
+        f"error/rejected differ from the model in {report['status_mismatches']} cycles: "
+        f"{report['first_status_mismatches']}"
+    )
