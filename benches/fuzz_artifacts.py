@@ -187,8 +187,12 @@ def tamper_checkpoint(data: bytes, kind: str, rng: np.random.Generator) -> bytes
         meta["config"][key] = odd
     elif kind == "counts":
         meta[["forced", "passed_alpha", "blocks_done"][int(rng.integers(3))]] = odd if odd != 0 else -1
-    elif kind == "history":
-        meta["history"] = odd if not isinstance(odd, list) else [odd]
+    elif kind == "history":  # the columns' names, or the table's bytes
+        if rng.random() < 0.5:
+            meta["history_columns"] = odd if not isinstance(odd, list) else ["loss", *odd]
+        else:
+            begin, end = header["history"]["data_offsets"]
+            body = body[:begin] + np.full((end - begin) // 8, np.nan).tobytes() + body[end:]
     else:
         name = names[int(rng.integers(len(names)))]
         if kind == "tensor_shape":
@@ -340,7 +344,7 @@ def main() -> int:
         doors["compress --resume"][f"exit {status}"] += 1
         ckpt_outcomes[f"{kind}: exit {status}"] += 1
         by_kind[f"checkpoint:{kind}"]["bug" if bug else "valid" if status == 0 else "error"] += 1
-        if bug is None and status == 0 and kind != "history":
+        if bug is None and status == 0:
             bug = "a tampered checkpoint was resumed"
         if bug:
             bug_found("compress --resume", kind, "checkpoint", bug, data)
