@@ -70,6 +70,11 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a CompressConfig field")
     p.add_argument("--codebook", help="codebook file (default: OUT/codebook.safetensors, built once)")
     p.add_argument("--out", default="benches/results/blockwise")
+    p.add_argument(
+        "--keep-fp",
+        default="",
+        help="comma-separated module-name prefixes whose weights stay FP (counted at their stored width in bits/weight)",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +82,12 @@ def main(argv=None) -> int:
     config = CompressConfig.from_dict({**CompressConfig(checkpoint_every=0).to_dict(), **given})
     codebook = load_codebook(args.codebook) if args.codebook else universal_codebook(out / "codebook.safetensors")
     net = zoo.load(args.network)
+    prefixes = tuple(x for x in args.keep_fp.split(",") if x)
+    state = net.model.state_dict()
+    kept = [k for k in net.compressible_keys(codebook.d) if k.startswith(prefixes)] if prefixes else []
+    if prefixes and not kept:
+        p.error(f"--keep-fp {args.keep_fp}: no compressible weight starts with these prefixes")
+    net.exclude = tuple(net.exclude) + tuple(kept)
 
     from vq4all.train import compress
 
@@ -94,6 +105,13 @@ def main(argv=None) -> int:
         "fp_value": info["fp_value"],
         "extras": {k: float(info[k]) for k in EXTRAS if k in info},
         "bits_per_weight": info["bits_per_weight"],
+        # with weights kept FP: every compressible weight counted, the kept ones at their stored width
+        "kept_fp": kept,
+        "bits_per_weight_all": (
+            info["bits_per_weight"] * sum(state[k].numel() for k in net.compressible_keys(codebook.d))
+            + sum(state[k].numel() * state[k].element_size() * 8 for k in kept)
+        )
+        / sum(state[k].numel() for k in net.compressible_keys(codebook.d) + kept),
         "steps": report["steps"],
         "blocks": report["blocks"],
         "frozen_by_pnc": report["frozen_by_pnc"],
