@@ -136,3 +136,18 @@ def test_error_lines_escape_names_from_flags_and_files(capsys, files, tmp_path):
         line = clean_line(err)
         assert not out and line.startswith("vq4all: error: ") and words in line and "\\x1b[2J\\x00evil" in line, line
     assert not (tmp_path / "x").exists()
+
+
+def test_the_command_line_cuts_any_error_to_one_short_line(monkeypatch, capsys):
+    """The last guard: whatever text a message carries (15.5M characters, line breaks, escapes),
+    `vq4all` prints one escaped line of bounded length."""
+    from vq4all import cli
+    from vq4all.errors import VQ4AllError
+
+    def hostile(_args):
+        raise VQ4AllError("bad \n\x1b[2J" + "y" * 15_500_000)
+
+    monkeypatch.setattr(cli, "cmd_zoo_list", hostile)
+    assert cli.main(["zoo", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\\n\\x1b[2J" in err and len(err) < cli.MAX_ERROR_CHARS + 100

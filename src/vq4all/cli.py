@@ -21,6 +21,7 @@ from .errors import MAX_NAME_CHARS, VQ4AllError, printable
 from .hw.rtl.config import ACT_BITS, MAX_LANES, EngineConfig
 
 MAX_M = 1 << 20  # EngineConfig's bound on max_m (sub-vectors per row the activation buffer holds)
+MAX_ERROR_CHARS = 1500  # an error line is cut here (escaped first): a hostile name never floods stderr
 
 
 def _name(text) -> str:
@@ -787,7 +788,8 @@ def main(argv=None) -> int:
     except VQ4AllError as e:
         if args.debug:
             raise
-        print(f"vq4all: error: {printable(e)}", file=sys.stderr)  # one line, whatever a name held
+        # one short line, whatever a name held: the last guard for any untrusted text in a message
+        print(f"vq4all: error: {printable(e, MAX_ERROR_CHARS)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vq4all: interrupted", file=sys.stderr)
