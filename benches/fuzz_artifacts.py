@@ -47,7 +47,13 @@ from vq4all.errors import ArtifactError, VQ4AllError, printable  # noqa: E402
 from vq4all.io import atomic_write_bytes  # noqa: E402
 
 MAX_LINE = 2000
-WRONG_IF_ACCEPTED = set(fuzzing.KINDS) | {"huge_int_shape", "json_amplification", "sparse_huge"}
+# kinds whose damage is never a legitimate file (manifest_rehashed rewrites a manifest field and
+# recomputes the content hash: it may be a legitimate file, e.g. another network name)
+WRONG_IF_ACCEPTED = (set(fuzzing.KINDS) - {"manifest_rehashed"}) | {
+    "huge_int_shape",
+    "json_amplification",
+    "sparse_huge",
+}
 CHECKPOINT_TAMPERS = (
     "step",
     "lr",

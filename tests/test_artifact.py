@@ -89,7 +89,7 @@ def apply_case(src, dst, case, rehash=True):
             t[k] = t[k].copy()
         case(state["m"], t)
         if rehash and state["m"].get("kind") == "network":
-            state["m"]["sha256"] = artifact.tensors_sha256(t)
+            state["m"]["sha256"] = artifact.content_sha256(state["m"], t)
 
     return rewrite(src, dst, manifest_fn=lambda m: state.setdefault("m", m), tensors_fn=tensors_fn)
 

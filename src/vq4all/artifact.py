@@ -13,8 +13,8 @@ Network file (kind "network"):
   <layer>.codes   [out_features, m] U8 when k <= 256 else U16, m = ceil(row / d), every code < k
   <layer>.scales  [out_features] float16, finite and > 0
   FP leftovers    every other tensor, under its state-dict name (biases, norms, ...), finite
-  manifest: network, codebook_sha256, k, sha256 (`tensors_sha256`: a content hash over every
-  tensor's name, dtype, shape and bytes), layers = [{name, param, shape, d, pad, scale_granularity}]
+  manifest: network, codebook_sha256, k, sha256 (`content_sha256`: a content hash over the rest
+  of the manifest and every tensor's name, dtype, shape and bytes), layers = [{name, param, shape, d, pad, scale_granularity}]
   (`param` is the state-dict key of the weight; `name` is that key without a final ".weight";
   pad = m*d - row), config.
 
@@ -194,12 +194,20 @@ def codebook_sha256(codebook: np.ndarray, codebook_scale: np.ndarray | None = No
     return h.hexdigest()
 
 
-def tensors_sha256(tensors: dict[str, np.ndarray]) -> str:
-    """Hex SHA-256 of a network file's content (its manifest's `sha256`): for every tensor in
-    name order, the UTF-8 name, NUL, the safetensors dtype, NUL, the shape as comma-separated
-    decimals, NUL, then the raw C-order little-endian bytes. Any changed bit of any tensor,
-    name, dtype or shape changes it."""
-    h = hashlib.sha256()
+def canonical_manifest(manifest: dict) -> bytes:
+    """The manifest as the content hash sees it: without `sha256`, as
+    json.dumps(sort_keys=True, separators=(",", ":")) (ASCII, surrogates escaped), UTF-8."""
+    body = {key: value for key, value in manifest.items() if key != "sha256"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+
+
+def content_sha256(manifest: dict, tensors: dict[str, np.ndarray]) -> str:
+    """Hex SHA-256 of a network file's content (its manifest's `sha256`): `canonical_manifest`,
+    then for every tensor in name order the UTF-8 name, NUL, the safetensors dtype, NUL, the
+    shape as comma-separated decimals, NUL, then the raw C-order little-endian bytes. Any
+    changed bit of the manifest (network name, layers, config) or of any tensor's name, dtype,
+    shape or bytes changes it."""
+    h = hashlib.sha256(canonical_manifest(manifest))
     for name in sorted(tensors):
         t = np.asarray(tensors[name])
         le = t.dtype.newbyteorder("<")
@@ -274,7 +282,7 @@ def save_network(path, art: NetworkArtifact) -> None:
         if name in tensors:
             raise VQ4AllError(f"{path}: tensor '{name}': an FP leftover has the name of a layer tensor")
         tensors[name] = np.asarray(value)
-    manifest["sha256"] = tensors_sha256(tensors)
+    manifest["sha256"] = content_sha256(manifest, tensors)
     _check_network(path, manifest, tensors)
     _save(path, tensors, manifest)
 
@@ -572,8 +580,8 @@ def _check_network(path, manifest: dict, tensors: dict, codebook: Codebook | Non
         raise ArtifactError(
             path, None, f"manifest sha256 must be 64 lowercase hex digits, got {printable(repr(content), 80)}"
         )
-    if tensors_sha256(tensors) != content:
-        raise ArtifactError(path, None, "the tensors' SHA-256 does not match the manifest's sha256 (corrupted file)")
+    if content_sha256(manifest, tensors) != content:
+        raise ArtifactError(path, None, "the content's SHA-256 does not match the manifest's sha256 (corrupted file)")
     if not isinstance(manifest.get("config", {}), dict):
         raise ArtifactError(path, None, "manifest field 'config' must be a JSON object")
     if not isinstance(manifest.get("network"), str) or not manifest["network"]:

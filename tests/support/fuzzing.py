@@ -27,6 +27,7 @@ KINDS = (
     "format_version",
     "nan_inf",
     "manifest_field",
+    "manifest_rehashed",
     "garbage_header",
     "offsets",
 )
@@ -146,10 +147,13 @@ def _with_manifest(data: bytes, change) -> bytes:
 
 def content_sha256(header: dict, body: bytes) -> str:
     """A network file's content hash computed from the raw header and bytes (independently of
-    vq4all's `tensors_sha256`): per tensor in name order, name NUL dtype NUL shape NUL bytes."""
+    vq4all's `content_sha256`): the manifest without sha256 as compact sorted JSON, then per
+    tensor in name order: name NUL dtype NUL shape NUL bytes."""
     import hashlib
 
-    h = hashlib.sha256()
+    manifest = json.loads(header["__metadata__"]["vq4all"])
+    manifest.pop("sha256", None)
+    h = hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("ascii"))
     for name in _tensor_names(header):
         info = header[name]
         begin, end = info["data_offsets"]
@@ -166,6 +170,8 @@ def rehash(data: bytes) -> bytes:
     manifest = json.loads(header["__metadata__"]["vq4all"])
     if manifest.get("kind") != "network":
         return data
+    manifest.pop("sha256", None)
+    header["__metadata__"]["vq4all"] = json.dumps(manifest)
     manifest["sha256"] = content_sha256(header, body)
     header["__metadata__"]["vq4all"] = json.dumps(manifest)
     return join(header, body)
@@ -353,7 +359,8 @@ def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
     if kind == "wrong_hash":
         key = "codebook_sha256" if "codebook_sha256" in json.loads(header["__metadata__"]["vq4all"]) else "sha256"
         fake = "".join(rng.choice(list("0123456789abcdef"), 64))
-        return _with_manifest(data, lambda m: m.update({key: fake}))
+        # a network's content hash covers codebook_sha256: recomputed, so the codebook rule is reached
+        return rehash(_with_manifest(data, lambda m: m.update({key: fake})))
     if kind == "format_version":
         return _with_manifest(data, lambda m: m.update(format_version=_ODD_VALUES[int(rng.integers(len(_ODD_VALUES)))]))
     if kind == "nan_inf":
@@ -362,7 +369,7 @@ def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
         dtype = {"F16": "<f2", "F32": "<f4", "F64": "<f8"}[header[name]["dtype"]]
         value = np.array([rng.choice([np.nan, np.inf, -np.inf])], dtype=dtype).tobytes()
         return _poke(data, name, int(rng.integers(int(np.prod(header[name]["shape"])))), value)
-    if kind == "manifest_field":
+    if kind in ("manifest_field", "manifest_rehashed"):
 
         def change(m):
             target = m
@@ -374,7 +381,10 @@ def mutate(data: bytes, kind: str, rng: np.random.Generator) -> bytes:
             else:
                 target[key] = _ODD_VALUES[int(rng.integers(len(_ODD_VALUES)))]
 
-        return _with_manifest(data, change)
+        changed = _with_manifest(data, change)
+        # manifest_rehashed: a hostile writer recomputes the content hash, so the field's own rule
+        # must catch it (or the file is a legitimate one, e.g. another network name)
+        return rehash(changed) if kind == "manifest_rehashed" else changed
     if kind == "garbage_header":
         choice = rng.integers(0, 4)
         if choice == 0:  # random bytes
