@@ -69,6 +69,29 @@ def test_damaged_files_end_in_one_clear_error(source, kind, seed, codebook, tmp_
     check_outcome(path, codebook)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    source=st.sampled_from(sorted(SEEDS)),
+    kind=st.sampled_from(fuzzing.EXTRA_FILE_KINDS),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_attack_classes_end_in_one_clear_error(source, kind, seed, codebook, tmp_path):
+    """Huge-integer shapes, JSON amplification and hostile names: one printable line or a valid
+    load, within the reader's stated bound (2 x file + MAX_HEADER_MEMORY)."""
+    path = tmp_path / f"{source}-{kind}.safetensors"
+    path.write_bytes(fuzzing.mutate_extra(SEEDS[source], kind, np.random.default_rng(seed)))
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        load_case(path, codebook)
+    except ArtifactError as e:
+        assert str(e).isprintable() and len(str(e)) < 2000, str(e)[:300]
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak <= 2 * size + artifact.MAX_HEADER_MEMORY, peak
+
+
 @pytest.mark.parametrize(
     "kind,rule",
     [
