@@ -625,6 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="codebook file to write (.safetensors)")
     b.set_defaults(func=cmd_codebook_build)
 
+    from .usage import add_reorder_parser  # vq4all codebook reorder (usage-ordered codebook)
+
+    add_reorder_parser(cb_p, with_json)
+
     a = with_json(sub.add_parser("assign", help="hard-assign a network to a codebook (no training)"))
     _add_network_args(a)
     a.add_argument("--codebook", required=True)
