@@ -1,0 +1,101 @@
+"""benches/kernel_asm.py, the CPU-side SASS proxy: its loop finder and counters on hand-written
+SASS and PTX, and one real sm_90 compile whose loop counts must be consistent with the plan."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benches" / "kernel_asm.py"
+
+SASS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/               @P0 BRA `(.L_x_0) ;
+.L_x_1:
+        /*0020*/                   LDG.E.EL.64 R8, desc[UR6][R2.64] ;
+        /*0030*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
+        /*0040*/                   I2F.S8 R4, R8 ;
+        /*0050*/                   I2FP.F32.S32 R5, R9 ;
+        /*0060*/                   SHFL.BFLY PT, R6, R5, 0x1, 0x1f ;
+        /*0070*/                   FFMA R7, R4, R5, R7 ;
+        /*0080*/                   NOP ;
+        /*0090*/              @!P0 BRA `(.L_x_1) ;
+.L_x_0:
+        /*00a0*/                   STG.E desc[UR4][R2.64], R7 ;
+        /*00b0*/                   EXIT ;
+.L_x_2:
+        /*00c0*/                   BRA `(.L_x_2);
+"""
+
+PTX = """
+$L__BB0_1:
+	ld.global.v2.b32 	{%r1, %r2}, [%rd1];
+	bar.sync 	0;
+	cvt.rn.f32.s16 	%f1, %rs1;
+	cvt.u16.u32 	%rs2, %r3;
+	shfl.sync.bfly.b32	%r4, %r5, 1, 31, -1;
+	@%p1 bra 	$L__BB0_1;
+	st.global.b32 	[%rd2], %r6;
+	ret;
+"""
+
+
+@pytest.fixture(scope="module")
+def kasm():
+    env_before = os.environ.pop("TRITON_INTERPRET", None)
+    try:
+        spec = importlib.util.spec_from_file_location("kernel_asm_bench", BENCH)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        if env_before is not None:
+            os.environ["TRITON_INTERPRET"] = env_before
+    return module
+
+
+def test_the_loop_is_the_longest_backward_branch(kasm):
+    instrs, loop = kasm.parse_sass(SASS)
+    ops = [op for op, _ in instrs]
+    assert ops[loop[0]] == "LDG" and ops[loop[1]] == "BRA" and loop[1] - loop[0] == 7  # not the trap loop
+    body = kasm.count_sass(instrs[loop[0] : loop[1] + 1])
+    # 8 instructions in the body, 7 without the NOP
+    assert body["instructions"] == 7
+    assert (body["barriers"], body["shuffles"], body["int_to_float"], body["global_loads"]) == (1, 1, 2, 1)
+    assert body["fp32_math"] == 1 and body["global_stores_atomics"] == 0
+    assert kasm.count_sass(instrs)["global_stores_atomics"] == 1
+
+
+def test_ptx_loop_counts(kasm):
+    counts = kasm.ptx_loop_counts(PTX)
+    assert counts["instructions"] == 6
+    assert (counts["barriers"], counts["shuffles"], counts["cvt"], counts["cvt_to_float_from_int"]) == (1, 1, 2, 1)
+    assert counts["global_loads"] == 1
+
+
+@pytest.mark.slow
+def test_real_compile_gives_consistent_per_weight_figures(tmp_path):
+    """One GEMV config compiled for sm_90 (no GPU): the per-weight figures follow from the loop
+    counts and the plan's block sizes, and the JSON holds what the table shows."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run(
+        [sys.executable, str(BENCH), "--out", str(tmp_path), "--only", "gemv M=1 k=65536"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads((tmp_path / "kernel_asm.json").read_text())["rows"]
+    b, loop = row["blocks"], row["sass_loop"]
+    threads = 32 * row["options"]["num_warps"]
+    assert row["weights_per_step"] == b["BLOCK_N"] * b["BLOCK_J"] * 8
+    assert row["per_weight"]["instructions"] == pytest.approx(loop["instructions"] * threads / row["weights_per_step"])
+    assert 0 < loop["global_loads"] <= loop["instructions"] and loop["barriers"] <= loop["instructions"]
+    assert row["per_weight"]["whole_program_instructions"] >= row["per_weight"]["instructions"] * 0.9
+    assert "| gemv | 1 | 65536x8 |" in (tmp_path / "kernel_asm.md").read_text()
