@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benches" / "bench_kernels.py"
 
 
@@ -34,3 +36,96 @@ def test_time_cap_stops_the_sweep_and_says_so(tmp_path):
     assert load_bench().main(["--device", "cpu", "--quick", "--time-cap", "0", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "bench_kernels.json").read_text())
     assert data["rows"] == [] and data["meta"]["stopped"].startswith("time cap 0 s reached")
+
+
+def plan_of(*argv):
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert load_bench().main([*argv, "--plan"]) == 0
+    return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+def test_plan_measures_gathers_then_the_large_shapes_first():
+    """The order gpu_check.sh relies on: every gathers entry, then the large shapes (out x in
+    4096x4096, 8192x8192, 4096x14336; M = 1, 16, 256; both configs), then the rest."""
+    entries = plan_of("--device", "cuda", "--phases", "gathers,large,rest,impls")
+    phases = [e["phase"] for e in entries]
+    assert phases == sorted(phases, key=["gathers", "large", "rest", "impls"].index)  # grouped, in order
+    gathers = [e for e in entries if e["phase"] == "gathers"]
+    assert {(e["path"], e["table_rows"]) for e in gathers} == {
+        ("triton global", 4096),
+        ("triton global", 16384),
+        ("triton global", 65536),
+        ("cuda global", 4096),
+        ("cuda global", 16384),
+        ("cuda global", 65536),
+        ("cuda shared", 4096),
+        ("cuda shared", 16384),
+    }
+    large = [e for e in entries if e["phase"] == "large"]
+    assert [(e["out_features"], e["in_features"]) for e in large[::6]] == [(4096, 4096), (8192, 8192), (4096, 14336)]
+    assert {(e["config"], e["M"]) for e in large} == {(c, m) for c in ("2^16x8", "256x4") for m in (1, 16, 256)}
+    assert len(large) == 18 and all(e["impl"] is None for e in large)
+    rest = [e for e in entries if e["phase"] == "rest"]
+    assert {(e["out_features"], e["in_features"]) for e in rest}.isdisjoint({(4096, 4096)})
+    impls = [e for e in entries if e["phase"] == "impls"]
+    assert {e["impl"] for e in impls if e["M"] <= 4} == {"triton_gemv", "triton_gemm", "torch"}
+    assert {e["impl"] for e in impls if e["M"] > 4} == {"triton_gemm", "torch"}
+
+
+def test_plan_refuses_an_unknown_phase(capsys):
+    assert load_bench().main(["--phases", "large,warp", "--plan"]) == 2
+    assert "unknown phase 'warp'" in capsys.readouterr().err
+
+
+def test_append_keeps_the_rows_of_the_earlier_run(tmp_path):
+    bench = load_bench()
+    assert bench.main(["--device", "cpu", "--quick", "--configs", "256x4", "--out", str(tmp_path)]) == 0
+    first = json.loads((tmp_path / "bench_kernels.json").read_text())["rows"]
+    assert bench.main(["--device", "cpu", "--quick", "--configs", "2^16x8", "--out", str(tmp_path), "--append"]) == 0
+    data = json.loads((tmp_path / "bench_kernels.json").read_text())
+    assert data["rows"][: len(first)] == first and len(data["rows"]) == 2 * len(first)
+    assert [r["phases"] for r in data["runs"]] == [["quick"], ["quick"]]
+
+
+def test_triton_gather_kernel_under_the_interpreter(monkeypatch):
+    """The gathers microbenchmark's Triton kernel computes what its docstring says: per lane, U
+    LCG streams of row indices, the gathered int64 rows XOR-ed (checked against numpy)."""
+    import numpy as np
+    import torch
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    bench = load_bench()
+    kernel = bench.triton_gather_kernel()
+    rows, block, unroll, programs, iters, seed = 64, 16, 4, 3, 5, 12345
+    table = torch.from_numpy(np.random.default_rng(3).integers(-(2**62), 2**62, rows, dtype=np.int64))
+    out = torch.zeros(programs * block, dtype=torch.int64)
+    kernel[(programs,)](table, out, iters, rows - 1, seed, BLOCK=block, U=unroll, num_warps=1)
+    mask32 = (1 << 32) - 1
+    want = []
+    for lane in range(programs * block):
+        acc = 0
+        for u in range(unroll):
+            h = ((lane * unroll + u + seed) * 747796405) & mask32
+            for _ in range(iters):
+                h = (h * 1664525 + 1013904223) & mask32
+                acc ^= int(table[(h >> 9) & (rows - 1)])
+        want.append(acc)
+    assert out.tolist() == want
+
+
+@pytest.mark.gpu
+def test_cuda_quick_run_and_gathers(tmp_path):
+    """On a GPU: the CUDA rows and the gathers phase run and report finite numbers."""
+    bench = load_bench()
+    assert bench.main(["--device", "cuda", "--quick", "--rep-ms", "5", "--warmup-ms", "2", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bench_kernels.json").read_text())["rows"]
+    assert len(rows) == 8 and all(r["rel_err"] < 1e-2 and r["vq_us_flushed"] > 0 for r in rows)
+    out = tmp_path / "g"
+    assert bench.main(["--device", "cuda", "--phases", "gathers", "--out", str(out)]) == 0
+    gathers = json.loads((out / "bench_kernels.json").read_text())["gathers"]
+    triton_rows = [g for g in gathers if g["path"] == "triton global"]
+    assert len(triton_rows) == 3 and all(g.get("ggathers_s", 0) > 0 for g in triton_rows), triton_rows
