@@ -479,6 +479,55 @@ def cmd_sim(args) -> int:
     return 0 if result["mismatches"] == 0 else 1
 
 
+def cmd_run_hw(args) -> int:
+    from . import zoo
+    from .artifact import load_network
+    from .hw.host import prepare, run_network
+    from .hw.sim.runner import SIMULATORS
+    from .integer.networks import recipe
+
+    simulator = args.simulator or "icarus"
+    if simulator not in SIMULATORS:
+        raise VQ4AllError(f"unknown simulator '{_name(simulator)}': choose one of {', '.join(SIMULATORS)}")
+    if args.network not in zoo.NAMES:
+        raise VQ4AllError(f"unknown network '{_name(args.network)}': choose one of {', '.join(zoo.NAMES)}")
+    recipe(args.network)  # a zoo network the integer executor has no recipe for
+    cb = _int8_codebook(args.codebook)
+    art = load_network(args.artifact, cb)
+    net = zoo.load(args.network)
+    given = {"lanes": args.lanes or 1, "max_m": args.max_m or EngineConfig.max_m, "simulator": simulator}
+    prepare(net, art, cb, rom_file=args.rom_file, **given)  # every check before the long work
+    report = run_network(net, art, cb, limit=args.limit, rom_file=args.rom_file, progress=not args.json, **given)
+    _emit(args, report, _run_hw_text(report))
+    return 0 if report["mismatches"] == 0 else 1
+
+
+def _run_hw_text(r: dict) -> str:
+    lines = [
+        f"{r['network']} on the {r['simulator']} engine (k={r['k']} d={r['d']}, lanes {r['lanes']}, ROM {r['rom']}), "
+        f"{r['inputs']} evaluation inputs",
+        f"{'layer':<12}{'kind':<8}{'output':<9}{'rows':>6}{'in':>7}{'m':>6}{'GEMVs/in':>10}{'cycles/in':>11}"
+        f"{'MAC util':>10}{'mismatch':>10}{'sim s':>8}",
+    ]
+    for e in r["layers"]:
+        lines.append(
+            f"{_name(e['name']):<12}{e['kind']:<8}{e['output']:<9}{e['rows']:>6}{e['in_features']:>7}{e['m']:>6}"
+            f"{e['gemvs_per_input']:>10.0f}{e['cycles_per_input']:>11.0f}{e['mac_utilization']:>10.3f}"
+            f"{e['mismatches']:>10}{e['build_seconds'] + e['run_seconds']:>8.1f}"
+        )
+    same = "identical to" if r["engine_equals_integer"] else "different from"
+    lines.append(
+        f"{r['metric']}: engine {r['engine']:.4f}, integer model {r['integer']:.4f}, float compressed "
+        f"{r['float']:.4f}, FP {r['fp']:.4f} (same {r['inputs']} inputs)"
+    )
+    lines.append(
+        f"{r['mismatches']} mismatches in {r['outputs']} engine results; network outputs {same} the integer "
+        f"model's; {r['cycles']} cycles ({r['cycles'] / max(r['inputs'], 1):.0f} per input), "
+        f"{r['seconds']['simulation']:.1f} s simulating ({r['seconds']['per_input']:.2f} s per input)"
+    )
+    return "\n".join(lines)
+
+
 LANES = power_of_two(1, MAX_LANES)
 SEED = int_in(*COMPRESS_INT_RANGES["seed"])
 
@@ -545,6 +594,29 @@ def _add_hw_parsers(sub, with_json) -> None:
         "--requant", action="store_true", help="with the requantization stage (int8 results from the real scales)"
     )
     s.set_defaults(func=cmd_sim, network=None, name=None)
+
+    h = with_json(
+        sub.add_parser(
+            "run-hw",
+            help="a zoo network's integer model with every compressed layer on the simulated engine, "
+            "checked bit for bit; the task metric of engine, integer, float compressed and FP models",
+        )
+    )
+    h.add_argument("--network", required=True, help="digits_cnn, crepe_tiny or mtcnn_onet")
+    h.add_argument("--artifact", required=True, help="the network's artifact (vq4all assign / compress)")
+    h.add_argument("--codebook", required=True, help="the int8 codebook it was built on")
+    h.add_argument("--simulator", help="icarus (default) or verilator")
+    h.add_argument(
+        "--limit", type=int_in(1, 1 << 20), help="run this many evaluation inputs, evenly spaced (default: all)"
+    )
+    h.add_argument("--lanes", type=LANES, help=f"codes per cycle ({LANES.rule}, default {EngineConfig.lanes})")
+    h.add_argument(
+        "--max-m",
+        type=int_in(1, MAX_M),
+        help=f"most sub-vectors per row the engine holds, 1..{MAX_M} (default {EngineConfig.max_m})",
+    )
+    h.add_argument("--rom-file", help="run the $readmemh engine with this ROM file (vq4all rom export --format hex)")
+    h.set_defaults(func=cmd_run_hw)
 
 
 # ----------------------------------------------------------------------------- parser
