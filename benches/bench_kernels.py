@@ -186,8 +186,16 @@ def time_warm(fn, rep_ms: float) -> tuple[float, str]:
         us = float(triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median")) * 1e3
         return us, "graph"
     except Exception as e:  # a call that cannot be captured (host sync, host tensors)
-        torch.cuda.synchronize()
+        _settle()
         return time_back_to_back(fn), f"events ({type(e).__name__})"
+
+
+def _settle() -> None:
+    """Wait for the device after a failed measurement; a second error is left to the next one."""
+    try:
+        torch.cuda.synchronize()
+    except Exception:
+        pass
 
 
 def time_cpu(fn, reps: int) -> float:
@@ -330,7 +338,7 @@ def bench_cuda_row(entry, shape_ops, flush_timing, peak_gbs) -> dict:
     vq = lambda: lookup_matmul(x, codes, codebook, scales, codebook_scale=cb_scale, impl=chosen)  # noqa: E731
     dec = lambda: lookup_matmul(x, codes, codebook, scales, codebook_scale=cb_scale, impl="torch")  # noqa: E731
     cublas = lambda: torch.matmul(x, dense.T)  # noqa: E731
-    warmup_ms, rep_ms = flush_timing
+    warmup_ms, rep_ms, graph_rep_ms = flush_timing
     io = 2 * batch * (in_features + out_features)
     vq_bytes = codes.numel() * codes.element_size() + 2 * out_features + io
     dense_bytes = dense.numel() * 2 + io
@@ -338,10 +346,10 @@ def bench_cuda_row(entry, shape_ops, flush_timing, peak_gbs) -> dict:
     row["rel_err"] = rel_err(vq(), dec())
     row["cublas_us_flushed"] = time_flushed(cublas, warmup_ms, rep_ms)
     row["vq_us_flushed"] = time_flushed(vq, warmup_ms, rep_ms)
-    row["cublas_us_warm"], row["cublas_warm_method"] = time_warm(cublas, rep_ms)
-    row["vq_us_warm"], row["vq_warm_method"] = time_warm(vq, rep_ms)
+    row["cublas_us_warm"], row["cublas_warm_method"] = time_warm(cublas, graph_rep_ms)
+    row["vq_us_warm"], row["vq_warm_method"] = time_warm(vq, graph_rep_ms)
     if chosen != "torch":
-        row["decode_matmul_us_warm"], _ = time_warm(dec, rep_ms)
+        row["decode_matmul_us_warm"], _ = time_warm(dec, graph_rep_ms)
     else:
         row["decode_matmul_us_warm"] = row["vq_us_warm"]
     row.update(vq_bytes=vq_bytes, dense_bytes=dense_bytes)
@@ -454,6 +462,9 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=None, help="cpu: timed calls per measurement (default 3)")
     p.add_argument("--rep-ms", type=float, default=40.0, help="cuda: do_bench's rep (ms) per measurement")
     p.add_argument("--warmup-ms", type=float, default=10.0, help="cuda: do_bench's warmup (ms) per measurement")
+    p.add_argument(
+        "--graph-rep-ms", type=float, default=20.0, help="cuda: do_bench_cudagraph's rep (ms): calls per graph"
+    )
     p.add_argument("--all-impls", action="store_true", help="without --phases: a row for every applicable impl on cuda")
     p.add_argument("--time-cap", type=float, default=300.0, help="seconds; the run stops (and says so) once exceeded")
     p.add_argument("--gather-cap", type=float, default=25.0, help="seconds for the gathers phase")
@@ -510,7 +521,8 @@ def main(argv=None) -> int:
                 "SMs": torch.cuda.get_device_properties(0).multi_processor_count,
                 "HBM peak GB/s": args.hbm_peak_gbs,
                 "timing": f"flushed: do_bench median (warmup {args.warmup_ms} ms, rep {args.rep_ms} ms, L2 "
-                "overwritten per call); warm: CUDA-graph replay median of back-to-back calls",
+                f"overwritten per call); warm: CUDA-graph replay median of back-to-back calls ({args.graph_rep_ms} ms "
+                "of calls per graph)",
             }
         )
     else:
@@ -546,7 +558,7 @@ def main(argv=None) -> int:
         return md
 
     write()
-    flush_timing = (args.warmup_ms, args.rep_ms)
+    flush_timing = (args.warmup_ms, args.rep_ms, args.graph_rep_ms)
     table = None
     current = None  # (layer, out, in, config) whose operands are built
     shape_ops = None
@@ -567,7 +579,7 @@ def main(argv=None) -> int:
             try:
                 gathers.append(gather_row(entry, table, meta["SMs"]))
             except Exception as e:  # one path failing (no cupy, a compile error) must not cost the rest
-                torch.cuda.synchronize()
+                _settle()
                 gathers.append(
                     {**entry, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"}
                 )
