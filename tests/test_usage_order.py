@@ -176,10 +176,6 @@ def test_cli_reorder_writes_codebook_remapped_artifacts_and_rom(toy, tmp_path, c
         artifact.load_network(out_a, cb)  # ... and no longer to the old one
     for key, w in decode_weights(a, cb).items():
         assert w.tobytes() == decode_weights(moved, new)[key].tobytes()
-    # ROM files follow: word i of the new ROM is word perm[i] of the old one, under the new hash
-    assert new.rom_words() == [cb.rom_words()[old] for old in perm]
-    text = rom_file_text("hex", new)
-    assert new.sha256 in text and cb.sha256 not in text
     # shares reported = independent count over both networks
     codes = [c for art in (a, b) for layer in art.layers for c in np.asarray(layer.codes).ravel().tolist()]
     rank = {old: i for i, old in enumerate(perm)}
@@ -187,6 +183,17 @@ def test_cli_reorder_writes_codebook_remapped_artifacts_and_rom(toy, tmp_path, c
     assert sum(rank[c] < 4 for c in codes) / len(codes) == pytest.approx(
         hot_shares(pooled_usage([usage_counts(a), usage_counts(b)]), np.array(perm), (4,))[4]
     )
+    # ROM files follow: word i of the new ROM is word perm[i] of the old one, under the new hash
+    assert new.rom_words() == [cb.rom_words()[old] for old in perm]
+    text = rom_file_text("hex", new)
+    assert new.sha256 in text and cb.sha256 not in text
+    # and the RTL generated from the new file carries its ROM and its hash
+    pytest.importorskip("amaranth")
+    rtl = tmp_path / "rtl"
+    assert main(["rtl", "generate", "--codebook", str(out), "--out-dir", str(rtl), "--json"]) == 0
+    capsys.readouterr()
+    assert json.loads((rtl / "manifest.json").read_text())["codebook_sha256"] == new.sha256
+    assert (rtl / "codebook.hex").read_text() == text
 
 
 def refused(capsys, folder: Path, argv: list[str], *words: str) -> str:
