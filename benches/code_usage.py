@@ -87,39 +87,51 @@ def hard_artifact(work: Path, name: str, codebook, log) -> tuple[Path, float | N
     return path, seconds
 
 
-def shares_table(counts: dict[str, np.ndarray], sizes=HOT_SIZES) -> dict:
-    """{order: {network or "all codes": {size: share}}} for the orders in ORDERS.
+def shares_table(
+    counts: dict[str, np.ndarray], sizes=HOT_SIZES, network: dict[str, str] | None = None, sources=None
+) -> dict:
+    """{order: {label or "all codes": {size: share}}} for the orders in ORDERS.
 
-    counts: {network: [k] int64 usage counts}. Leave-one-out needs >= 2 networks."""
-    names = list(counts)
+    counts: {label: [k] int64 usage counts}, one label per artifact; network: {label: network
+    name} (default: the label), so a trained and a hard artifact of one network are one network;
+    sources: the labels whose counts build the pooled and leave-one-out orders (default: all;
+    the bench passes the hard assignments, one per network). Leave-one-out for a label orders by
+    the sources of the other networks only. "all codes" rows pool the sources' codes, each under
+    its order."""
+    labels = list(counts)
+    network = network or {label: label for label in labels}
+    sources = list(sources or labels)
     k = next(iter(counts.values())).size
-    pooled = usage_order(pooled_usage(counts.values()))
-    weighted = usage_order(pooled_usage(counts.values(), weighting="network"))
-    everything = pooled_usage(counts.values())
+    everything = pooled_usage(counts[s] for s in sources)
+    pooled = usage_order(everything)
+    weighted = usage_order(pooled_usage((counts[s] for s in sources), weighting="network"))
+
+    def loo_order(label):
+        others = [s for s in sources if network[s] != network[label]]
+        return usage_order(pooled_usage(counts[s] for s in others)) if others else None
+
     out = {order: {} for order in ORDERS}
-    for name in names:
-        c = counts[name]
-        out["pooled"][name] = hot_shares(c, pooled, sizes)
-        out["pooled_network_weighted"][name] = hot_shares(c, weighted, sizes)
-        if len(names) > 1:
-            others = pooled_usage(counts[n] for n in names if n != name)
-            out["leave_one_out"][name] = hot_shares(c, usage_order(others), sizes)
-        out["own"][name] = hot_shares(c, usage_order(c), sizes)
-        out["original"][name] = hot_shares(c, np.arange(k), sizes)
+    for label in labels:
+        c = counts[label]
+        out["pooled"][label] = hot_shares(c, pooled, sizes)
+        out["pooled_network_weighted"][label] = hot_shares(c, weighted, sizes)
+        order = loo_order(label)
+        if order is not None:
+            out["leave_one_out"][label] = hot_shares(c, order, sizes)
+        out["own"][label] = hot_shares(c, usage_order(c), sizes)
+        out["original"][label] = hot_shares(c, np.arange(k), sizes)
     out["pooled"]["all codes"] = hot_shares(everything, pooled, sizes)
     out["pooled_network_weighted"]["all codes"] = hot_shares(everything, weighted, sizes)
-    out["own"]["all codes"] = out["pooled"]["all codes"]
     out["original"]["all codes"] = hot_shares(everything, np.arange(k), sizes)
-    if len(names) > 1:
-        # every network's codes counted under its own leave-one-out order, pooled
-        totals = {s: 0.0 for s in sizes}
-        for n in names:
-            order = usage_order(pooled_usage(counts[m] for m in names if m != n))
-            cum = np.cumsum(counts[n][order].astype(np.float64))
-            for s in sizes:
-                totals[s] += cum[min(s, k) - 1]
-        total = float(sum(c.sum() for c in counts.values()))
-        out["leave_one_out"]["all codes"] = {s: totals[s] / total for s in sizes}
+    if all(loo_order(s) is not None for s in sources):
+        # every source's codes counted under its own leave-one-out order, pooled
+        totals = {size: 0.0 for size in sizes}
+        for s in sources:
+            cumulative = np.cumsum(counts[s][loo_order(s)].astype(np.float64))
+            for size in sizes:
+                totals[size] += cumulative[min(size, k) - 1]
+        total = float(everything.sum())
+        out["leave_one_out"]["all codes"] = {size: totals[size] / total for size in sizes}
     return out
 
 
@@ -137,7 +149,9 @@ def markdown(result: dict) -> str:
         "Share of each network's codes whose codeword lies in the first N codewords of the order. "
         "Pooled: ordered by the summed counts of all networks; leave-one-out: by the other networks' "
         "counts only; own: by the network's own counts (the best any order does for it); original: the "
-        "codebook's arbitrary build order.",
+        "codebook's arbitrary build order. The orders are built from the hard assignments (one artifact per "
+        "network); a trained artifact is measured under them, its own network left out of its leave-one-out "
+        "order. 'all codes' pools the hard assignments' codes (the largest networks dominate it).",
         "",
     ]
     titles = {
@@ -222,20 +236,25 @@ def main(argv=None) -> int:
         counts[name] = usage_counts(art, cb.k)
         log(f"{name}: {int(counts[name].sum()):,} codes ({f'assigned in {seconds:.1f} s' if seconds else 'cached'})")
     kind = "hard assignment (vq4all assign)"
+    network = {name: name for name in names}
     for item in (t for t in args.trained.split(",") if t):
-        label, _, file = item.partition("=")
+        name, _, file = item.partition("=")
         art = load_network(file, cb)
-        counts[f"{label} (trained)"] = usage_counts(art, cb.k)
-        kind = "hard assignment (vq4all assign) and trained (vq4all compress)"
+        label = f"{name} (trained)"
+        counts[label], network[label] = usage_counts(art, cb.k), art.network
+        kind = (
+            "hard assignment (vq4all assign), the orders built from these; trained (vq4all compress) "
+            "artifacts measured under the same orders"
+        )
     for name, c in counts.items():
         networks[name] = {
             "codes": int(c.sum()),
             "distinct": int((c > 0).sum()),
             "assign_seconds": assign_seconds.get(name),
         }
-    everything = pooled_usage(counts.values())
+    everything = pooled_usage(counts[name] for name in names)
     sizes = [s for s in HOT_SIZES if s < cb.k]
-    table = shares_table(counts, sizes)
+    table = shares_table(counts, sizes, network, sources=names)
     known = [s for s in assign_seconds.values() if s is not None]
     result = {
         "date": time.strftime("%Y-%m-%d"),
@@ -264,9 +283,10 @@ def main(argv=None) -> int:
         for name, c in counts.items():
             total = max(float(c.sum()), 1.0)
             curves["pooled"][name] = np.cumsum(c[pooled]) / total
-            if len(counts) > 1:
-                others = usage_order(pooled_usage(counts[n] for n in counts if n != name))
-                curves["leave_one_out"][name] = np.cumsum(c[others]) / total
+            others = [n for n in names if network[n] != network[name]]
+            if others:
+                order = usage_order(pooled_usage(counts[n] for n in others))
+                curves["leave_one_out"][name] = np.cumsum(c[order]) / total
         curves["pooled"]["all codes"] = np.cumsum(everything[pooled]) / max(float(everything.sum()), 1.0)
         plot(result, curves, out / "code_usage.png")
     print(md)

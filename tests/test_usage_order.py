@@ -279,3 +279,21 @@ def test_bench_leave_one_out_shares_match_a_hand_count():
     # pooled: codewords 0 and 3 both have 5 uses; the tie goes to the lower old number, 0
     assert table["pooled"]["x"][1] == pytest.approx(5 / 6)
     assert table["pooled"]["y"][2] == pytest.approx(1 / 7)
+
+
+def test_bench_leave_one_out_leaves_out_every_artifact_of_the_network():
+    """A trained artifact of network x is measured under the order of the other networks' hard
+    assignments: x's hard counts never rank codewords for it (and never for x itself)."""
+    x = np.array([9, 0, 0, 0], np.int64)
+    x_trained = np.array([8, 1, 0, 0], np.int64)
+    y = np.array([0, 0, 5, 1], np.int64)
+    counts = {"x": x, "y": y, "x (trained)": x_trained}
+    network = {"x": "x", "y": "y", "x (trained)": "x"}
+    table = load_bench().shares_table(counts, (1, 2), network, sources=["x", "y"])
+    # the others of x are y alone: order 2, 3, 0, 1
+    assert table["leave_one_out"]["x (trained)"] == {1: 0.0, 2: 0.0}
+    assert table["leave_one_out"]["x"] == {1: 0.0, 2: 0.0}
+    assert table["leave_one_out"]["y"] == {1: 0.0, 2: 0.0}  # y's others: x alone, order 0, 1, 2, 3
+    # pooled over the sources x and y only: order 0 (9), 2 (5), 3 (1), 1 (0)
+    assert table["pooled"]["x (trained)"] == {1: pytest.approx(8 / 9), 2: pytest.approx(8 / 9)}
+    assert table["pooled"]["all codes"] == {1: pytest.approx(9 / 15), 2: pytest.approx(14 / 15)}
