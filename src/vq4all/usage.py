@@ -217,19 +217,20 @@ def reorder_files(
 
 
 def cmd_codebook_reorder(args) -> int:
-    from .cli import _emit
+    """`vq4all codebook reorder` (wired into the CLI by `add_reorder_parser`; prints like every
+    command: one JSON object with --json, else lines of text)."""
+    import json
 
     usage_paths = [p.strip() for p in args.by_usage.split(",") if p.strip()]
     info = reorder_files(args.codebook, usage_paths, args.out, args.remap or [], args.out_artifact or [])
     shares = ", ".join(f"{int(s) // 1024}K {100 * v:.1f}%" for s, v in info["hot_shares"].items())
-    _emit(
-        args,
-        info,
+    text = (
         f"wrote {printable(args.out)}: k={info['k']} d={info['d']} ordered by the usage of "
         f"{len(info['usage_networks'])} artifacts (hot prefix shares: {shares}; {info['unused_codewords']} unused)"
         f"  sha256={info['sha256']}"
-        + "".join(f"\nwrote {printable(p)}: remapped onto the reordered codebook" for p in info["remapped"]),
+        + "".join(f"\nwrote {printable(p)}: remapped onto the reordered codebook" for p in info["remapped"])
     )
+    print(json.dumps(info, indent=2, sort_keys=True) if args.json else text)
     return 0
 
 
