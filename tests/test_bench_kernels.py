@@ -125,7 +125,7 @@ def test_cuda_quick_run_and_gathers(tmp_path):
     rows = json.loads((tmp_path / "bench_kernels.json").read_text())["rows"]
     assert len(rows) == 8 and all(r["rel_err"] < 1e-2 and r["vq_us_flushed"] > 0 for r in rows)
     out = tmp_path / "g"
-    assert bench.main(["--device", "cuda", "--phases", "gathers", "--out", str(out)]) == 0
+    assert bench.main(["--device", "cuda", "--phases", "gathers", "--gather-cap", "10", "--out", str(out)]) == 0
     gathers = json.loads((out / "bench_kernels.json").read_text())["gathers"]
-    triton_rows = [g for g in gathers if g["path"] == "triton global"]
-    assert len(triton_rows) == 3 and all(g.get("ggathers_s", 0) > 0 for g in triton_rows), triton_rows
+    assert len(gathers) == 8 and gathers[0]["path"] == "triton global"
+    assert gathers[0].get("ggathers_s", 0) > 0, gathers[0]  # the first one runs whatever the cap
