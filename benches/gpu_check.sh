@@ -24,6 +24,9 @@
 # pytest collects only tests/test_kernels*.py and tests/test_bench_kernels.py (other test files
 # import packages a GPU image lacks, such as amaranth and cocotb); -k "not mtcnn" skips the
 # tests that need facenet-pytorch (a zoo package).
+# GPU_CHECK_DEVICE=cpu rehearses the real run on a CPU (tests of this script): the same steps,
+# with the bench's tiny --quick rows on the CPU instead of phases A and B; GPU_CHECK_BUDGET
+# overrides the 330 s budget.
 # Writes into OUT_DIR (6 files): env.txt, bench_kernels.md, bench_kernels.json, bench.log,
 # pytest.log, gpu_check.log. Exit status: 0 when every step passed, 1 when one failed (the
 # files say which), 2 for a usage error.
@@ -46,7 +49,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 mkdir -p "$out" || { echo "gpu_check: cannot create $out" >&2; exit 2; }
 out="$(cd "$out" && pwd)"
 start=$SECONDS
-BUDGET=330 # seconds: the table and JSON are written well inside 6 minutes
+BUDGET="${GPU_CHECK_BUDGET:-330}" # seconds: the table and JSON are written well inside 6 minutes
+case "$BUDGET" in '' | *[!0-9]*) echo "gpu_check: GPU_CHECK_BUDGET must be a number of seconds, got '$BUDGET'" >&2; exit 2 ;; esac
+device="${GPU_CHECK_DEVICE:-cuda}"
+case "$device" in cuda | cpu) ;; *) echo "gpu_check: GPU_CHECK_DEVICE must be cuda or cpu, got '$device'" >&2; exit 2 ;; esac
 left() { echo $((BUDGET - (SECONDS - start))); }
 min() { [ "$1" -lt "$2" ] && echo "$1" || echo "$2"; }
 log="$out/gpu_check.log"
@@ -57,6 +63,10 @@ status=0
 PYTEST_ARGS=(-P -m pytest -q -p no:cacheprovider -k "not mtcnn")
 BENCH_A=(--device cuda --phases gathers,large --gather-cap 25)
 BENCH_B=(--device cuda --phases rest,impls --append)
+if [ "$device" = cpu ]; then # the rehearsal: tiny CPU rows in place of both phases
+  BENCH_A=(--device cpu --quick --configs 2^16x8)
+  BENCH_B=(--device cpu --quick --configs 256x4 --append)
+fi
 
 usable() { # $1: python; $2: 1 = needs CUDA torch + triton
   "$1" -P -c 'import sys' >/dev/null 2>&1 || return 1 # -P: Python >= 3.11
@@ -67,6 +77,7 @@ usable() { # $1: python; $2: 1 = needs CUDA torch + triton
   fi
 }
 need_gpu=$((1 - plan))
+[ "$device" = cuda ] || need_gpu=0
 py="${PYTHON:-}"
 if [ -n "$py" ]; then
   usable "$py" "$need_gpu" || { say "PYTHON=$py: needs Python >= 3.11 with torch$([ $need_gpu = 1 ] && echo ' seeing a CUDA device, and triton')"; exit 1; }
@@ -89,7 +100,7 @@ trap 'rm -rf "$scratch"' EXIT
 export VQ4ALL_CACHE="${VQ4ALL_CACHE:-$scratch/cache}" TRITON_DEFAULT_FP_FUSION="${TRITON_DEFAULT_FP_FUSION:-1}"
 unset TRITON_INTERPRET
 
-say "python: $py; budget $BUDGET s; out $out"
+say "python: $py; budget $BUDGET s; device $device; out $out"
 say "plan: 1 env (<= 60 s) -> env.txt"
 say "plan: 2 import check: python -P -c 'import vq4all.kernels' from $root/src (<= 60 s)"
 say "plan: 3 bench A: ${BENCH_A[*]} (<= 170 s): gathers microbenchmark, then the large shapes"
@@ -119,7 +130,11 @@ fi
   echo "date: $(date -u +%FT%TZ)"
   echo "git: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "python: $py ($("$py" -P -c 'import sys; print(sys.version.split()[0])'))"
-  timeout 60 "$py" -P -c 'import torch, triton; p = torch.cuda.get_device_properties(0); print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__); print("device", p.name, p.multi_processor_count, "SMs", round(p.total_memory / 2**30), "GiB")'
+  if [ "$device" = cuda ]; then
+    timeout 60 "$py" -P -c 'import torch, triton; p = torch.cuda.get_device_properties(0); print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__); print("device", p.name, p.multi_processor_count, "SMs", round(p.total_memory / 2**30), "GiB")'
+  else
+    timeout 60 "$py" -P -c 'import torch; print("torch", torch.__version__, "(CPU rehearsal)")'
+  fi
   python_cupy="$(timeout 30 "$py" -P -c 'import cupy; print(cupy.__version__)' 2>/dev/null || echo 'not importable (the CUDA C gather rows will say so)')"
   echo "cupy: $python_cupy"
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>/dev/null || true

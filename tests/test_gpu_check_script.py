@@ -59,12 +59,11 @@ def test_without_a_gpu_the_real_run_stops_at_once_with_one_reason(tmp_path):
     assert not (tmp_path / "out" / "bench_kernels.json").exists()
 
 
-@pytest.fixture(scope="module")
-def copy(tmp_path_factory):
-    """The parts of the repository the script uses, copied; plus a stale root `vq4all/` package
-    without kernels/ (what `python -m pytest` from the root used to import first) and a python
-    wrapper that runs this interpreter with -S (no site-packages .pth: no editable install)."""
-    base = tmp_path_factory.mktemp("gpu_check")
+def make_copy(base: Path, stale_root: bool):
+    """The parts of the repository the script uses, copied into `base`; with `stale_root`, a
+    stale root `vq4all/` package without kernels/ (what `python -m pytest` from the root used to
+    import first); and a python wrapper that runs this interpreter with -S (no site-packages
+    .pth: no editable install). Returns (repo, env for the script)."""
     repo = base / "repo"
     shutil.copytree(ROOT / "src" / "vq4all", repo / "src" / "vq4all", ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "benches").mkdir()
@@ -72,8 +71,9 @@ def copy(tmp_path_factory):
         shutil.copy2(ROOT / "benches" / name, repo / "benches" / name)
     shutil.copytree(ROOT / "tests", repo / "tests", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(ROOT / "pyproject.toml", repo / "pyproject.toml")
-    (repo / "vq4all").mkdir()
-    (repo / "vq4all" / "__init__.py").write_text("STALE = True  # a stale copy at the root: no kernels/\n")
+    if stale_root:
+        (repo / "vq4all").mkdir()
+        (repo / "vq4all" / "__init__.py").write_text("STALE = True  # a stale copy at the root: no kernels/\n")
     wrapper = base / "python"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
     wrapper.chmod(0o755)
@@ -81,6 +81,11 @@ def copy(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TRITON_INTERPRET", "VIRTUAL_ENV")}
     env.update(PYTHON=str(wrapper), PYTHONPATH=packages, GPU_CHECK_DRY_RUN="1")
     return repo.resolve(), env
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory):
+    return make_copy(tmp_path_factory.mktemp("gpu_check"), stale_root=True)
 
 
 def test_the_editable_install_is_hidden_and_minus_p_is_what_avoids_the_stale_root(copy):
@@ -149,3 +154,42 @@ def test_dry_run_collects_only_the_kernel_test_files(dry_run):
     assert not any("error" in l.lower() for l in lines if l.startswith("[gpu_check] pytest: "))
     # and the collection really is pytest's: the gpu-marked kernel tests are among the nodes
     assert any(n.endswith("-cuda]") for n in nodes)
+
+
+@pytest.mark.slow
+def test_cpu_rehearsal_of_the_real_run(tmp_path):
+    """GPU_CHECK_DEVICE=cpu runs the real sequence (env, import check, bench A, pytest -m gpu,
+    bench B appending to A's files, pytest -m 'not gpu') with tiny CPU rows, from a copy with
+    the editable install hidden: the plumbing of the GPU run, minus the GPU. (No stale root
+    package here: test_kernels_compile runs `python -c` in a subprocess, which puts the root
+    first on sys.path.)"""
+    repo, env = make_copy(tmp_path, stale_root=False)
+    env = {k: v for k, v in env.items() if k != "GPU_CHECK_DRY_RUN"}
+    env.update(GPU_CHECK_DEVICE="cpu", GPU_CHECK_BUDGET="150")
+    out = tmp_path / "out"
+    r = run(["bash", str(repo / "benches" / "gpu_check.sh"), str(out)], env=env, cwd="/", timeout=400)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["env.txt", "bench_kernels.md", "bench_kernels.json", "bench.log", "pytest.log", "gpu_check.log"]
+    )
+    log = (out / "gpu_check.log").read_text()
+    marks = [
+        "] import check: vq4all.kernels from",
+        "] 3 bench A, time cap",
+        "] 4 pytest -m gpu, limit",
+        "] 5 bench B, time cap",
+        "] 6 pytest -m 'not gpu', limit",
+    ]
+    positions = [log.index(m) for m in marks]
+    assert positions == sorted(positions), log
+    done = re.search(r"done in (\d+) s, .*\(status 0\)", log)
+    assert done and int(done.group(1)) <= 150, log[-500:]
+    data = json.loads((out / "bench_kernels.json").read_text())
+    assert [run["phases"] for run in data["runs"]] == [["quick"], ["quick"]]  # B appended to A
+    assert {r["config"] for r in data["rows"]} == {"2^16x8", "256x4"} and len(data["rows"]) == 8
+    pytest_log = (out / "pytest.log").read_text()
+    assert re.search(r"\d+ skipped, \d+ deselected", pytest_log)  # -m gpu: collected, skipped here
+    # the last step runs to its end, or is cut by the budget (said, and not a failure)
+    finished = re.search(r"\d+ passed", pytest_log.split("----- pytest -m 'not gpu'")[1])
+    assert finished or "pytest -m 'not gpu': out of time" in log, pytest_log[-1000:]
+    assert "CPU rehearsal" in (out / "env.txt").read_text()
