@@ -87,6 +87,15 @@ def hard_artifact(work: Path, name: str, codebook, log) -> tuple[Path, float | N
     return path, seconds
 
 
+def cached(work: Path, name: str, codebook) -> bool:
+    """Whether `work` holds the hard assignment of `name` on `codebook`."""
+    path = work / f"hard_{name}.safetensors"
+    if not path.exists():
+        return False
+    manifest = read_manifest(path)
+    return manifest.get("codebook_sha256") == codebook.sha256 and manifest.get("network") == name
+
+
 def shares_table(
     counts: dict[str, np.ndarray], sizes=HOT_SIZES, network: dict[str, str] | None = None, sources=None
 ) -> dict:
@@ -149,9 +158,11 @@ def markdown(result: dict) -> str:
         "Share of each network's codes whose codeword lies in the first N codewords of the order. "
         "Pooled: ordered by the summed counts of all networks; leave-one-out: by the other networks' "
         "counts only; own: by the network's own counts (the best any order does for it); original: the "
-        "codebook's arbitrary build order. The orders are built from the hard assignments (one artifact per "
-        "network); a trained artifact is measured under them, its own network left out of its leave-one-out "
-        "order. 'all codes' pools the hard assignments' codes (the largest networks dominate it).",
+        "codebook's arbitrary build order. The orders are built from one artifact per network (its hard "
+        f"assignment where measured, else its trained artifact): {', '.join(result['order_sources'])}; the "
+        "other artifacts are measured under the same orders, their own network left out of their leave-one-out "
+        "order. 'all codes' pools the order sources' codes (the largest networks dominate it)."
+        + (f" Not hard-assigned (time): {', '.join(result['not_assigned'])}." if result["not_assigned"] else ""),
         "",
     ]
     titles = {
@@ -208,6 +219,12 @@ def main(argv=None) -> int:
     p.add_argument("--trained", default="", help="NAME=FILE,...: trained artifacts (built on the same codebook) too")
     p.add_argument("--out", default="benches/results/code_usage")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="use the hard assignments cached in --work, assign none (a network without one is left out, "
+        "or represented by its --trained artifact)",
+    )
     args = p.parse_args(argv)
 
     def log(text):
@@ -228,8 +245,13 @@ def main(argv=None) -> int:
     log(
         f"codebook {cb_path} sha256 {cb.sha256[:16]}... ({f'built in {build_seconds:.1f} s' if build_seconds else 'cached'})"
     )
-    counts, networks, assign_seconds = {}, {}, {}
-    for name in names:
+    counts, networks, assign_seconds, skipped = {}, {}, {}, []
+    for name in list(names):
+        if args.cached_only and not cached(work, name, cb):
+            skipped.append(name)
+            names.remove(name)
+            log(f"{name}: no cached hard assignment (--cached-only): left out")
+            continue
         path, seconds = hard_artifact(work, name, cb, log)
         assign_seconds[name] = seconds
         art = load_network(path, cb)
@@ -242,19 +264,18 @@ def main(argv=None) -> int:
         art = load_network(file, cb)
         label = f"{name} (trained)"
         counts[label], network[label] = usage_counts(art, cb.k), art.network
-        kind = (
-            "hard assignment (vq4all assign), the orders built from these; trained (vq4all compress) "
-            "artifacts measured under the same orders"
-        )
+        kind = "hard assignment (vq4all assign) and trained (vq4all compress)"
+    # the orders come from one artifact per network: its hard assignment, else its trained one
+    sources = names + [label for label in counts if label not in names and network[label] not in names]
     for name, c in counts.items():
         networks[name] = {
             "codes": int(c.sum()),
             "distinct": int((c > 0).sum()),
             "assign_seconds": assign_seconds.get(name),
         }
-    everything = pooled_usage(counts[name] for name in names)
+    everything = pooled_usage(counts[name] for name in sources)
     sizes = [s for s in HOT_SIZES if s < cb.k]
-    table = shares_table(counts, sizes, network, sources=names)
+    table = shares_table(counts, sizes, network, sources=sources)
     known = [s for s in assign_seconds.values() if s is not None]
     result = {
         "date": time.strftime("%Y-%m-%d"),
@@ -264,6 +285,8 @@ def main(argv=None) -> int:
         "codebook_sha256": cb.sha256,
         "codebook_networks": list(source),
         "artifact_kind": kind,
+        "order_sources": sources,
+        "not_assigned": skipped,
         "sizes": sizes,
         "build_seconds": "cached" if build_seconds is None else f"{build_seconds:.1f} s",
         "assign_seconds_total": f"{sum(known):.0f} s for {len(known)} networks"
@@ -283,7 +306,7 @@ def main(argv=None) -> int:
         for name, c in counts.items():
             total = max(float(c.sum()), 1.0)
             curves["pooled"][name] = np.cumsum(c[pooled]) / total
-            others = [n for n in names if network[n] != network[name]]
+            others = [n for n in sources if network[n] != network[name]]
             if others:
                 order = usage_order(pooled_usage(counts[n] for n in others))
                 curves["leave_one_out"][name] = np.cumsum(c[order]) / total
