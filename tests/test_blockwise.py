@@ -181,6 +181,21 @@ def test_blockwise_freezes_everything_and_beats_end_to_end_on_the_same_budget(co
     assert accuracy["block"] > accuracy["e2e"]
 
 
+def test_a_finetuning_pass_with_nothing_to_train_ends_cleanly(codebook):
+    """Every sub-vector frozen by the blocks and lr_fp = 0: the end-to-end pass has no trainable
+    tensor left; it ends at once instead of failing in backward()."""
+    digits = zoo.load("digits_cnn")
+    cfg = CompressConfig(
+        mode="blockwise", block_steps=10, finetune_steps=5, lr_fp=0.0, calibration=64, checkpoint_every=0
+    )
+    result = compress(digits, codebook, cfg)
+    assert (
+        result.report["steps"] == 0
+        and result.report["frozen_by_pnc"] + result.report["forced"] == (result.report["subvectors"])
+    )
+    assert 0 <= digits.evaluate(result.model)["value"] <= 1
+
+
 def test_blockwise_resumes_at_the_next_block(codebook, tmp_path, monkeypatch):
     digits = zoo.load("digits_cnn")
     cfg = CompressConfig(mode="blockwise", block_steps=15, finetune_steps=5, calibration=128, checkpoint_every=0)

@@ -492,6 +492,10 @@ class _Run:
             if cfg.reg > 0 and self.candidates:
                 terms["penalty"] = cfg.reg * ratio_penalty(self.params)
             loss = torch.stack(list(terms.values())).sum()
+            if not loss.requires_grad:
+                # every sub-vector frozen and the FP leftovers not trained (lr_fp = 0): the
+                # fine-tuning pass has nothing left to learn, so it ends here
+                break
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             values = torch.stack([t.detach() for t in terms.values()])
