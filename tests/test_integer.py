@@ -16,7 +16,7 @@ from vq4all.config import CodebookConfig
 from vq4all.errors import VQ4AllError
 from vq4all.evaluate import evaluate_artifact
 from vq4all.hard import hard_assign
-from vq4all.integer import CompressedLayer, IntegerBackend, build, compare
+from vq4all.integer import CompressedLayer, IntegerBackend, build, compare, eval_task
 from vq4all.integer.layers import quantize
 from vq4all.integer.networks import Builder, recipe
 from vq4all.integer.ops import MaxPool, im2col
@@ -100,7 +100,7 @@ def test_metric_close_to_float_compressed(digits):
     and the integer model stays within 2 points of it: int8 activations move only logits
     near a tie (measured: 0.2 points on this codebook, 0 on the universal k=65536 one)."""
     net, art, cb, model = digits
-    result = compare(net, model)
+    result = compare(net, model, task=eval_task(net, *data.digits_split()[2:]))
     assert result["inputs"] == 450
     assert abs(result["float"] - evaluate_artifact(net, art, cb)["value"]) <= 1 / 450
     assert abs(result["fp"] - net.fp_value) <= 1 / 450

@@ -41,9 +41,10 @@ def _main(capsys, *argv):
 
 @pytest.mark.sim
 def test_engine_is_bit_exact_with_the_integer_model(files, capsys):
-    """Two test digits (evenly spaced: the first and the last) through the engine, 4 lanes:
-    no mismatch in any layer, the network's outputs identical to the integer model's, the same
-    metric, every GEMV accounted for (64 positions per conv, one per Linear), full-speed cycles."""
+    """Two test digits (evenly spaced: the first and the last) through the $readmemh engine
+    (its ROM loaded from the exported codebook.hex), 4 lanes: no mismatch in any layer, the
+    network's outputs identical to the integer model's, the same metric, every GEMV accounted
+    for (64 positions per conv, one per Linear), full-speed cycles."""
     status, out, err = _main(
         capsys,
         "--network",
@@ -56,11 +57,13 @@ def test_engine_is_bit_exact_with_the_integer_model(files, capsys):
         2,
         "--lanes",
         4,
+        "--rom-file",
+        files / "cb.hex",
         "--json",
     )
     assert status == 0, err
     r = json.loads(out)
-    assert r["inputs"] == 2 and r["index"] == [0, 449] and r["simulator"] == "icarus"
+    assert r["inputs"] == 2 and r["index"] == [0, 449] and r["simulator"] == "icarus" and r["rom"] == "readmemh"
     assert r["mismatches"] == 0 and r["engine_equals_integer"] and r["engine"] == r["integer"]
     layers = {e["name"]: e for e in r["layers"]}
     assert [(n, e["output"], e["gemvs"]) for n, e in layers.items()] == [

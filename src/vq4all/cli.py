@@ -497,15 +497,29 @@ def cmd_run_hw(args) -> int:
     net = zoo.load(args.network)
     given = {"lanes": args.lanes or 1, "max_m": args.max_m or EngineConfig.max_m, "simulator": simulator}
     prepare(net, art, cb, rom_file=args.rom_file, **given)  # every check before the long work
-    report = run_network(net, art, cb, limit=args.limit, rom_file=args.rom_file, progress=not args.json, **given)
+    report = run_network(
+        net, art, cb, limit=args.limit, rom_file=args.rom_file, progress=not args.json, task=_eval_task(net), **given
+    )
     _emit(args, report, _run_hw_text(report))
     return 0 if report["mismatches"] == 0 else 1
+
+
+def _eval_task(net):
+    """The network's evaluation set for `run-hw` (integer.eval_task; digits_cnn's test split comes
+    from the zoo's data module, which the integer and hw layers may not import)."""
+    from .integer import eval_task
+
+    if net.name == "digits_cnn":
+        from .zoo import data
+
+        return eval_task(net, *data.digits_split()[2:])
+    return eval_task(net)
 
 
 def _run_hw_text(r: dict) -> str:
     lines = [
         f"{r['network']} on the {r['simulator']} engine (k={r['k']} d={r['d']}, lanes {r['lanes']}, ROM {r['rom']}), "
-        f"{r['inputs']} evaluation inputs",
+        f"{r['inputs']} of {r['eval_size']} evaluation inputs",
         f"{'layer':<12}{'kind':<8}{'output':<9}{'rows':>6}{'in':>7}{'m':>6}{'GEMVs/in':>10}{'cycles/in':>11}"
         f"{'MAC util':>10}{'mismatch':>10}{'sim s':>8}",
     ]

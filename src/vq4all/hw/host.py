@@ -296,9 +296,11 @@ def run_network(
     calibration: int | None = None,
     progress: bool = True,
     cache: Path | None = None,
+    task=None,
 ) -> dict:
     """Run zoo network `net` (digits_cnn, crepe_tiny, mtcnn_onet) from artifact `art` on the
-    simulated engine for its evaluation set or `limit` inputs evenly spaced over it.
+    simulated engine for its evaluation set (`task`: an integer.Task, default
+    integer.eval_task(net)) or `limit` inputs evenly spaced over it.
 
     Returns {"network", "metric", "higher_is_better", "inputs", "index", "fp", "float",
     "integer", "engine" (the metric of each on those inputs), "engine_vs_integer" (the task's
@@ -310,13 +312,13 @@ def run_network(
     from vq4all.integer.tasks import eval_task
 
     configs, rom_file = prepare(net, art, codebook, lanes=lanes, max_m=max_m, simulator=simulator, rom_file=rom_file)
+    task = eval_task(net) if task is None else task
     start = time.perf_counter()
     model = build(net, art, codebook, calibration=calibration or DEFAULT_CALIBRATION)
     for layer in model.layers():  # the engine's shift field: checked before any simulation
         if layer.output == "requant" and not 1 <= layer.shift <= MAX_SHIFT:
             raise VQ4AllError(f"layer {layer.name}: requant shift {layer.shift} outside 1..{MAX_SHIFT}")
-    host = compare(net, model, limit, progress=progress)
-    task = eval_task(net)
+    host = compare(net, model, limit, progress=progress, task=task)
     x = task.inputs[host["index"]]
     backend = EngineBackend(
         codebook=codebook,
@@ -337,6 +339,7 @@ def run_network(
         "metric": host["metric"],
         "higher_is_better": host["higher_is_better"],
         "inputs": inputs,
+        "eval_size": int(len(task.inputs)),
         "index": host["index"].tolist(),
         "fp": host["fp"],
         "float": host["float"],

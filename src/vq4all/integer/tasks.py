@@ -4,7 +4,8 @@ Each function mirrors the zoo network's own `_evaluate` (src/vq4all/zoo/) on the
 the numpy executor, so the integer model, the engine and the float models are scored the same
 way: digits_cnn test accuracy (argmax of the logits), crepe_tiny mean absolute pitch error in
 cents (CREPE's weighted-argmax decoding), mtcnn_onet face accuracy (face probability > 0.5).
-The data come from the zoo as torch tensors and are handed on as numpy arrays.
+The data come from the zoo network (`eval_data()`) or its caller as torch tensors or arrays and
+are handed on as numpy arrays.
 
 A subset of an evaluation set (`subset`) is `count` indices evenly spaced over it: crepe's
 tones are sorted by pitch and O-Net's set is faces, then non-faces, then crops, so the first
@@ -16,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from vq4all.errors import VQ4AllError
 
 CREPE_BINS = 360
 CREPE_CENTS_PER_BIN = 20
@@ -91,18 +94,19 @@ def _numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
-def eval_task(net) -> Task:
-    """The evaluation set of zoo network `net` (digits_cnn, crepe_tiny or mtcnn_onet)."""
-    from vq4all.zoo import data
-
-    if net.name == "digits_cnn":
-        _, _, x, y = data.digits_split()
-        return Task(net.name, net.metric, True, np.asarray(x, np.float32), np.asarray(y))
+def eval_task(net, inputs=None, truth=None) -> Task:
+    """The evaluation set of zoo network `net` (digits_cnn, crepe_tiny or mtcnn_onet): from
+    `net.eval_data()` (crepe_tiny, mtcnn_onet), or the given inputs [N, ...] and truth [N]
+    (digits_cnn, whose zoo class has no public evaluation data: pass
+    `vq4all.zoo.data.digits_split()[2:]`; this package is below the zoo and does not import it)."""
+    if inputs is None:
+        if not hasattr(net, "eval_data"):
+            raise VQ4AllError(f"{net.name}: give its evaluation inputs and truth (the network has no eval_data())")
+        inputs, truth = net.eval_data()
+    inputs, truth = _numpy(inputs).astype(np.float32), _numpy(truth)
     if net.name == "crepe_tiny":
-        frames, f0 = net.eval_data()
-        return Task(net.name, net.metric, False, normalize_frames(_numpy(frames)), np.asarray(f0, np.float64))
-    x, y = net.eval_data()
-    return Task(net.name, net.metric, True, _numpy(x).astype(np.float32), _numpy(y))
+        return Task(net.name, net.metric, False, normalize_frames(inputs), truth.astype(np.float64))
+    return Task(net.name, net.metric, net.higher_is_better, inputs, truth)
 
 
 def calibration_inputs(net, n: int, seed: int = 0) -> np.ndarray:
