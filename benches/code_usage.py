@@ -155,6 +155,7 @@ def markdown(result: dict) -> str:
         f"Measured {result['date']}, {result['seconds']:.0f} s (codebook build {result['build_seconds']}, "
         f"assignments {result['assign_seconds_total']}).",
         "",
+        *([f"Note: {result['note']}", ""] if result.get("note") else []),
         "Share of each network's codes whose codeword lies in the first N codewords of the order. "
         "Pooled: ordered by the summed counts of all networks; leave-one-out: by the other networks' "
         "counts only; own: by the network's own counts (the best any order does for it); original: the "
@@ -194,8 +195,10 @@ def plot(result: dict, curves: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, order in zip(axes, ("pooled", "leave_one_out")):
-        for name, cum in curves[order].items():
-            ax.plot(np.arange(1, cum.size + 1), cum, label=name, lw=1.5 if name == "all codes" else 1)
+        colors = plt.get_cmap("tab20").colors
+        for i, (name, cum) in enumerate(curves[order].items()):
+            style = {"color": "black", "lw": 2} if name == "all codes" else {"color": colors[i % 20], "lw": 1}
+            ax.plot(np.arange(1, cum.size + 1), cum, label=name, ls="--" if "trained" in name else "-", **style)
         for s in result["sizes"]:
             ax.axvline(s, color="grey", lw=0.5, ls=":")
         ax.set_xscale("log", base=2)
@@ -203,7 +206,7 @@ def plot(result: dict, curves: dict, path: Path) -> None:
         ax.set_title({"pooled": "ordered by pooled usage", "leave_one_out": "leave-one-out order"}[order])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of the network's codes")
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
@@ -219,6 +222,7 @@ def main(argv=None) -> int:
     p.add_argument("--trained", default="", help="NAME=FILE,...: trained artifacts (built on the same codebook) too")
     p.add_argument("--out", default="benches/results/code_usage")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--note", default=None, help="a line recorded with the results (e.g. where cached files came from)")
     p.add_argument(
         "--cached-only",
         action="store_true",
@@ -286,6 +290,7 @@ def main(argv=None) -> int:
         "codebook_networks": list(source),
         "artifact_kind": kind,
         "order_sources": sources,
+        "note": args.note,
         "not_assigned": skipped,
         "sizes": sizes,
         "build_seconds": "cached" if build_seconds is None else f"{build_seconds:.1f} s",
