@@ -221,9 +221,10 @@ _GATHER_TRITON = None
 def triton_gather_kernel():
     """The Triton gather kernel (built on first use, so --plan and the CPU paths never need it).
 
-    table_ptr: the k x 8 int8 table viewed as int64 [k]; out_ptr: int64 [programs * BLOCK].
-    Every lane runs ITERS steps of U independent gathers at LCG-random rows, XOR-ing the values
-    (so no load is dead) and stores one int64."""
+    table_ptr: the k x 8 int8 table viewed as int64 [k]; out_ptr: int64 [programs * BLOCK * U].
+    Every lane runs `iters` steps of U independent gathers at LCG-random rows, XOR-ing the values
+    of each stream (so no load is dead), and stores its U results. (No tl.xor_sum: library jit
+    functions fail under the interpreter when triton was imported without it.)"""
     global _GATHER_TRITON
     if _GATHER_TRITON is None:
         import triton
@@ -237,7 +238,7 @@ def triton_gather_kernel():
             for _ in range(iters):
                 h = h * 1664525 + 1013904223
                 acc ^= tl.load(table_ptr + ((h >> 9) & mask).to(tl.int32))
-            tl.store(out_ptr + lane, tl.xor_sum(acc, axis=1))
+            tl.store(out_ptr + lane[:, None] * U + tl.arange(0, U)[None, :], acc)
 
         _GATHER_TRITON = gather_global
     return _GATHER_TRITON
@@ -284,7 +285,7 @@ def gather_row(entry: dict, table: torch.Tensor, sms: int) -> dict:
     t64 = table[: rows * 8].view(torch.int64)  # [rows] int64 = rows of 8 int8
     if entry["path"] == "triton global":
         block, unroll, programs = 256, 4, sms * 8
-        out = torch.empty(programs * block, dtype=torch.int64, device="cuda")
+        out = torch.empty(programs * block * unroll, dtype=torch.int64, device="cuda")
         kernel = triton_gather_kernel()
 
         def run(iters):

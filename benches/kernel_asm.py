@@ -34,6 +34,7 @@ for timing on the GPU (benches/gpu_check.sh).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -42,30 +43,48 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-    sys.exit("kernel_asm.py compiles for the GPU: unset TRITON_INTERPRET")
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton >= 3.9 warns when unset; 1 is its default
-
-import torch  # noqa: E402
-import triton  # noqa: E402
-
-from vq4all.io import atomic_write_bytes  # noqa: E402
-from vq4all.kernels import gemm, gemv, triton_support  # noqa: E402
-from vq4all.kernels.args import check_args  # noqa: E402
-from vq4all.kernels.triton_support import compile_for_gpu  # noqa: E402
+from vq4all.io import atomic_write_bytes
 
 CASES = [  # (kernel module, M, k, d, x dtype)
-    (gemv, 1, 1 << 16, 8, torch.float16),
-    (gemv, 4, 1 << 16, 8, torch.float16),
-    (gemv, 1, 256, 4, torch.float16),
-    (gemm, 16, 1 << 16, 8, torch.float16),
-    (gemm, 64, 1 << 16, 8, torch.float16),
-    (gemm, 256, 1 << 16, 8, torch.float16),
-    (gemm, 16, 256, 4, torch.float16),
-    (gemm, 256, 256, 4, torch.float16),
-    (gemm, 256, 1 << 16, 8, torch.bfloat16),
+    ("gemv", 1, 1 << 16, 8, "float16"),
+    ("gemv", 4, 1 << 16, 8, "float16"),
+    ("gemv", 1, 256, 4, "float16"),
+    ("gemm", 16, 1 << 16, 8, "float16"),
+    ("gemm", 64, 1 << 16, 8, "float16"),
+    ("gemm", 256, 1 << 16, 8, "float16"),
+    ("gemm", 16, 256, 4, "float16"),
+    ("gemm", 256, 256, 4, "float16"),
+    ("gemm", 256, 1 << 16, 8, "bfloat16"),
 ]
+
+
+def gpu_stack() -> SimpleNamespace:
+    """torch, triton and the kernel modules, imported on first use, never at import: the kernels
+    decide at their import whether they are interpreted, so loading this file (tests of its
+    parsers) must not import them in a process that runs them under TRITON_INTERPRET."""
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        sys.exit("kernel_asm.py compiles for the GPU: unset TRITON_INTERPRET")
+    os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton >= 3.9 warns when unset; 1 is its default
+    import torch
+    import triton
+
+    from vq4all.kernels import gemm, gemv, triton_support
+    from vq4all.kernels.args import check_args
+    from vq4all.kernels.triton_support import compile_for_gpu
+
+    return SimpleNamespace(
+        torch=torch,
+        triton=triton,
+        gemm=gemm,
+        gemv=gemv,
+        triton_support=triton_support,
+        check_args=check_args,
+        compile_for_gpu=compile_for_gpu,
+    )
+
+
 H200_SMS = 132  # PyTorch's multi_processor_count on the H200 (KINDS.md)
 
 # SASS opcode classes (the mnemonic before its first '.')
@@ -98,7 +117,8 @@ _SASS_BRANCH = re.compile(r"\bBRA\b.*`\((\.L_x_\d+)\)")
 
 def tool(name: str) -> str | None:
     """A CUDA binary triton ships (ptxas, nvdisasm, cuobjdump), or one on PATH."""
-    folder = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    spec = importlib.util.find_spec("triton")  # located, not imported
+    folder = os.path.join(os.path.dirname(spec.origin), "backends", "nvidia", "bin") if spec and spec.origin else ""
     for candidate in (os.path.join(folder, name), *(os.path.join(p, name) for p in os.environ["PATH"].split(":"))):
         if os.path.exists(candidate):
             return candidate
@@ -208,8 +228,9 @@ def ptx_loop_counts(ptx: str) -> dict | None:
     return out
 
 
-def cuda_split(module, args) -> tuple[int, dict]:
+def cuda_split(st, module, args) -> tuple[int, dict]:
     """The split-K the launcher picks on an H200 for these args, and the CPU plan's block sizes."""
+    triton, triton_support, torch, gemm = st.triton, st.triton_support, st.torch, st.gemm
     cpu_launch = module.plan(args, split_k=1)
     cfg = cpu_launch.constexprs
     n_tiles = triton.cdiv(args.out_features, cfg["BLOCK_N"]) * (
@@ -225,20 +246,23 @@ def cuda_split(module, args) -> tuple[int, dict]:
     return split, cfg
 
 
-def measure(module, batch, k, d, x_dtype, out_features, in_features, arch, hw) -> dict:
+def measure(kind, batch, k, d, x_name, out_features, in_features, arch, hw) -> dict:
+    st = gpu_stack()
+    torch, triton = st.torch, st.triton
+    module, x_dtype = getattr(st, kind), getattr(st.torch, x_name)
     m = -(-in_features // d)
-    args = check_args(
+    args = st.check_args(
         torch.zeros(batch, in_features, dtype=x_dtype),
         torch.zeros(out_features, m, dtype=torch.uint16 if k > 256 else torch.uint8),
         torch.zeros(k, d, dtype=torch.int8),
         torch.ones(out_features, dtype=torch.float16),
         torch.ones(1),
     )
-    split, _ = cuda_split(module, args)
+    split, _ = cuda_split(st, module, args)
     launch = module.plan(args, split_k=split)
-    kernel = module._lookup_gemv_kernel if module is gemv else module._lookup_gemm_kernel
+    kernel = module._lookup_gemv_kernel if kind == "gemv" else module._lookup_gemm_kernel
     start = time.perf_counter()
-    compiled = compile_for_gpu(kernel, launch, arch)
+    compiled = st.compile_for_gpu(kernel, launch, arch)
     compile_s = time.perf_counter() - start
     ptx = compiled.asm["ptx"]
     c = launch.constexprs
@@ -248,11 +272,11 @@ def measure(module, batch, k, d, x_dtype, out_features, in_features, arch, hw) -
     for g in launch.grid:
         programs *= g
     row = {
-        "kernel": module.__name__.rsplit(".", 1)[1],
+        "kernel": kind,
         "M": batch,
         "k": k,
         "d": d,
-        "x": str(x_dtype).replace("torch.", ""),
+        "x": x_name,
         "shape": f"{out_features}x{in_features}",
         "blocks": {key: v for key, v in c.items() if key.startswith(("BLOCK", "GROUP"))},
         "options": dict(launch.options),
@@ -376,7 +400,7 @@ def main(argv=None) -> int:
         before = {case_key(r): (r.get("per_weight") or {}).get("instructions") for r in old["rows"]}
     meta = {
         "arch": f"sm_{args.arch}",
-        "triton": triton.__version__,
+        "triton": gpu_stack().triton.__version__,
         "shape": args.shape,
         "SMs": H200_SMS,
         "clock GHz": args.clock_ghz,
@@ -386,11 +410,11 @@ def main(argv=None) -> int:
         "git": git_revision(),
     }
     rows = []
-    for module, batch, k, d, x_dtype in CASES:
-        row_name = f"{module.__name__.rsplit('.', 1)[1]} M={batch} k={k} d={d} x={x_dtype}"
+    for kind, batch, k, d, x_name in CASES:
+        row_name = f"{kind} M={batch} k={k} d={d} x={x_name}"
         if args.only and args.only not in row_name:
             continue
-        row = measure(module, batch, k, d, x_dtype, out_features, in_features, args.arch, hw)
+        row = measure(kind, batch, k, d, x_name, out_features, in_features, args.arch, hw)
         rows.append(row)
         pw = row.get("per_weight") or {}
         loop = row.get("sass_loop") or {}

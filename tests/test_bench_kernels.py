@@ -91,30 +91,49 @@ def test_append_keeps_the_rows_of_the_earlier_run(tmp_path):
     assert [r["phases"] for r in data["runs"]] == [["quick"], ["quick"]]
 
 
-def test_triton_gather_kernel_under_the_interpreter(monkeypatch):
-    """The gathers microbenchmark's Triton kernel computes what its docstring says: per lane, U
-    LCG streams of row indices, the gathered int64 rows XOR-ed (checked against numpy)."""
-    import numpy as np
-    import torch
+GATHER_SCRIPT = r"""
+import importlib.util, json, sys
+import numpy as np, torch
+spec = importlib.util.spec_from_file_location("bench_kernels", sys.argv[1])
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+kernel = bench.triton_gather_kernel()
+rows, block, unroll, programs, iters, seed = 64, 16, 4, 3, 5, 12345
+table = torch.from_numpy(np.random.default_rng(3).integers(-(2**62), 2**62, rows, dtype=np.int64))
+out = torch.zeros(programs * block * unroll, dtype=torch.int64)
+kernel[(programs,)](table, out, iters, rows - 1, seed, BLOCK=block, U=unroll, num_warps=1)
+print(json.dumps({"table": table.tolist(), "out": out.tolist()}))
+"""
 
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    bench = load_bench()
-    kernel = bench.triton_gather_kernel()
+
+def test_triton_gather_kernel_under_the_interpreter():
+    """The gathers microbenchmark's Triton kernel computes what its docstring says: per lane, U
+    LCG streams of row indices, each stream's gathered int64 rows XOR-ed (checked in Python).
+    In a fresh process with TRITON_INTERPRET=1 from the start: the interpreter only runs
+    triton's own library functions (tl.zeros, ...) when triton is first imported under it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", GATHER_SCRIPT, str(BENCH)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads(r.stdout.strip().splitlines()[-1])
+    table, out = data["table"], data["out"]
     rows, block, unroll, programs, iters, seed = 64, 16, 4, 3, 5, 12345
-    table = torch.from_numpy(np.random.default_rng(3).integers(-(2**62), 2**62, rows, dtype=np.int64))
-    out = torch.zeros(programs * block, dtype=torch.int64)
-    kernel[(programs,)](table, out, iters, rows - 1, seed, BLOCK=block, U=unroll, num_warps=1)
     mask32 = (1 << 32) - 1
     want = []
     for lane in range(programs * block):
-        acc = 0
         for u in range(unroll):
+            acc = 0
             h = ((lane * unroll + u + seed) * 747796405) & mask32
             for _ in range(iters):
                 h = (h * 1664525 + 1013904223) & mask32
-                acc ^= int(table[(h >> 9) & (rows - 1)])
-        want.append(acc)
-    assert out.tolist() == want
+                acc ^= table[(h >> 9) & (rows - 1)]
+            want.append(acc)
+    assert out == want
 
 
 @pytest.mark.gpu

@@ -47,14 +47,14 @@ $L__BB0_1:
 
 @pytest.fixture(scope="module")
 def kasm():
-    env_before = os.environ.pop("TRITON_INTERPRET", None)
-    try:
-        spec = importlib.util.spec_from_file_location("kernel_asm_bench", BENCH)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        if env_before is not None:
-            os.environ["TRITON_INTERPRET"] = env_before
+    """The bench as a module: loading it imports neither triton nor the kernels (they decide at
+    import whether the interpreter runs them, which other tests of this process rely on)."""
+    before = set(sys.modules)
+    spec = importlib.util.spec_from_file_location("kernel_asm_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    loaded = set(sys.modules) - before
+    assert not {"triton", "vq4all.kernels.gemm", "vq4all.kernels.gemv"} & loaded, loaded
     return module
 
 
