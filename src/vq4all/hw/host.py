@@ -39,7 +39,9 @@ from vq4all.hw.sim.streams import beats_per_row
 from vq4all.integer.layers import CompressedLayer, IntegerBackend, reference_outputs
 
 TESTBENCH = "vq4all.hw.host_tb"
-DEFAULT_CYCLES_PER_RUN = 200_000  # engine cycles per simulator run: progress every ~15-45 s
+# engine cycles per simulator run: a run took 10 to 46 s in Verilator (benches/results/run_hw), so
+# the progress bar moves often, while each run's start-up (about 1 s) stays small
+DEFAULT_CYCLES_PER_RUN = 200_000
 
 
 def engine_configs(codebook: Codebook, *, lanes: int = 1, max_m: int = 2048, max_rows: int = 65535) -> dict:
@@ -302,12 +304,13 @@ def run_network(
     simulated engine for its evaluation set (`task`: an integer.Task, default
     integer.eval_task(net)) or `limit` inputs evenly spaced over it.
 
-    Returns {"network", "metric", "higher_is_better", "inputs", "index", "fp", "float",
-    "integer", "engine" (the metric of each on those inputs), "engine_vs_integer" (the task's
-    agreement measure), "engine_equals_integer" (outputs identical), "mismatches" (engine
-    results differing from the integer model's on the same int8 inputs, all layers),
-    "layers" (LayerStats.to_dict per layer), "engine" configs, "simulator", "lanes",
-    "calibration", "seconds"}."""
+    Returns {"network", "metric", "higher_is_better", "inputs", "eval_size", "index", "fp",
+    "float", "integer", "engine" (the metric of each on those inputs), "integer_vs_float",
+    "engine_vs_integer" (the task's agreement measure), "engine_equals_integer" (network outputs
+    identical), "mismatches" (engine results differing from the integer model's on the same
+    int8 inputs, all layers), "outputs" (engine results), "cycles", "layers" (per layer
+    LayerStats.to_dict and IntegerModel.describe), "simulator", "lanes", "rom", "engines" (the two EngineConfigs), "codebook_sha256",
+    "k", "d", "calibration", "seconds"}."""
     from vq4all.integer.model import DEFAULT_CALIBRATION, build, compare
     from vq4all.integer.tasks import eval_task
 
@@ -333,7 +336,10 @@ def run_network(
     engine_out = model.forward(x, backend, batch=len(x))
     sim_seconds = time.perf_counter() - sim_start
     inputs = len(x)
-    layers = [backend.stats[layer.name].to_dict(codebook.d, lanes, inputs) for layer in model.layers()]
+    layers = [  # the engine's costs and the layer's fixed-point parameters (x_scale, y_scale, shift)
+        {**backend.stats[layer.name].to_dict(codebook.d, lanes, inputs), **described}
+        for layer, described in zip(model.layers(), model.describe())
+    ]
     return {
         "network": net.name,
         "metric": host["metric"],
