@@ -15,15 +15,11 @@ host). The engine's results, not the reference's, flow into the next layer and i
 metric; each layer's results are compared with `integer.reference_outputs` (lookup_matmul_int,
 then requantize) on the same int8 inputs and every differing value is counted.
 
-The simulator runs `hw.host_tb` (cocotb) with the engine Verilog and builds of `sim.runner`'s cache.
+The simulator runs `hw.host_tb` (cocotb) on `sim.runner`'s cached builds (build_engine, run_testbench).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +30,7 @@ from tqdm import tqdm
 from vq4all.artifact import Codebook, NetworkArtifact
 from vq4all.errors import VQ4AllError, printable
 from vq4all.hw.rtl.config import MAX_SHIFT, EngineConfig
-from vq4all.hw.sim.runner import SIMULATORS, TOP, cache_root, cached_verilog, check_rom_file
+from vq4all.hw.sim.runner import SIMULATORS, build_engine, cache_root, check_rom_file, run_testbench
 from vq4all.hw.sim.streams import beats_per_row
 from vq4all.integer.layers import CompressedLayer, IntegerBackend, reference_outputs
 
@@ -76,80 +72,16 @@ def _simulate_layer(
 ) -> tuple[np.ndarray, dict]:
     """One simulator run of `layer` on the GEMVs cols [M, in_features] int8: (results [M, rows]
     int64 as the engine returned them, the driver's report + build_seconds, run_seconds)."""
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
-    # the runner's build and environment handling, shared with sim.runner.simulate
-    from vq4all.hw.sim.runner import _environment_tag, _tail, _tool_env
-
-    start = time.perf_counter()
-    verilog = cached_verilog(config, codebook, readmemh=rom_file is not None, cache=cache)
-    build_name = f"build-{simulator}-{_environment_tag()}"
-    parameters = {}
-    if rom_file is not None:
-        from vq4all.hw.rtl.generate import ROM_PARAMETER
-
-        parameters[ROM_PARAMETER] = f'"{rom_file}"'
-        build_name += f"-rom{hashlib.sha256(str(rom_file).encode()).hexdigest()[:8]}"
-    with _tool_env(simulator):
-        build_dir = verilog.parent / build_name
-        runner = get_runner(simulator)
-        build_log = verilog.parent / f"build-{simulator}.log"
-        try:
-            runner.build(
-                sources=[verilog],
-                hdl_toplevel=TOP,
-                build_dir=build_dir,
-                parameters=parameters,
-                timescale=("1ns", "1ps"),
-                build_args=["-Wno-fatal"] if simulator == "verilator" else [],
-                log_file=build_log,
-            )
-        except (Exception, SystemExit) as e:
-            raise VQ4AllError(f"{simulator} could not build {verilog}: {e}; log tail:\n{_tail(build_log)}") from None
-        build_seconds = time.perf_counter() - start
-        work = Path(tempfile.mkdtemp(prefix=f"host-{simulator}-", dir=cache))
-        try:
-            arrays = {"codebook": codebook.codebook, "name": np.array(layer.name), "codes": layer.codes, "x": cols}
-            if codebook.codebook_scale is not None:
-                arrays["codebook_scale"] = codebook.codebook_scale
-            if config.requant:
-                arrays["mult"], arrays["shift"] = layer.multipliers, np.array(layer.shift)
-            np.savez(work / "input.npz", **arrays)
-            env = {
-                "VQ4ALL_TB_INPUT": str(work / "input.npz"),
-                "VQ4ALL_TB_SPEC": json.dumps({"config": config.to_dict(), "codebook_sha256": codebook.sha256}),
-                "VQ4ALL_TB_OUTPUT": str(work / "report.json"),
-                "VQ4ALL_TB_RESULTS": str(work / "results.npy"),
-            }
-            start = time.perf_counter()
-            log = work / "test.log"
-            failed = None
-            try:
-                xml = runner.test(
-                    test_module=TESTBENCH,
-                    hdl_toplevel=TOP,
-                    build_dir=build_dir,
-                    test_dir=work,
-                    extra_env=env,
-                    results_xml=str(work / "results.xml"),
-                    log_file=log,
-                )
-                tests, fails = get_results(Path(xml))
-                if tests != 1 or fails:
-                    failed = f"{fails} of {tests} cocotb tests failed"
-            except (Exception, SystemExit) as e:
-                failed = f"{type(e).__name__}: {e}"
-            run_seconds = time.perf_counter() - start
-            if failed or not (work / "results.npy").exists():
-                raise VQ4AllError(
-                    f"{simulator} simulation of layer {layer.name} failed: {failed or 'no results'}; "
-                    f"log tail:\n{_tail(log)}"
-                )
-            report = json.loads((work / "report.json").read_text())
-            results = np.load(work / "results.npy")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    build = build_engine(
+        config, codebook, simulator=simulator, readmemh=rom_file is not None, rom_file=rom_file, cache=cache
+    )
+    arrays = {"name": np.array(layer.name), "codes": layer.codes, "x": cols}
+    if config.requant:
+        arrays["mult"], arrays["shift"] = layer.multipliers, np.array(layer.shift)
+    report, results, run_seconds = run_testbench(
+        build, TESTBENCH, arrays, {}, what=f"simulation of layer {printable(layer.name, 200)}", results=True
+    )
+    build_seconds = build.seconds
     if results.size != cols.shape[0] * layer.rows:
         raise VQ4AllError(
             f"layer {layer.name}: the engine returned {results.size} of {cols.shape[0] * layer.rows} results"

@@ -23,6 +23,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -150,52 +151,39 @@ def _environment_tag() -> str:
     return hashlib.sha256(where.encode()).hexdigest()[:12]
 
 
-def simulate(
+@dataclass
+class Build:
+    """A simulator build of one engine: what `run_testbench` runs test modules on."""
+
+    simulator: str
+    config: EngineConfig
+    codebook: Codebook
+    runner: object  # the cocotb runner that built it (its test() runs on the same build)
+    build_dir: Path
+    cache: Path
+    seconds: float
+    rom_file: Path | None = None
+
+
+def build_engine(
     config: EngineConfig,
     codebook: Codebook,
-    jobs: list[Job],
     *,
     simulator: str = "icarus",
-    backpressure: float = 0.0,
-    seed: int = 0,
     readmemh: bool = False,
     rom_file: Path | None = None,
     cache: Path | None = None,
     verilog: Path | None = None,
-) -> dict:
-    """Run `jobs` back to back through the engine of (config, codebook) in `simulator`.
+) -> Build:
+    """Build (or reuse the cached build of) the engine of (config, codebook) in `simulator`.
 
-    jobs: layers (streams.Job, each checked by check_job) and bare descriptors
-    (streams.Descriptor: empty layers and descriptors the engine must reject, sent unchecked).
-    codebook: an int8 artifact.Codebook [k, d]; the testbench checks every result against the
-    reference on it. verilog: an already generated vq4all_engine.v of exactly this (config,
-    codebook) (e.g. by `vq4all rtl generate`; its simulator build goes next to it) instead of the
-    cached one. readmemh: the $readmemh form; rom_file: the .hex it loads, passed as the top's
-    ROM_INIT_FILE parameter (default: the cache's codebook.hex, or with `verilog` the
-    codebook.hex next to it, as `vq4all rtl generate` writes them); it must exist and hold the
-    codebook's words (check_rom_file), before anything is built.
-
-    Returns the testbench's report (sim.streams.StreamDriver.report) plus simulator,
-    build_seconds, run_seconds, config, codebook_sha256 and rom; raises VQ4AllError when a result
-    differs from the reference or the simulation fails."""
-    from cocotb_tools.check_results import get_results
+    readmemh: the $readmemh form; rom_file: the .hex it loads, passed as the top's ROM_INIT_FILE
+    parameter (default: the codebook.hex next to the Verilog); checked (check_rom_file) before any
+    tool runs. verilog: an already generated vq4all_engine.v of exactly this (config, codebook)."""
     from cocotb_tools.runner import get_runner
 
     if simulator not in SIMULATORS:
         raise VQ4AllError(f"unknown simulator '{simulator}': choose one of {', '.join(SIMULATORS)}")
-    if not 0.0 <= backpressure < 1.0:
-        raise VQ4AllError(f"backpressure={backpressure} must be in [0, 1)")
-    config.check_codebook(codebook)
-    if rom_file is not None and not readmemh:
-        raise VQ4AllError("rom_file is the $readmemh engine's ROM file: pass readmemh=True with it")
-    for job in jobs:
-        try:
-            if isinstance(job, Descriptor):  # sent as it is: the engine's own check is under test
-                descriptor_word(config, job.m, job.rows, job.shift)
-            else:
-                check_job(config, job)
-        except ValueError as e:
-            raise VQ4AllError(str(e)) from None
     cache = cache or cache_root()
     t = time.perf_counter()
     if verilog is None:
@@ -233,42 +221,53 @@ def simulate(
             )
         except (Exception, SystemExit) as e:  # CalledProcessError and friends: report the log
             raise VQ4AllError(f"{simulator} could not build {verilog}: {e}; log tail:\n{_tail(build_log)}") from None
-        build_seconds = time.perf_counter() - t
-        work = Path(tempfile.mkdtemp(prefix=f"run-{simulator}-", dir=cache))
-        try:
-            arrays = {"codebook": codebook.codebook, "jobs": np.array(len(jobs))}
-            if codebook.codebook_scale is not None:
-                arrays["codebook_scale"] = codebook.codebook_scale
-            for i, job in enumerate(jobs):
-                arrays[f"name_{i}"] = np.array(job.name)
-                if isinstance(job, Descriptor):
-                    arrays[f"desc_{i}"] = np.array([job.m, job.rows, job.shift], dtype=np.int64)
-                    continue
-                arrays[f"x_{i}"] = np.asarray(job.x, dtype=np.int8)
-                arrays[f"codes_{i}"] = np.asarray(job.codes)
-                if job.multipliers is not None:
-                    arrays[f"mult_{i}"] = np.asarray(job.multipliers)
-                    arrays[f"shift_{i}"] = np.array(int(job.shift))
-            np.savez(work / "input.npz", **arrays)
-            spec = {
-                "config": config.to_dict(),
-                "codebook_sha256": codebook.sha256,
-                "backpressure": float(backpressure),
-                "seed": int(seed),
-            }
-            env = {
-                "VQ4ALL_TB_INPUT": str(work / "input.npz"),
-                "VQ4ALL_TB_SPEC": json.dumps(spec),
-                "VQ4ALL_TB_OUTPUT": str(work / "report.json"),
-            }
-            t = time.perf_counter()
-            log = work / "test.log"
-            failed = None
+    return Build(simulator, config, codebook, runner, build_dir, cache, time.perf_counter() - t, rom_file)
+
+
+def run_testbench(
+    build: Build,
+    test_module: str,
+    arrays: dict,
+    spec: dict,
+    *,
+    what: str,
+    detail=lambda report: "",
+    results: bool = False,
+) -> tuple[dict, np.ndarray | None, float]:
+    """Run the cocotb `test_module` on `build`: (its report, its results array or None, seconds).
+
+    The test module reads $VQ4ALL_TB_INPUT (an .npz of `arrays` plus the codebook), and
+    $VQ4ALL_TB_SPEC (JSON: `spec` plus the engine config and the codebook's SHA-256), and writes
+    its report as JSON to $VQ4ALL_TB_OUTPUT (and with `results`, an .npy to $VQ4ALL_TB_RESULTS).
+    A failed test or a missing output is one VQ4AllError: "<simulator> <what> failed: ...", the
+    `detail(report)` text and the log's tail."""
+    from cocotb_tools.check_results import get_results
+
+    codebook = build.codebook
+    work = Path(tempfile.mkdtemp(prefix=f"run-{build.simulator}-", dir=build.cache))
+    try:
+        inputs = {"codebook": codebook.codebook, **arrays}
+        if codebook.codebook_scale is not None:
+            inputs["codebook_scale"] = codebook.codebook_scale
+        np.savez(work / "input.npz", **inputs)
+        env = {
+            "VQ4ALL_TB_INPUT": str(work / "input.npz"),
+            "VQ4ALL_TB_SPEC": json.dumps(
+                {**spec, "config": build.config.to_dict(), "codebook_sha256": codebook.sha256}
+            ),
+            "VQ4ALL_TB_OUTPUT": str(work / "report.json"),
+        }
+        if results:
+            env["VQ4ALL_TB_RESULTS"] = str(work / "results.npy")
+        t = time.perf_counter()
+        log = work / "test.log"
+        failed = None
+        with _tool_env(build.simulator):
             try:
-                xml = runner.test(
-                    test_module="vq4all.hw.sim.tb_engine",
+                xml = build.runner.test(
+                    test_module=test_module,
                     hdl_toplevel=TOP,
-                    build_dir=build_dir,
+                    build_dir=build.build_dir,
                     test_dir=work,
                     extra_env=env,
                     results_xml=str(work / "results.xml"),
@@ -279,20 +278,96 @@ def simulate(
                     failed = f"{fails} of {tests} cocotb tests failed"
             except (Exception, SystemExit) as e:  # the runner exits (SystemExit) when a cocotb test fails
                 failed = f"{type(e).__name__}: {e}"
-            run_seconds = time.perf_counter() - t
-            report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else None
-            if failed or report is None:
-                detail = (
-                    ""
-                    if report is None
-                    else f" ({report['mismatches']} mismatches, {report['outputs']} outputs, "
-                    f"{report['status_mismatches']} status mismatches)"
-                )
-                raise VQ4AllError(
-                    f"{simulator} simulation failed: {failed or 'no report'}{detail}; log tail:\n{_tail(log)}"
-                )
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        seconds = time.perf_counter() - t
+        report = json.loads((work / "report.json").read_text()) if (work / "report.json").exists() else None
+        values = np.load(work / "results.npy") if results and (work / "results.npy").exists() else None
+        if failed or report is None or (results and values is None):
+            missing = "no report" if report is None else "no results"
+            raise VQ4AllError(
+                f"{build.simulator} {what} failed: {failed or missing}{detail(report)}; log tail:\n{_tail(log)}"
+            )
+        return report, values, seconds
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def simulate(
+    config: EngineConfig,
+    codebook: Codebook,
+    jobs: list[Job],
+    *,
+    simulator: str = "icarus",
+    backpressure: float = 0.0,
+    seed: int = 0,
+    readmemh: bool = False,
+    rom_file: Path | None = None,
+    cache: Path | None = None,
+    verilog: Path | None = None,
+) -> dict:
+    """Run `jobs` back to back through the engine of (config, codebook) in `simulator`.
+
+    jobs: layers (streams.Job, each checked by check_job) and bare descriptors
+    (streams.Descriptor: empty layers and descriptors the engine must reject, sent unchecked).
+    codebook: an int8 artifact.Codebook [k, d]; the testbench checks every result against the
+    reference on it. verilog: an already generated vq4all_engine.v of exactly this (config,
+    codebook) (e.g. by `vq4all rtl generate`; its simulator build goes next to it) instead of the
+    cached one. readmemh: the $readmemh form; rom_file: the .hex it loads, passed as the top's
+    ROM_INIT_FILE parameter (default: the cache's codebook.hex, or with `verilog` the
+    codebook.hex next to it, as `vq4all rtl generate` writes them); it must exist and hold the
+    codebook's words (check_rom_file), before anything is built.
+
+    Returns the testbench's report (sim.streams.StreamDriver.report) plus simulator,
+    build_seconds, run_seconds, config, codebook_sha256 and rom; raises VQ4AllError when a result
+    differs from the reference or the simulation fails."""
+    if simulator not in SIMULATORS:
+        raise VQ4AllError(f"unknown simulator '{simulator}': choose one of {', '.join(SIMULATORS)}")
+    if not 0.0 <= backpressure < 1.0:
+        raise VQ4AllError(f"backpressure={backpressure} must be in [0, 1)")
+    config.check_codebook(codebook)
+    if rom_file is not None and not readmemh:
+        raise VQ4AllError("rom_file is the $readmemh engine's ROM file: pass readmemh=True with it")
+    for job in jobs:
+        try:
+            if isinstance(job, Descriptor):  # sent as it is: the engine's own check is under test
+                descriptor_word(config, job.m, job.rows, job.shift)
+            else:
+                check_job(config, job)
+        except ValueError as e:
+            raise VQ4AllError(str(e)) from None
+    cache = cache or cache_root()
+    build = build_engine(
+        config, codebook, simulator=simulator, readmemh=readmemh, rom_file=rom_file, cache=cache, verilog=verilog
+    )
+    arrays = {"jobs": np.array(len(jobs))}
+    for i, job in enumerate(jobs):
+        arrays[f"name_{i}"] = np.array(job.name)
+        if isinstance(job, Descriptor):
+            arrays[f"desc_{i}"] = np.array([job.m, job.rows, job.shift], dtype=np.int64)
+            continue
+        arrays[f"x_{i}"] = np.asarray(job.x, dtype=np.int8)
+        arrays[f"codes_{i}"] = np.asarray(job.codes)
+        if job.multipliers is not None:
+            arrays[f"mult_{i}"] = np.asarray(job.multipliers)
+            arrays[f"shift_{i}"] = np.array(int(job.shift))
+
+    def detail(report):
+        if report is None:
+            return ""
+        return (
+            f" ({report['mismatches']} mismatches, {report['outputs']} outputs, "
+            f"{report['status_mismatches']} status mismatches)"
+        )
+
+    report, _, run_seconds = run_testbench(
+        build,
+        "vq4all.hw.sim.tb_engine",
+        arrays,
+        {"backpressure": float(backpressure), "seed": int(seed)},
+        what="simulation",
+        detail=detail,
+    )
+    build_seconds = build.seconds
+    rom_file = build.rom_file
     report.update(
         simulator=simulator,
         build_seconds=round(build_seconds, 3),
