@@ -1,8 +1,8 @@
 """cocotb testbench of the host driver (`vq4all.hw.host`): one layer's GEMVs through the engine,
 the engine's results written back.
 
-Runs inside Icarus or Verilator like `sim/tb_engine.py` and drives the engine with the same
-cycle-by-cycle environment model (`sim.streams.StreamDriver`, full speed), but its input is one
+Runs inside Icarus or Verilator like `sim/tb_engine.py` with the same cycle loop
+(`sim.tb_drive.run_driver` around `sim.streams.StreamDriver`, full speed), but its input is one
 layer with many input vectors and it hands the results themselves back, not only their count
 of mismatches: the host feeds them to the next layer and counts mismatches against the integer
 model itself, so a mismatch does not fail this test (missing results, a timeout or a wrong
@@ -22,12 +22,11 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from vq4all.artifact import Codebook
 from vq4all.hw.rtl.config import EngineConfig
 from vq4all.hw.sim.streams import Job, StreamDriver
+from vq4all.hw.sim.tb_drive import run_driver
 
 
 def load_jobs():
@@ -48,35 +47,7 @@ async def engine_runs_layer(dut):
     assert codebook.sha256 == spec["codebook_sha256"], "the codebook in the input file is not the one simulated"
     config = EngineConfig(**spec["config"])
     driver = StreamDriver(config, jobs, codebook)
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    # handles looked up once (a lookup per signal per cycle costs as much as the driver itself)
-    drive = {f"{s}_{p}": getattr(dut, f"{s}__{p}") for s in driver.streams for p in ("valid", "payload")}
-    drive["results_ready"] = dut.results__ready
-    readies = {s: getattr(dut, f"{s}__ready") for s in driver.streams}
-    results_valid, results_payload, error, rejected = dut.results__valid, dut.results__payload, dut.error, dut.rejected
-    for handle in drive.values():
-        handle.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-    limit = driver.max_cycles()
-    while not driver.done and driver.cycle < limit:
-        await FallingEdge(dut.clk)
-        for key, value in driver.inputs().items():
-            drive[key].value = value
-        await ReadOnly()
-        valid = int(results_valid.value)
-        driver.observe(
-            layer_ready=int(readies["layer"].value),
-            acts_ready=int(readies["acts"].value),
-            codes_ready=int(readies["codes"].value),
-            results_valid=valid,
-            results_payload=int(results_payload.value) if valid else 0,
-            error=int(error.value),
-            rejected=int(rejected.value),
-            scales_ready=int(readies["scales"].value) if config.requant else 0,
-        )
+    await run_driver(dut, driver, config)
     report = driver.report()
     report["timed_out"] = not driver.done
     with open(os.environ["VQ4ALL_TB_OUTPUT"], "w") as f:

@@ -11,8 +11,7 @@ tests use) and writes the driver's report as JSON to $VQ4ALL_TB_OUTPUT.
 Fails if any result differs from `reference.lookup_matmul_int`, a result is missing, or the
 status outputs (`error`, `rejected`) differ from the model in any cycle.
 
-Per cycle: on the falling edge drive the inputs; in ReadOnly (everything settled) read the
-handshakes, which then complete on the next rising edge.
+The cycle loop is `sim.tb_drive.run_driver`, shared with the host driver's testbench.
 """
 
 from __future__ import annotations
@@ -22,12 +21,11 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from vq4all.artifact import Codebook
 from vq4all.hw.rtl.config import EngineConfig
 from vq4all.hw.sim.streams import Descriptor, Job, StreamDriver
+from vq4all.hw.sim.tb_drive import run_driver
 
 
 def _load():
@@ -58,35 +56,7 @@ async def engine_matches_reference(dut):
     assert codebook.sha256 == spec["codebook_sha256"], "the codebook in the input file is not the one simulated"
     config = EngineConfig(**spec["config"])
     driver = StreamDriver(config, jobs, codebook, backpressure=spec["backpressure"], seed=spec["seed"])
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    for s in driver.streams:
-        getattr(dut, f"{s}__valid").value = 0
-        getattr(dut, f"{s}__payload").value = 0
-    dut.results__ready.value = 0
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-    limit = driver.max_cycles()
-    while not driver.done and driver.cycle < limit:
-        await FallingEdge(dut.clk)
-        values = driver.inputs()
-        for s in driver.streams:
-            getattr(dut, f"{s}__valid").value = values[f"{s}_valid"]
-            getattr(dut, f"{s}__payload").value = values[f"{s}_payload"]
-        dut.results__ready.value = values["results_ready"]
-        await ReadOnly()
-        valid = int(dut.results__valid.value)
-        driver.observe(
-            layer_ready=int(dut.layer__ready.value),
-            acts_ready=int(dut.acts__ready.value),
-            codes_ready=int(dut.codes__ready.value),
-            results_valid=valid,
-            results_payload=int(dut.results__payload.value) if valid else 0,
-            error=int(dut.error.value),
-            rejected=int(dut.rejected.value),
-            scales_ready=int(dut.scales__ready.value) if config.requant else 0,
-        )
+    await run_driver(dut, driver, config)
     report = driver.report()
     report["timed_out"] = not driver.done
     with open(os.environ["VQ4ALL_TB_OUTPUT"], "w") as f:
