@@ -330,3 +330,14 @@ def test_an_output_symlink_is_written_through(real, tmp_path):
     before = cb.read_bytes()
     assert main(["rom", "export", "--codebook", str(cb), "--format", "hex", "--out", str(to_input)]) == 2
     assert cb.read_bytes() == before
+
+
+def test_the_content_hash_sees_the_manifest_as_a_reader_will(real, tmp_path):
+    """A config with integer keys and tuples (JSON turns them into strings and lists, and sorts
+    the keys differently) still loads: the writer hashes what the reader parses."""
+    cb, net = real
+    art = artifact.load_network(net)
+    art.config = {**art.config, "by_step": {2: "a", 10: "b"}, "pair": (1, 2)}
+    path = tmp_path / "keys.safetensors"
+    artifact.save_network(path, art)
+    assert artifact.load_network(path, artifact.load_codebook(cb)).config["by_step"] == {"2": "a", "10": "b"}

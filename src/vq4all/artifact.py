@@ -198,6 +198,9 @@ def canonical_manifest(manifest: dict) -> bytes:
     """The manifest as the content hash sees it: without `sha256`, as
     json.dumps(sort_keys=True, separators=(",", ":")) (ASCII, surrogates escaped), UTF-8."""
     body = {key: value for key, value in manifest.items() if key != "sha256"}
+    # through JSON once first, so the writer hashes what a reader will parse (tuples become lists,
+    # non-string keys strings: sorting {2: .., 10: ..} and {"2": .., "10": ..} differs)
+    body = json.loads(json.dumps(body))
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
