@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from vq4all.artifact import Codebook, NetworkArtifact
 from vq4all.errors import VQ4AllError, printable
-from vq4all.hw.rtl.config import MAX_SHIFT, EngineConfig
+from vq4all.hw.rtl.config import EngineConfig
 from vq4all.hw.sim.runner import SIMULATORS, build_engine, cache_root, check_rom_file, run_testbench
 from vq4all.hw.sim.streams import beats_per_row
 from vq4all.integer.layers import CompressedLayer, IntegerBackend, reference_outputs
@@ -250,9 +250,11 @@ def run_network(
     task = eval_task(net) if task is None else task
     start = time.perf_counter()
     model = build(net, art, codebook, calibration=calibration or DEFAULT_CALIBRATION)
-    for layer in model.layers():  # the engine's shift field: checked before any simulation
-        if layer.output == "requant" and not 1 <= layer.shift <= MAX_SHIFT:
-            raise VQ4AllError(f"layer {layer.name}: requant shift {layer.shift} outside 1..{MAX_SHIFT}")
+    for layer in model.layers():  # the engine's own descriptor rule, before any simulation
+        if layer.output == "requant":
+            problem = configs["requant"].descriptor_problem(layer.codes.shape[1], layer.rows, layer.shift)
+            if problem:
+                raise VQ4AllError(f"layer {printable(layer.name, 200)}: {problem}")
     host = compare(net, model, limit, progress=progress, task=task)
     x = task.inputs[host["index"]]
     backend = EngineBackend(

@@ -140,16 +140,14 @@ class CompressedLayer:
 
 
 class Backend:
-    """Computes the compressed layers' dot products; `mode` "integer" (int8 in, integer out)
-    or "float" (no quantisation)."""
+    """Computes the compressed layers' dot products; `mode` "integer" (int8 in, integer out:
+    the backend has gemv(layer, cols [M, in_features] int8) -> [M, rows], see IntegerBackend)
+    or "float" (no quantisation: the layers multiply by their own float weights)."""
 
     mode = "integer"
 
     def step(self, step, x: np.ndarray) -> np.ndarray:
         return step(x, self)
-
-    def gemv(self, layer: CompressedLayer, cols: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
 
     def observe(self, layer: CompressedLayer, x: np.ndarray, y: np.ndarray) -> None:
         """Float mode: sees each compressed layer's input x and product y (before bias)."""
