@@ -107,13 +107,16 @@ SHAPES = {
 GEMM_BATCHES = {"u16-int8-ragged": 20, "u8-fp16-ragged": 33, "u16-int8-d3": 5, "u16-fp16-exact": 16}
 
 
+# the table kernel takes k <= 256 only: it is run on the shapes it takes
+IMPL_SHAPES = [(impl, name) for impl in IMPLS for name in SHAPES if impl != "triton_lut" or SHAPES[name][3] <= 256]
+
+
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("name", list(SHAPES))
+@pytest.mark.parametrize("impl, name", IMPL_SHAPES)
 def test_fp32_matches_reference(device, impl, name):
     need_launch(impl, device)
     batch, out_features, in_features, k, d, cb_dtype = SHAPES[name]
-    if impl != "triton_gemv":
+    if impl not in ("triton_gemv", "triton_lut"):
         batch = GEMM_BATCHES[name] if impl == "triton_gemm" else batch
     case = make_case(np.random.default_rng(zlib.crc32(name.encode())), batch, out_features, in_features, k, d, cb_dtype)
     x, codes, codebook, scales, scale = to_torch(case, torch.float32, device)
@@ -128,7 +131,8 @@ def test_fp32_matches_reference(device, impl, name):
 def test_half_inputs_match_reference(device, impl, x_dtype, cb_dtype):
     need_launch(impl, device)
     batch = 17 if impl == "triton_gemm" else 2
-    case = make_case(np.random.default_rng(7), batch, 36, 45, 1 << 16, 8, cb_dtype)
+    k, d = (256, 4) if impl == "triton_lut" else (1 << 16, 8)
+    case = make_case(np.random.default_rng(7), batch, 36, 45, k, d, cb_dtype)
     x, codes, codebook, scales, scale = to_torch(case, x_dtype, device)
     y = lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl=impl)
     check_close(
@@ -137,20 +141,34 @@ def test_half_inputs_match_reference(device, impl, x_dtype, cb_dtype):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("kernel", ["gemv", "gemm"])
+@pytest.mark.parametrize("kernel", ["gemv", "lut", "gemm"])
 def test_split_k_matches_reference(device, kernel):
-    """Reduction slices meet at fp32 atomics; ragged slices and a ragged row end included."""
+    """Reduction slices meet in the last slice's ordered sum of partials (gemv, lut) or at fp32
+    atomics (gemm); ragged slices and a ragged row end included. Twice in a row: the GEMV's
+    counters must be back at zero after a launch."""
     need_launch("triton_" + kernel, device)
-    from vq4all.kernels import gemm, gemv
+    from vq4all.kernels import gemm, gemv, lut
 
-    batch = 3 if kernel == "gemv" else 18
-    case = make_case(np.random.default_rng(11), batch, 50, 150, 1 << 16, 8, "int8")  # m = 19 codes, pad 2
+    batch = 18 if kernel == "gemm" else 3
+    k, d = (256, 4) if kernel == "lut" else (1 << 16, 8)
+    in_features = 150 if kernel != "lut" else 75  # m = 19 codes, pad 2 (d = 8) or 1 (d = 4)
+    case = make_case(np.random.default_rng(11), batch, 50, in_features, k, d, "int8")
+    run = {"gemv": gemv.lookup_gemv, "lut": lut.lookup_lut, "gemm": gemm.lookup_gemm}[kernel]
     for x_dtype in (torch.float32, torch.float16):
         x, codes, codebook, scales, scale = to_torch(case, x_dtype, device)
         a = kargs.check_args(x, codes, codebook, scales, scale)
-        run = gemv.lookup_gemv if kernel == "gemv" else gemm.lookup_gemm
-        y = run(a, split_k=3, BLOCK_J=2)  # 10 steps of 2 codes in slices of 4 steps: 4 + 4 + 2
-        check_close(y, x, case)
+        if kernel == "gemm":
+            y = run(a, split_k=3, BLOCK_J=2)  # 10 steps of 2 codes in slices of 4 steps: 4 + 4 + 2
+            check_close(y, x, case)
+            continue
+        launch_plan = (gemv if kernel == "gemv" else lut).plan(a, split_k=3, BLOCK_J=2)
+        kernel_fn = gemv._lookup_gemv_kernel if kernel == "gemv" else lut._lookup_lut_kernel
+        assert launch_plan.grid[1] == 3 and launch_plan.constexprs["SPLIT"]
+        first = launch_plan.run(kernel_fn).clone()
+        counters = launch_plan.args[7]
+        assert counters.numel() and bool((counters == 0).all())  # the last slice reset them
+        check_close(first, x, case)
+        assert torch.equal(launch_plan.run(kernel_fn), first)  # same workspace, same ordered sum
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -214,7 +232,7 @@ def test_dispatch_table():
     if triton_support.triton_available():
         assert [choose_impl(cuda, m) for m in (1, 4, 5, 256, 4096)] == ["triton_gemv"] * 2 + ["triton_gemm"] * 3
     assert choose_impl(cuda, 100_000) == "torch"  # the last row matches everything
-    assert {row[2] for row in dispatch.DISPATCH} == set(IMPLS)
+    assert {row[2] for row in dispatch.DISPATCH} == set(IMPLS) - {"triton_lut"}  # forced only (see DISPATCH)
 
 
 def test_dispatch_skips_triton_when_it_is_not_installed(monkeypatch):
@@ -248,7 +266,10 @@ def _operands():
             r"^codebook_scale: a float16 codebook holds its values; pass None$",
         ),
         (lambda a: {**a, "codebook": a["codebook"][:100]}, r"^codes: expected every code < k=100, found \d+$"),
-        (lambda a: {**a, "impl": "cuda"}, r"^impl: unknown 'cuda', choose one of triton_gemv, triton_gemm, torch"),
+        (
+            lambda a: {**a, "impl": "cuda"},
+            r"^impl: unknown 'cuda', choose one of triton_gemv, triton_lut, triton_gemm, torch",
+        ),
     ],
 )
 def test_bad_arguments_name_the_argument(change, match):
@@ -259,10 +280,19 @@ def test_bad_arguments_name_the_argument(change, match):
     assert isinstance(info.value, VQ4AllError) and isinstance(info.value, ValueError)
 
 
-def test_gemv_refuses_more_rows_than_it_takes():
+@pytest.mark.parametrize("impl", ["triton_gemv", "triton_lut"])
+def test_gemv_refuses_more_rows_than_it_takes(impl):
     x, codes, codebook, scales, scale = _operands()
     with pytest.raises(KernelArgumentError, match="at most 4 rows, got 5"):
-        lookup_matmul(x.repeat(3, 1)[:5], codes, codebook, scales, codebook_scale=scale, impl="triton_gemv")
+        lookup_matmul(x.repeat(3, 1)[:5], codes, codebook, scales, codebook_scale=scale, impl=impl)
+
+
+def test_table_kernel_refuses_a_big_codebook():
+    x, codes, codebook, scales, scale = to_torch(
+        make_case(np.random.default_rng(5), 1, 6, 16, 1 << 16, 8, "int8"), torch.float32, "cpu"
+    )
+    with pytest.raises(KernelArgumentError, match=r"'triton_lut' takes k <= 256 and d <= 8, got k=65536"):
+        lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_lut")
 
 
 def test_forcing_triton_where_it_cannot_run(monkeypatch):
@@ -277,3 +307,137 @@ def test_forcing_triton_where_it_cannot_run(monkeypatch):
         KernelUnavailableError, match=r"needs triton, which is not installed: pip install 'vq4all\[kernels\]'"
     ):
         lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemv")
+
+
+# ----------------------------------------------------------------------------- bit for bit
+def integer_case(rng, batch, out_features, in_features, k, d):
+    """Operands whose every product and partial sum is a small integer (x in [-2, 2], codebook
+    entries in [-3, 3], scales and codebook scale 1): exact in fp32 whatever the summation
+    order, and |y| <= 6 * in_features < 256, exact in fp16 and bf16 too."""
+    m = -(-in_features // d)
+    codes = rng.integers(0, k, (out_features, m)).astype(np.uint8 if k <= 256 else np.uint16)
+    codebook = rng.integers(-3, 4, (k, d)).astype(np.int8)
+    scales = np.ones(out_features, np.float16)
+    x = rng.integers(-2, 3, (batch, in_features)).astype(np.float32)
+    return x, codes, codebook, scales, np.array([1.0], np.float32)
+
+
+# (impl, batch, out, in, k, d, split_k): the GEMV unsplit and split (ragged slices), the table
+# kernel likewise, the GEMM; ragged rows in all but one
+EXACT = {
+    "gemv": ("triton_gemv", 1, 40, 37, 1 << 16, 8, None),
+    "gemv-split": ("triton_gemv", 3, 33, 100, 1 << 16, 8, 3),
+    "gemv-d3": ("triton_gemv", 2, 21, 41, 512, 3, 2),
+    "lut": ("triton_lut", 1, 70, 37, 256, 4, None),
+    "lut-split": ("triton_lut", 4, 50, 64, 256, 4, 3),
+    "gemm": ("triton_gemm", 20, 24, 37, 1 << 16, 8, None),
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("name", list(EXACT))
+def test_integer_exact_inputs_match_the_torch_path_bit_for_bit(device, x_dtype, name):
+    impl, batch, out_features, in_features, k, d, split = EXACT[name]
+    need_launch(impl, device)
+    case = integer_case(np.random.default_rng(zlib.crc32(name.encode())), batch, out_features, in_features, k, d)
+    x, codes, codebook, scales, scale = to_torch(case, x_dtype, device)
+    want = lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="torch")
+    if split is None:
+        got = lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl=impl)
+    else:
+        from vq4all.kernels import gemv, lut
+
+        module = gemv if impl == "triton_gemv" else lut
+        got = module.plan(kargs.check_args(x, codes, codebook, scales, scale), split_k=split, BLOCK_J=2).run(
+            module._lookup_gemv_kernel if module is gemv else module._lookup_lut_kernel
+        )
+    assert got.dtype == want.dtype == x_dtype
+    assert torch.equal(got, want), (got - want).abs().max()
+    exact = x.double().cpu() @ torch.from_numpy(reference_weight(case, in_features)).T
+    assert torch.equal(got.double().cpu(), exact)  # and both are the exact product
+
+
+def reference_weight(case, in_features):
+    _, codes, codebook, scales, scale = case
+    return reference.decode(codes, codebook, scales, scale, in_features=in_features).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- plans
+@pytest.fixture
+def fresh_plans():
+    from vq4all.kernels import plans
+
+    plans.clear()
+    yield plans
+    plans.clear()
+
+
+TRITON_IMPLS = ["triton_gemv", "triton_lut", "triton_gemm"]
+
+
+def _call(impl, x, case_t, scale_value=None):
+    _, codes, codebook, scales, scale = case_t
+    return lookup_matmul(
+        x, codes, codebook, scales, codebook_scale=scale if scale_value is None else scale_value, impl=impl
+    )
+
+
+@pytest.mark.parametrize("impl", TRITON_IMPLS)
+def test_plans_are_cached_per_shape_and_dtype(fresh_plans, impl):
+    need_launch(impl, "cpu")
+    batch = 17 if impl == "triton_gemm" else 2
+    case = make_case(np.random.default_rng(21), batch, 30, 45, 256, 4, "int8")
+    ops = to_torch(case, torch.float32, "cpu")
+    first = _call(impl, ops[0], ops)
+    assert len(fresh_plans.PLANS) == 1
+    (key,) = fresh_plans.PLANS
+    assert key[:6] == (impl, batch, 30, 45, 256, 4) and key[6] == torch.float32
+    plan = fresh_plans.PLANS[key]
+    assert torch.equal(_call(impl, ops[0], ops), first)
+    assert len(fresh_plans.PLANS) == 1 and fresh_plans.PLANS[key] is plan  # reused, not rebuilt
+    _call(impl, ops[0].half(), ops)  # another x dtype: another plan
+    _call(impl, ops[0][:1] if impl != "triton_gemm" else ops[0][:16], ops)  # another M
+    assert len(fresh_plans.PLANS) == 3
+    check_close(_call(impl, ops[0], ops), ops[0], case)
+
+
+@pytest.mark.parametrize("impl", TRITON_IMPLS)
+def test_a_repeated_call_makes_no_host_tensor_and_allocates_only_its_output(fresh_plans, monkeypatch, impl):
+    """What CUDA-graph capture needs, checked on the CPU: after the first call of a shape, a call
+    (with a Python-float codebook scale, the case that used to build a tensor from host data per
+    call) creates no tensor from host values and allocates nothing but its output."""
+    need_launch(impl, "cpu")
+    batch = 17 if impl == "triton_gemm" else 1
+    case = make_case(np.random.default_rng(22), batch, 30, 48, 256, 4, "int8")  # 48 = 12 x 4: not ragged
+    ops = to_torch(case, torch.float32, "cpu")
+    first = _call(impl, ops[0], ops, scale_value=1 / 64)
+    calls = []
+    for name in ("tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like", "empty_like"):
+        original = getattr(torch, name)
+
+        def counting(*a, _name=name, _original=original, **kw):
+            calls.append(_name)
+            return _original(*a, **kw)
+
+        monkeypatch.setattr(torch, name, counting)
+    second = _call(impl, ops[0], ops, scale_value=1 / 64)
+    monkeypatch.undo()
+    assert calls == ["empty"], calls  # the output
+    assert torch.equal(second, first)
+    check_close(second, ops[0], case)
+
+
+def test_the_codebook_copy_follows_the_codebook(fresh_plans):
+    """The GEMV reads a cached float16 copy of the codebook: an in-place change of the codebook,
+    or another codebook, must not be served the old copy."""
+    need_launch("triton_gemv", "cpu")
+    case = make_case(np.random.default_rng(23), 1, 20, 32, 4096, 8, "int8")
+    x, codes, codebook, scales, scale = to_torch(case, torch.float32, "cpu")
+    lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemv")
+    copy = fresh_plans.kernel_codebook(codebook)
+    assert copy.dtype == torch.float16 and torch.equal(copy.float(), codebook.float())
+    assert fresh_plans.kernel_codebook(codebook) is copy  # cached
+    codebook.mul_(-1)  # in place (the numpy codebook of `case` shares its memory): the version moves
+    check_close(lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemv"), x, case)
+    assert fresh_plans.kernel_codebook(codebook) is not copy

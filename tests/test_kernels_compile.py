@@ -3,7 +3,8 @@
 The interpreter runs kernels as numpy and so accepts code the GPU compiler refuses (a global
 read that is not a tl.constexpr, a dot whose shapes or dtypes the hardware lacks, a layout that
 cannot be built). Triton ships its compiler and ptxas, so each planned launch below (the
-launcher's own block sizes for CUDA, every dot dtype, split-K atomics, d = 8, 4 and 3) is
+launcher's own block sizes for CUDA, every dot dtype, split-K (atomics in the GEMM, the last
+slice's sum in the GEMV and the table kernel), d = 8, 4 and 3) is
 compiled to a cubin in a subprocess that imports the kernels without TRITON_INTERPRET.
 """
 
@@ -18,7 +19,7 @@ pytest.importorskip("triton")
 
 SCRIPT = r"""
 import json, torch
-from vq4all.kernels import gemm, gemv
+from vq4all.kernels import gemm, gemv, lut
 from vq4all.kernels.args import check_args
 from vq4all.kernels.triton_support import compile_for_gpu
 
@@ -35,11 +36,13 @@ cases = [  # (kernel module, batch, x dtype, codebook dtype, k, d, split_k)
     (gemv, 1, f16, i8, 1 << 16, 8, 1), (gemv, 4, bf16, f16, 256, 4, 2), (gemv, 2, f32, i8, 512, 3, 1),
     (gemm, 256, f16, i8, 1 << 16, 8, 1), (gemm, 16, f16, i8, 1 << 16, 8, 2), (gemm, 64, bf16, i8, 256, 4, 1),
     (gemm, 32, bf16, f16, 1 << 16, 8, 1), (gemm, 20, f32, i8, 512, 3, 1),
+    (lut, 1, f16, i8, 256, 4, 1), (lut, 4, bf16, f16, 256, 4, 2), (lut, 2, f32, i8, 100, 3, 3),
 ]
+kernels = {gemv: gemv._lookup_gemv_kernel, gemm: gemm._lookup_gemm_kernel, lut: lut._lookup_lut_kernel}
 done = []
 for module, batch, x_dtype, cb_dtype, k, d, split in cases:
     launch = module.plan(operands(batch, x_dtype, cb_dtype, k, d), split_k=split)
-    kernel = module._lookup_gemv_kernel if module is gemv else module._lookup_gemm_kernel
+    kernel = kernels[module]
     compiled = compile_for_gpu(kernel, launch, arch=90)
     assert compiled.asm["cubin"], "no cubin"
     done.append(f"{module.__name__.rsplit('.', 1)[1]} M={batch} {x_dtype} {cb_dtype} d={d} split={split} "
@@ -54,4 +57,4 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     done = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(done) == 8
+    assert len(done) == 11

@@ -76,11 +76,26 @@ def _dtype(t: torch.Tensor) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
+_SCALES: dict[tuple[float, str], torch.Tensor] = {}
+
+
+def scale_tensor(value: float, device: torch.device) -> torch.Tensor:
+    """The [1] float32 tensor holding `value` on `device`, made once (torch.full: a fill on the
+    device, no copy from host memory) and reused, so a call with a float codebook scale creates
+    no tensor from host data (CUDA-graph capture forbids that)."""
+    key = (value, str(device))
+    t = _SCALES.get(key)
+    if t is None:
+        t = _SCALES[key] = torch.full((1,), value, dtype=torch.float32, device=device)
+    return t
+
+
 def check_args(x, codes, codebook, scales, codebook_scale=None) -> LookupArgs:
     """Validate and normalise the arguments (see `LookupArgs`); raises KernelArgumentError.
 
     `codebook_scale` may be a Python float, a 0-d or [1] tensor; it becomes a [1] float32 tensor
-    on the codebook's device (no host sync: a CUDA tensor stays on the GPU). Codes >= k are
+    on the codebook's device (no host sync: a CUDA tensor stays on the GPU; a float's tensor is
+    made once per value and device, see `scale_tensor`). Codes >= k are
     rejected here for CPU tensors only, and only where the code dtype can hold a code >= k (a
     pass over the codes); on CUDA that check would cost a device sync per call, so it is left
     to whoever built the codes (the artifact reader and the VQ modules check it).
@@ -126,7 +141,7 @@ def check_args(x, codes, codebook, scales, codebook_scale=None) -> LookupArgs:
                 raise KernelArgumentError(f"codebook_scale: expected one value, got shape {list(codebook_scale.shape)}")
             codebook_scale = codebook_scale.reshape(1).to(device=codebook.device, dtype=torch.float32)
         else:
-            codebook_scale = torch.tensor([float(codebook_scale)], dtype=torch.float32, device=codebook.device)
+            codebook_scale = scale_tensor(float(codebook_scale), codebook.device)
     elif codebook_scale is not None:
         raise KernelArgumentError(f"codebook_scale: a {_dtype(codebook)} codebook holds its values; pass None")
     devices = {t.device for t in (x, codes, codebook, scales)}

@@ -6,6 +6,10 @@ The table is read top to bottom and the first matching row wins; its last row (t
 decode-then-matmul path) matches everything, so every device has an implementation. `impl=`
 forces one row's implementation (tests, benches). Triton rows are skipped, never failed, when
 triton is not installed.
+
+The Triton implementations run through cached per-shape plans (`plans.py`): after the first
+call of a shape, a call makes no tensor from host data and allocates only its output, so it
+can be captured in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ import torch
 from .args import KernelArgumentError, LookupArgs, check_args
 from .triton_support import require_triton, triton_available
 
-IMPLS = ("triton_gemv", "triton_gemm", "torch")
+MAX_GEMV_M = 4  # gemv.MAX_M and lut's (not imported here: they import triton)
+
+IMPLS = ("triton_gemv", "triton_lut", "triton_gemm", "torch")
 
 # (device type or None for any, largest M or None for any, implementation)
 DISPATCH = (
-    ("cuda", 4, "triton_gemv"),  # memory-bound: CUDA-core multiply-reduce, split-K to fill the SMs
+    ("cuda", 4, "triton_gemv"),  # memory-bound: CUDA-core multiply-add, split-K to fill the SMs
+    # (triton_lut, the table kernel for k <= 256, is not a row: in the sm_90 proxy its tl.gather
+    # costs more per weight than decoding (docs/gpu.md); impl='triton_lut' runs it, and the GPU
+    # check times it against the GEMV)
     ("cuda", 4096, "triton_gemm"),  # decode fused into tensor-core tiles
     (None, None, "torch"),  # CPU path; on CUDA above 4096 rows one decode + cuBLAS amortises
 )  # (the 4 and 4096 thresholds are untuned starting points)
@@ -71,21 +80,20 @@ def lookup_matmul(
 
 
 def run(impl: str, args: LookupArgs) -> torch.Tensor:
-    """Run one implementation on checked arguments."""
+    """Run one implementation on checked arguments (Triton ones through their cached plan)."""
     if impl == "torch":
         from . import torch_path
 
         return torch_path.lookup_matmul(args)
     require_triton(impl, args.device)
-    if impl == "triton_gemv":
-        from . import gemv
+    if impl in ("triton_gemv", "triton_lut") and args.batch > MAX_GEMV_M:
+        raise KernelArgumentError(
+            f"x: impl '{impl}' takes at most {MAX_GEMV_M} rows, got {args.batch}; use 'triton_gemm' or impl=None"
+        )
+    if impl == "triton_lut" and (args.k > 256 or args.d > 8):
+        raise KernelArgumentError(
+            f"codebook: impl 'triton_lut' takes k <= 256 and d <= 8, got k={args.k}, d={args.d}; use 'triton_gemv'"
+        )
+    from .plans import plan_for
 
-        if args.batch > gemv.MAX_M:
-            raise KernelArgumentError(
-                f"x: impl 'triton_gemv' takes at most {gemv.MAX_M} rows, got {args.batch}; "
-                "use 'triton_gemm' or impl=None"
-            )
-        return gemv.lookup_gemv(args)
-    from . import gemm
-
-    return gemm.lookup_gemm(args)
+    return plan_for(impl, args).launch(args)

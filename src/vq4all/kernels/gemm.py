@@ -32,9 +32,9 @@ import torch
 import triton
 import triton.language as tl
 
+from . import triton_support
 from .args import LookupArgs
 from .triton_support import DOT_BF16, DOT_FP16, Launch, dot_config, interpreting
-from .triton_support import split_k as pick_split_k
 
 # jit functions read globals only as tl.constexpr instances
 _DOT_FP16 = tl.constexpr(DOT_FP16)
@@ -161,8 +161,34 @@ def config(batch: int, d: int) -> dict:
     )
 
 
-def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
-    """The launch for `args` (see `lookup_gemm`), without running it."""
+def geometry(args: LookupArgs, split_k: int | None = None, sms: int | None = -1, **overrides) -> dict:
+    """Block sizes, grid and slice length for `args`: {"cfg", "options", "grid", "j_per_split"}.
+
+    sms: the SM count split-K plans for (default: args' device's; None: no GPU, one slice)."""
+    cfg = {**config(args.batch, args.d), **overrides}
+    options = {key: cfg.pop(key) for key in ("num_warps", "num_stages")}
+    steps = triton.cdiv(args.m_codes, cfg["BLOCK_J"])
+    tiles = triton.cdiv(args.batch, cfg["BLOCK_M"]) * triton.cdiv(args.out_features, cfg["BLOCK_N"])
+    if sms == -1:
+        sms = triton_support.num_sms(args.device.index or 0) if args.device.type == "cuda" else None
+    if split_k is not None:
+        slices = max(1, min(int(split_k), steps))
+    else:
+        slices = triton_support.split_k_for(tiles, steps, sms)
+    j_per_split = max(1, triton.cdiv(steps, slices)) * cfg["BLOCK_J"]
+    slices = max(1, triton.cdiv(args.m_codes, j_per_split))  # no empty slice (but one program column when mc = 0)
+    return dict(cfg=cfg, options=options, grid=(tiles, slices), j_per_split=j_per_split)
+
+
+def plan(
+    args: LookupArgs, split_k: int | None = None, sms: int | None = -1, geo: dict | None = None, **overrides
+) -> Launch:
+    """The launch for `args` (see `lookup_gemm`), without running it; geo: a cached `geometry`.
+
+    Per call it allocates only device memory (the output, a zeroed fp32 buffer when split, a
+    zero-padded copy of x for a ragged row): nothing made from host data, so it can be captured
+    in a CUDA graph."""
+    geo = geometry(args, split_k, sms, **overrides) if geo is None else geo
     x = args.x.contiguous()
     if args.in_features != args.m_codes * args.d:  # a ragged row's padding meets zeros, not a mask
         x = torch.nn.functional.pad(x, (0, args.m_codes * args.d - args.in_features))
@@ -170,21 +196,14 @@ def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
     codebook = args.codebook.contiguous()
     scales = args.scales.contiguous()
     n, mc, d = args.out_features, args.m_codes, args.d
-    cfg = {**config(args.batch, d), **overrides}
-    options = {key: cfg.pop(key) for key in ("num_warps", "num_stages")}
-    steps = triton.cdiv(mc, cfg["BLOCK_J"])
-    tiles = triton.cdiv(args.batch, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"])
-    slices = pick_split_k(tiles, steps, x.device) if split_k is None else max(1, min(int(split_k), steps))
-    j_per_split = max(1, triton.cdiv(steps, slices)) * cfg["BLOCK_J"]
-    slices = max(1, triton.cdiv(mc, j_per_split))  # no empty slice (but one program column when mc = 0)
-    atomic = slices > 1
+    atomic = geo["grid"][1] > 1
     y = (torch.zeros if atomic else torch.empty)(
         (args.batch, n), device=x.device, dtype=torch.float32 if atomic else x.dtype
     )
     dot_kind, precision = dot_config(x.dtype, codebook.dtype)
     has_scale = args.codebook_scale is not None
     return Launch(
-        grid=(tiles, slices),
+        grid=geo["grid"],
         args=(
             x,
             codes,
@@ -196,7 +215,7 @@ def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
             n,
             x.shape[1],
             mc,
-            j_per_split,
+            geo["j_per_split"],
             x.stride(0),
             y.stride(0),
         ),
@@ -207,9 +226,9 @@ def plan(args: LookupArgs, split_k: int | None = None, **overrides) -> Launch:
             DOT_KIND=dot_kind,
             PRECISION=precision,
             ATOMIC=atomic,
-            **cfg,
+            **geo["cfg"],
         ),
-        options=options,
+        options=dict(geo["options"]),
         y=y,
         out_dtype=x.dtype,
     )

@@ -6,7 +6,10 @@ submodule. One table instance is shared by every module of a model, so the codeb
 in memory and `model.to(device)` moves it once (later modules find it already there).
 
 Forward passes go through `lookup_matmul` (Triton kernels on CUDA, the torch path on CPU); a
-module's `impl` attribute forces one implementation (None: the dispatch table).
+module's `impl` attribute forces one implementation (None: the dispatch table). Sibling
+VQLinears that read the same input (attention's Q, K and V; an MLP's gate and up) can be fused
+into one `FusedVQLinear`: their codes are stacked along out_features, so one launch computes all
+of them and the outputs are views of its result.
 """
 
 from __future__ import annotations
@@ -135,8 +138,73 @@ class VQLinear(nn.Module):
         y = y.reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
+    @staticmethod
+    def fuse(layers) -> FusedVQLinear:
+        """One module computing every layer of `layers` (VQLinears on one input) in one launch."""
+        return FusedVQLinear(layers)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class FusedVQLinear(nn.Module):
+    """Sibling VQLinears (same in_features, same CodebookTable) as one lookup: codes [sum of
+    out_features, m] and scales stacked in the given order, biases too (zeros for a layer
+    without one: adding 0 changes no output).
+
+    forward(x): x [..., in_features] -> a tuple of [..., out_features_i] in x's dtype, views of
+    one [..., sum of out_features] result. Each output row is computed as the separate layer
+    computes it (the same codes, scales and x); only the launch geometry (and so, for inputs
+    that are not integer-exact, the split-K summation order) may differ.
+    """
+
+    def __init__(self, layers):
+        super().__init__()
+        layers = list(layers)
+        if not layers or not all(isinstance(layer, VQLinear) for layer in layers):
+            raise KernelArgumentError("FusedVQLinear: expected one or more VQLinear layers")
+        first = layers[0]
+        for layer in layers[1:]:
+            if layer.in_features != first.in_features or layer.table is not first.table:
+                raise KernelArgumentError(
+                    "FusedVQLinear: the layers must share in_features and their CodebookTable, got "
+                    f"in_features {[lay.in_features for lay in layers]}"
+                )
+            if layer.impl != first.impl or layer.codes.dtype != first.codes.dtype:
+                raise KernelArgumentError("FusedVQLinear: the layers must share impl and codes dtype")
+        self.in_features = first.in_features
+        self.splits = [layer.out_features for layer in layers]
+        self.out_features = sum(self.splits)
+        self.register_buffer("codes", torch.cat([layer.codes for layer in layers]))
+        self.register_buffer("scales", torch.cat([layer.scales for layer in layers]))
+        self.table = first.table
+        self.impl = first.impl
+        if any(layer.bias is not None for layer in layers):
+            biases = [
+                layer.bias.detach() if layer.bias is not None else first.codes.new_zeros(n, dtype=torch.float32)
+                for layer, n in zip(layers, self.splits)
+            ]
+            self.bias = _bias(torch.cat([b.to(torch.float32) for b in biases]))
+        else:
+            self.bias = None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        lead = x.shape[:-1]
+        y = lookup_matmul(
+            x.reshape(-1, self.in_features),
+            self.codes,
+            self.table.codebook,
+            self.scales,
+            codebook_scale=self.table.codebook_scale,
+            impl=self.impl,
+        )
+        y = y.reshape(*lead, self.out_features)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return tuple(torch.split(y, self.splits, dim=-1))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.splits}, bias={self.bias is not None}"
 
 
 class VQConv2d(nn.Module):

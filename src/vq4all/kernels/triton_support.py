@@ -59,17 +59,18 @@ def num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def split_k(tiles: int, k_steps: int, device: torch.device) -> int:
-    """How many slices to cut the reduction into so that about two programs run per SM.
+def split_k_for(tiles: int, k_steps: int, sms: int | None) -> int:
+    """How many slices the GEMM cuts the reduction into so that about two programs run per SM
+    of a GPU with `sms` SMs (None: no GPU, one slice; tests force more through the launchers'
+    `split_k` argument).
 
     Small-M products of a few thousand rows launch fewer output tiles than an H200 has SMs
     (132); splitting the code columns fills the machine at the price of fp32 atomics. Never
-    more slices than k-steps, never more than 16. The interpreter runs one slice (tests force
-    more through the launchers' `split_k` argument).
+    more slices than k-steps, never more than 16.
     """
-    if device.type != "cuda":
+    if not sms:
         return 1
-    want = -(-2 * num_sms(device.index or 0) // max(1, tiles))
+    want = -(-2 * sms // max(1, tiles))
     return max(1, min(want, k_steps, 16))
 
 
