@@ -23,7 +23,14 @@ from vq4all.artifact import Codebook  # noqa: E402
 from vq4all.errors import VQ4AllError  # noqa: E402
 from vq4all.evaluate import artifact_weights  # noqa: E402
 from vq4all.hard import hard_assign  # noqa: E402
-from vq4all.kernels import CodebookTable, KernelArgumentError, VQConv2d, VQLinear, triton_support  # noqa: E402
+from vq4all.kernels import (  # noqa: E402
+    CodebookTable,
+    FusedVQLinear,
+    KernelArgumentError,
+    VQConv2d,
+    VQLinear,
+    triton_support,
+)
 
 RTOL, ATOL = 1e-4, 1e-5
 
@@ -63,6 +70,60 @@ def test_vq_linear_matches_linear_with_the_decoded_weight(codebook, impl):
     x = torch.from_numpy(rng.standard_normal((2, 2 if impl == "triton_gemv" else 9, 45)).astype(np.float32)).to(device)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), dense(x), rtol=RTOL, atol=ATOL)
+
+
+def sibling_layers(rng, table, in_features, outs=(24, 16, 8), biases=(True, False, True), integer=False):
+    """Q/K/V-like VQLinears on one input; integer=True: scales 1 (with an integer codebook, every
+    output is an exact integer)."""
+    layers = []
+    for out_features, has_bias in zip(outs, biases):
+        codes, scales = random_layer(rng, out_features, in_features, table)
+        if integer:
+            scales = torch.ones_like(scales)
+        bias = torch.from_numpy(rng.integers(-3, 4, out_features).astype(np.float32)) if has_bias else None
+        layers.append(VQLinear(codes, scales, table, in_features, bias))
+    return layers
+
+
+@pytest.mark.parametrize("impl", ["torch", "triton_gemv", "triton_lut", "triton_gemm"])
+def test_fused_siblings_equal_the_separate_layers(impl):
+    """One launch for Q, K and V: bit for bit equal to three launches on integer-exact inputs
+    (a 256 x 4 codebook of small integers, scales 1, integer x); within RTOL/ATOL on float ones."""
+    device = "cpu" if impl == "torch" else triton_or_skip()
+    rng = np.random.default_rng(6)
+    cb = Codebook(rng.integers(-3, 4, (256, 4), dtype=np.int8), np.array([1.0], np.float32), {})
+    table = CodebookTable.from_codebook(cb)
+    layers = sibling_layers(rng, table, 45, integer=True)
+    for layer in layers:
+        layer.impl = impl
+    fused = VQLinear.fuse(layers)
+    assert isinstance(fused, FusedVQLinear) and fused.splits == [24, 16, 8] and fused.codes.shape == (48, 12)
+    fused, layers = fused.to(device), [layer.to(device) for layer in layers]
+    rows = 2 if impl in ("triton_gemv", "triton_lut") else 9
+    x = torch.from_numpy(rng.integers(-2, 3, (rows, 45)).astype(np.float32)).to(device)
+    with torch.no_grad():
+        outs = fused(x)
+        assert len(outs) == 3
+        for out, layer in zip(outs, layers):
+            assert torch.equal(out, layer(x))
+        x = torch.from_numpy(rng.standard_normal((rows, 45)).astype(np.float32)).to(device)
+        for out, layer in zip(fused(x), layers):
+            torch.testing.assert_close(out, layer(x), rtol=RTOL, atol=ATOL)
+
+
+def test_fuse_refuses_layers_that_are_not_siblings(codebook):
+    table = CodebookTable.from_codebook(codebook)
+    rng = np.random.default_rng(7)
+    a, b = sibling_layers(rng, table, 16, outs=(4, 4), biases=(False, False))
+    (c,) = sibling_layers(rng, table, 24, outs=(4,), biases=(False,))
+    with pytest.raises(KernelArgumentError, match="share in_features and their CodebookTable"):
+        VQLinear.fuse([a, c])
+    (d,) = sibling_layers(rng, CodebookTable.from_codebook(codebook), 16, outs=(4,), biases=(False,))
+    with pytest.raises(KernelArgumentError, match="share in_features and their CodebookTable"):
+        VQLinear.fuse([a, d])
+    with pytest.raises(KernelArgumentError, match="expected one or more VQLinear layers"):
+        VQLinear.fuse([])
+    assert VQLinear.fuse([a, b]).bias is None
 
 
 CONVS = {  # in_channels, out_channels, kernel, stride, padding, dilation, groups, padding_mode
