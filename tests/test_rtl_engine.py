@@ -297,3 +297,48 @@ def test_requant_parameter_errors():
             [Job("noscale", np.zeros(4, np.int8), np.zeros((2, 1), np.uint8))],
             int8_codebook(np.zeros((16, 4), np.int8)),
         )
+
+
+def test_split_rom_words_rebuild_every_value():
+    """split_words: the low bits plus the exception patterns give back every value exactly, and
+    only words with a value outside rom_width bits have a pattern."""
+    from vq4all.hw.rtl.rom import split_words
+
+    rng = np.random.default_rng(21)
+    values = rng.integers(-8, 8, (64, 4)).astype(np.int8)  # fits 4 bits ...
+    values[3, 1], values[40, 3], values[41, 0] = 127, -128, -9  # ... except these three words
+    words = rom_words(values, 8)
+    low, exceptions = split_words(words, d=4, width=8, rom_width=4)
+    assert sorted(exceptions) == [3, 40, 41]
+    for i in range(64):
+        for e in range(4):
+            lo = (low[i] >> (4 * e)) & 0xF
+            hi = (0xF if lo >> 3 else 0) ^ ((exceptions.get(i, 0) >> (4 * e)) & 0xF)
+            got = lo | hi << 4
+            assert got - 256 * (got >> 7) == values[i, e]
+
+
+@pytest.mark.parametrize("rom_width,lanes", [(6, 1), (4, 2), (1, 1)])
+def test_split_rom_matches_reference_bit_for_bit(rom_width, lanes):
+    """rom_width < width (the ROM memory holds the low bits, exceptions are logic): the same
+    results as the whole ROM, under backpressure, with values outside rom_width bits in use."""
+    rng = np.random.default_rng(rom_width)
+    k, d = 64, 8
+    codebook = rng.integers(-(1 << (rom_width - 1)), 1 << (rom_width - 1), (k, d)).astype(np.int8)
+    codebook[rng.choice(k, 6, replace=False), rng.integers(0, d, 6)] = [127, -128, 64, -65, 100, -1]
+    config = EngineConfig(k=k, d=d, lanes=lanes, max_m=16, max_rows=15, rom_width=rom_width)
+    assert config.split_rom and config.key().endswith(f"_rw{rom_width}")
+    jobs = random_jobs(rng, k, d, SHAPES)
+    jobs.append(Job("all", rng.integers(-128, 128, d * 8).astype(np.int8), np.arange(k, dtype=np.uint8).reshape(8, 8)))
+    report = simulate(config, codebook, jobs, 0.3, seed=rom_width)
+    assert report["mismatches"] == 0 and report["outputs"] == sum(rows for rows, _ in SHAPES) + 8
+
+
+def test_split_rom_is_inline_only():
+    """The $readmemh form cannot hold the exceptions: a one-line error; a rom_width out of range too."""
+    with pytest.raises(VQ4AllError, match="rom_width=3: the split ROM exists only inline"):
+        Engine(EngineConfig(k=16, d=4, rom_width=3), rom_init_file="codebook.hex")
+    with pytest.raises(VQ4AllError, match="rom_width=9 must be 0"):
+        EngineConfig(k=16, d=4, rom_width=9)
+    assert EngineConfig(k=16, d=4, rom_width=8).key() == EngineConfig(k=16, d=4).key()  # 8 of 8 bits: not split
+    Engine(EngineConfig(k=16, d=4, rom_width=8), rom_init_file="codebook.hex")  # and so the file form exists

@@ -43,7 +43,13 @@ class EngineConfig:
     when several results wait;
     requant: add the output stage (a `scales` stream of one multiplier per row, a shift per
     layer, results saturated to out_bits); mult_bits: multiplier width (2..32); out_bits: result
-    width after requantization (2..acc_bits).
+    width after requantization (2..acc_bits);
+    rom_width: 0 (the ROM memory holds whole `width`-bit values), or 1..width: bits per value held
+    in the ROM memory, the low rom_width bits of each value; the rest of a value is the sign
+    extension of those bits except where the codebook says otherwise, and those exceptions are
+    logic beside the memory (`rtl.rom.split_words`). Exact for every codebook; it saves block RAM
+    when few values fall outside rom_width bits (the inline ROM only: the $readmemh file holds
+    whole words).
     """
 
     k: int
@@ -57,6 +63,7 @@ class EngineConfig:
     requant: bool = False
     mult_bits: int = 16
     out_bits: int = 8
+    rom_width: int = 0
 
     def __post_init__(self):
         if not isinstance(self.requant, bool):
@@ -72,6 +79,7 @@ class EngineConfig:
             "fifo_depth",
             "mult_bits",
             "out_bits",
+            "rom_width",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -98,6 +106,10 @@ class EngineConfig:
             raise VQ4AllError(f"engine mult_bits={self.mult_bits} must be between 2 and 32")
         if not 2 <= self.out_bits <= self.acc_bits:
             raise VQ4AllError(f"engine out_bits={self.out_bits} must be between 2 and acc_bits={self.acc_bits}")
+        if not 0 <= self.rom_width <= self.width:
+            raise VQ4AllError(
+                f"engine rom_width={self.rom_width} must be 0 (whole values in the ROM) or between 1 and width={self.width}"
+            )
 
     # ---- derived widths
     @property
@@ -109,6 +121,17 @@ class EngineConfig:
     def word_bits(self) -> int:
         """Bits of one ROM word: d * width."""
         return self.d * self.width
+
+    @property
+    def stored_width(self) -> int:
+        """Bits per value in the ROM memory: rom_width, or width when rom_width is 0."""
+        return self.rom_width or self.width
+
+    @property
+    def split_rom(self) -> bool:
+        """Whether the ROM memory holds narrowed values (stored_width < width), with the values'
+        high bits as logic beside it."""
+        return self.stored_width < self.width
 
     @property
     def beats_max(self) -> int:
@@ -192,9 +215,11 @@ class EngineConfig:
         return asdict(self)
 
     def key(self) -> str:
-        """A short, file-name-safe description, e.g. k256_d8_w8_l2_acc32_m2048_r65535_f4 (+ _rq16x8)."""
+        """A short, file-name-safe description, e.g. k256_d8_w8_l2_acc32_m2048_r65535_f4 (+ _rq16x8,
+        + _rw6 for a split ROM)."""
         return (
             f"k{self.k}_d{self.d}_w{self.width}_l{self.lanes}_acc{self.acc_bits}"
             f"_m{self.max_m}_r{self.max_rows}_f{self.fifo_depth}"
             + (f"_rq{self.mult_bits}x{self.out_bits}" if self.requant else "")
+            + (f"_rw{self.stored_width}" if self.split_rom else "")
         )

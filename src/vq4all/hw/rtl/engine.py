@@ -52,6 +52,24 @@ from .mac import MACLanes
 from .rom import CodebookROM, readmemh_rom
 
 
+def greater_than(value, const: int):
+    """value > const for an unsigned Value and a constant, as plain AND/OR logic over the bits.
+
+    Why not `value > const`: yosys maps that comparison onto a carry chain (iCE40 SB_CARRY), and
+    entering and leaving the chain cost two logic levels on the path from the descriptor to the
+    slot registers; this form lets the LUT mapper build a balanced tree."""
+    const = int(const)
+    if const < 0:
+        return Const(1, 1)
+    if const >= (1 << len(value)) - 1:
+        return Const(0, 1)
+    result = Const(0, 1)  # over the bits below: value[:i] > const[:i]
+    for i in range(len(value)):
+        bit = value[i]
+        result = (bit & result) if (const >> i) & 1 else (bit | result)
+    return result
+
+
 def layer_layout(config: EngineConfig) -> data.StructLayout:
     """The `layer` descriptor: m in the least significant m_bits, rows above it, then (with
     requant) the layer's shift in SHIFT_BITS bits."""
@@ -77,6 +95,11 @@ class Engine(wiring.Component):
         if (codebook is None) == (rom_init_file is None):
             raise VQ4AllError("Engine needs exactly one of codebook (inline ROM) or rom_init_file ($readmemh ROM)")
         self.config = config
+        if rom_init_file is not None and config.split_rom:
+            raise VQ4AllError(
+                f"engine rom_width={config.rom_width}: the split ROM exists only inline (its exceptions are logic), "
+                "not as a $readmemh ROM file"
+            )
         self._words = None if codebook is None else config.check_codebook(codebook)
         self._rom_init_file = rom_init_file
         c = config
@@ -100,7 +123,8 @@ class Engine(wiring.Component):
         L, a = c.lanes, c.code_bits
         m = Module()
         if self._words is not None:
-            m.submodules.rom = rom = CodebookROM(k=c.k, word_bits=c.word_bits, ports=L, words=self._words)
+            split = (c.d, c.width, c.stored_width) if c.split_rom else None
+            m.submodules.rom = rom = CodebookROM(k=c.k, word_bits=c.word_bits, ports=L, words=self._words, split=split)
         else:  # in this (top) module, so that generate.engine_verilog can make its file a top parameter
             rom, m.submodules.rom = readmemh_rom(k=c.k, word_bits=c.word_bits, ports=L, init_file=self._rom_init_file)
         # two activation slots (ping-pong): the next layer's input loads while this one computes
@@ -110,25 +134,47 @@ class Engine(wiring.Component):
         m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=c.result_bits, depth=c.fifo_depth)
 
         lg = L.bit_length() - 1
-        # per slot: its layer's descriptor (rows, beats = ceil(m / lanes), lanes used by a row's
-        # last beat), `owned` from descriptor to the layer's last code beat, `loaded` once its
-        # activations are all in
-        slot_rows = [Signal(c.rows_bits, name=f"rows_{i}") for i in range(2)]
-        slot_beats = [Signal(range(c.beats_max + 1), name=f"beats_{i}") for i in range(2)]
+        # Control without arithmetic between a register and a decision: every "is this the last
+        # beat / row / activation beat" is a flag register computed a cycle ahead from down
+        # counters, because comparing an up counter with a slot's count minus one (a carry chain
+        # behind a slot mux) was the engine's critical path (UP5K: 14-18 logic levels, 32-34 MHz).
+        # The schedule is unchanged cycle for cycle: the same beats are taken on the same edges.
+        #
+        # per slot: its layer's descriptor as (beats - 1, rows - 1) with beats = ceil(m / lanes),
+        # flags for beats == 1 and rows == 1, the lanes used by a row's last beat; `owned` from
+        # descriptor to the layer's last code beat, `loaded` once its activations are all in
+        slot_beats_m1 = [Signal(beat_bits, name=f"beats_m1_{i}") for i in range(2)]
+        slot_rows_m1 = [Signal(c.rows_bits, name=f"rows_m1_{i}") for i in range(2)]
+        slot_one_beat = [Signal(name=f"one_beat_{i}") for i in range(2)]
+        slot_one_row = [Signal(name=f"one_row_{i}") for i in range(2)]
         slot_tail = [Signal(L, name=f"tail_mask_{i}") for i in range(2)]
         slot_shift = [Signal(SHIFT_BITS, name=f"shift_{i}") for i in range(2)]
         owned = [Signal(name=f"owned_{i}") for i in range(2)]
         loaded = [Signal(name=f"loaded_{i}") for i in range(2)]
 
-        # loader: takes a descriptor into the free slot, then its ceil(m / lanes) activation beats
-        ld_slot, ld_busy, ld_beat = Signal(), Signal(), Signal(beat_bits)
-        # computer: walks the loaded slot's rows x beats code beats
-        cp_slot, beat, row = Signal(), Signal(beat_bits), Signal(c.rows_bits)
+        # Both walkers count down, and beat b of a row lives at activation address beats-1-b, so
+        # the down counters are the buffer addresses themselves (no up counter alongside).
+        # loader: takes a descriptor into the free slot, then its ceil(m / lanes) activation beats;
+        # ld_left = beats still to come after the current one, ld_last = (ld_left == 0)
+        ld_slot = Signal(name="ld_slot")
+        ld_busy = Signal(name="ld_busy")
+        ld_left = Signal(beat_bits, name="ld_left")
+        ld_last = Signal(name="ld_last")
+        # computer: walks the loaded slot's rows x beats code beats; beat_left / row_left = beats /
+        # rows after the current one, last_beat / last_row their "== 0" as registers, row_first
+        # = "this beat is its row's first" (the requant multiplier is taken with it)
+        cp_slot = Signal(name="cp_slot")
+        beat_left = Signal(beat_bits, name="beat_left")
+        row_left = Signal(c.rows_bits, name="row_left")
+        last_beat = Signal(name="last_beat")
+        last_row = Signal(name="last_row")
+        last_all = Signal(name="last_all")  # last_beat & last_row: the slot's last code beat
+        row_first = Signal(name="row_first", init=1)
 
         def pick(sel, pair):  # a 2-way Mux: an `assign` in Verilog (an Array read may not be)
             return Mux(sel, pair[1], pair[0])
 
-        beats, rows, tail_mask = pick(cp_slot, slot_beats), pick(cp_slot, slot_rows), pick(cp_slot, slot_tail)
+        tail_mask = pick(cp_slot, slot_tail)
 
         # the one stall: a result is due in the FIFO and the FIFO is full
         adv = Signal()
@@ -136,27 +182,26 @@ class Engine(wiring.Component):
         rq_valid = Signal()  # (requant) a result leaves the second requant stage
         m.d.comb += adv.eq(~((rq_valid if c.requant else write) & ~out.w_rdy))
 
-        computing = Signal()
+        # a register equal to loaded[cp_slot] (kept alongside, below), so that no slot mux sits
+        # between the registers and `fire`
+        computing = Signal(name="computing")
         fire = Signal()  # a code beat is accepted this cycle
-        last_beat = Signal()  # ...and it is its row's last
         # Comb signals are plain expressions (no If/Switch in the comb domain): a comb signal
         # assigned under If becomes an `always @*` that Icarus never runs at time 0 when all its
         # inputs are registers (amaranth-lang/amaranth#1629), leaving e.g. layer.ready at X.
         # with requant, a row's first code beat is taken together with the row's multiplier
-        scale_ok = (self.scales.valid | (beat != 0)) if c.requant else 1
+        scale_ok = (self.scales.valid | ~row_first) if c.requant else 1
         m.d.comb += [
-            computing.eq(pick(cp_slot, loaded)),
-            last_beat.eq(beat == beats - 1),
             self.layer.ready.eq(~ld_busy & ~pick(ld_slot, owned)),
             self.acts.ready.eq(ld_busy),
             buf.w_en.eq(ld_busy & self.acts.valid),
-            buf.w_addr.eq(Cat(ld_beat, ld_slot)),
+            buf.w_addr.eq(Cat(ld_left, ld_slot)),
             buf.w_data.eq(self.acts.payload),
             self.codes.ready.eq(computing & adv & scale_ok),
             fire.eq(computing & self.codes.valid & adv & scale_ok),
         ]
         if c.requant:
-            m.d.comb += self.scales.ready.eq(computing & adv & self.codes.valid & (beat == 0))
+            m.d.comb += self.scales.ready.eq(computing & adv & self.codes.valid & row_first)
 
         # the descriptor check (EngineConfig.descriptor_problem): the m and rows fields can hold
         # more than max_m and max_rows (they are max_m.bit_length(), max_rows.bit_length() bits),
@@ -168,28 +213,40 @@ class Engine(wiring.Component):
         bad_shift = 0
         if c.requant:
             ls = self.layer.payload.shift
-            bad_shift = ~empty & ((ls == 0) | (ls > MAX_SHIFT))
-        m.d.comb += [empty.eq((lm == 0) | (lr == 0)), bad.eq((lm > c.max_m) | (lr > c.max_rows) | bad_shift)]
+            bad_shift = ~empty & ((ls == 0) | greater_than(ls, MAX_SHIFT))
+        m.d.comb += [
+            empty.eq((lm == 0) | (lr == 0)),
+            bad.eq(greater_than(lm, c.max_m) | greater_than(lr, c.max_rows) | bad_shift),
+        ]
         taken = self.layer.valid & self.layer.ready
         take = taken & ~empty & ~bad  # an empty layer is taken and ignored
         with m.If(taken & bad):
             m.d.sync += [self.error.eq(1), self.rejected.eq(self.rejected + 1)]
-        loaded_last = ld_busy & self.acts.valid & (ld_beat == pick(ld_slot, slot_beats) - 1)
-        released = fire & last_beat & (row == rows - 1)  # the computed slot's last code beat
+        loaded_last = ld_busy & self.acts.valid & ld_last
+        released = fire & last_all  # the computed slot's last code beat
+        # (m - 1) >> log2(lanes) = ceil(m / lanes) - 1 for m >= 1 (a taken layer has m >= 1)
+        new_beats_m1 = ((lm - 1) >> lg)[:beat_bits]
         with m.If(take):
-            m.d.sync += [ld_busy.eq(1), ld_beat.eq(0)]
+            m.d.sync += [ld_busy.eq(1), ld_left.eq(new_beats_m1), ld_last.eq(lm <= L)]
         with m.If(ld_busy & self.acts.valid):
-            m.d.sync += ld_beat.eq(ld_beat + 1)
-            with m.If(loaded_last):
+            m.d.sync += [ld_left.eq(ld_left - 1), ld_last.eq(ld_left == 1)]
+            with m.If(ld_last):
                 m.d.sync += [ld_busy.eq(0), ld_slot.eq(~ld_slot)]
         # (the loader and the computer never change the same slot in one cycle: the loader only
         # takes a slot that is not owned, the computer only releases a loaded one)
         for i in range(2):
             with m.If(take & (ld_slot == i)):
+                m.d.sync += owned[i].eq(1)
+            # A slot's descriptor registers take every descriptor transferred while the loader
+            # points at it, empty and rejected ones included (their values are never used: the
+            # slot stays free, and the next descriptor overwrites them), so that the descriptor
+            # check is not on the path to their enables.
+            with m.If(taken & (ld_slot == i)):
                 m.d.sync += [
-                    owned[i].eq(1),
-                    slot_rows[i].eq(lr),
-                    slot_beats[i].eq((lm + (L - 1)) >> lg),
+                    slot_beats_m1[i].eq(new_beats_m1),
+                    slot_rows_m1[i].eq(lr - 1),
+                    slot_one_beat[i].eq(lm <= L),
+                    slot_one_row[i].eq(lr == 1),
                     # lane l works in a row's last beat iff l <= (m - 1) mod L
                     slot_tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L))),
                 ]
@@ -200,16 +257,49 @@ class Engine(wiring.Component):
                 m.d.sync += loaded[i].eq(1)
             with m.If(released & (cp_slot == i)):
                 m.d.sync += [owned[i].eq(0), loaded[i].eq(0)]
+        with m.If(released):  # the computer moves to the other slot: is it loaded (or loading its last beat)?
+            m.d.sync += computing.eq(pick(~cp_slot, loaded) | (loaded_last & (ld_slot != cp_slot)))
+        with m.Elif(loaded_last & (ld_slot == cp_slot)):
+            m.d.sync += computing.eq(1)
+
+        # The computer's counters start a slot from its registers: on the edge that releases the
+        # previous slot (the next one's descriptor was taken at least a cycle earlier, or it is
+        # not loaded yet), and on every cycle it waits for a slot to load (a slot's registers are
+        # written on its descriptor's edge, and `loaded` rises no earlier than one cycle later,
+        # so the last waiting cycle always copies the final values).
+        def start_slot(slot):
+            m.d.sync += [
+                beat_left.eq(pick(slot, slot_beats_m1)),
+                row_left.eq(pick(slot, slot_rows_m1)),
+                last_beat.eq(pick(slot, slot_one_beat)),
+                last_row.eq(pick(slot, slot_one_row)),
+                last_all.eq(pick(slot, slot_one_beat) & pick(slot, slot_one_row)),
+            ]
+
         with m.If(fire):
-            with m.If(last_beat):
-                m.d.sync += [beat.eq(0), row.eq(row + 1)]
-                with m.If(row == rows - 1):
-                    m.d.sync += [row.eq(0), cp_slot.eq(~cp_slot)]
+            m.d.sync += row_first.eq(last_beat)
+            with m.If(last_all):
+                m.d.sync += cp_slot.eq(~cp_slot)
+                start_slot(~cp_slot)
+            with m.Elif(last_beat):  # the next row of the same slot
+                m.d.sync += [
+                    beat_left.eq(pick(cp_slot, slot_beats_m1)),
+                    last_beat.eq(pick(cp_slot, slot_one_beat)),
+                    row_left.eq(row_left - 1),
+                    last_row.eq(row_left == 1),
+                    last_all.eq(pick(cp_slot, slot_one_beat) & (row_left == 1)),
+                ]
             with m.Else():
-                m.d.sync += beat.eq(beat + 1)
+                m.d.sync += [
+                    beat_left.eq(beat_left - 1),
+                    last_beat.eq(beat_left == 1),
+                    last_all.eq((beat_left == 1) & last_row),
+                ]
+        with m.Elif(~computing):
+            start_slot(cp_slot)
 
         # stage 0 -> 1: synchronous ROM and activation reads, with the beat's flags alongside
-        m.d.comb += [rom.en.eq(adv), buf.r_en.eq(adv), buf.r_addr.eq(Cat(beat, cp_slot))]
+        m.d.comb += [rom.en.eq(adv), buf.r_en.eq(adv), buf.r_addr.eq(Cat(beat_left, cp_slot))]
         for lane in range(L):
             m.d.comb += rom.addr[lane].eq(self.codes.payload[lane * a : (lane + 1) * a])
         valid1, last1, mask1 = Signal(), Signal(), Signal(L)
@@ -237,7 +327,7 @@ class Engine(wiring.Component):
         if not c.requant:
             m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(total)]
         else:
-            self._requant(m, adv, fire, beat, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac.latency)
+            self._requant(m, adv, fire, row_first, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac.latency)
         m.d.comb += [
             self.results.valid.eq(out.r_rdy),
             self.results.payload.eq(out.r_data),
@@ -245,17 +335,17 @@ class Engine(wiring.Component):
         ]
         return m
 
-    def _requant(self, m, adv, fire, beat, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac_latency):
+    def _requant(self, m, adv, fire, row_first, cp_slot, slot_shift, pick, write, total, rq_valid, out, mac_latency):
         """The output stage (reference.requantize): the row's multiplier and the layer's shift
         travel with every beat through the read and MAC stages (rows may be shorter than the
         pipeline), then two registered stages: (1) acc * multiplier, (2) + 2^(shift-1), arithmetic
         shift right, saturate to out_bits; the FIFO takes stage 2's result."""
         c = self.config
         row_mult = Signal(c.mult_bits)  # the current row's multiplier, held after its first beat
-        with m.If(fire & (beat == 0)):
+        with m.If(fire & row_first):
             m.d.sync += row_mult.eq(self.scales.payload)
         tag = Signal(c.mult_bits + SHIFT_BITS, name="rq_tag_0")
-        m.d.comb += tag.eq(Cat(Mux(beat == 0, self.scales.payload, row_mult), pick(cp_slot, slot_shift)))
+        m.d.comb += tag.eq(Cat(Mux(row_first, self.scales.payload, row_mult), pick(cp_slot, slot_shift)))
         for i in range(1 + mac_latency):  # the read stage, then the MAC's stages
             nxt = Signal(len(tag), name=f"rq_tag_{i + 1}")
             with m.If(adv):

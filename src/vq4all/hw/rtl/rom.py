@@ -10,6 +10,13 @@ Two forms of the same ROM:
   (`generate.engine_verilog`: `ROM_INIT_FILE`), overridable where FPGA flows and testbenches set
   parameters, without reaching into the hierarchy.
 
+A split ROM (`EngineConfig.rom_width`, inline form only): the memory holds the low rom_width
+bits of every value, and a value's high bits are the sign extension of those bits XOR an
+exception pattern that is zero for every value that fits rom_width bits; the non-zero patterns
+are a `Switch` on the address beside the memory (logic, registered like the memory's data). The
+universal codebook (K = 65536, d = 8) has 24 of its 524,288 values outside 7 bits and 430
+outside 6, so a 6-bit memory plus a few hundred cases of logic replaces the 8-bit one.
+
 Reads are synchronous (registered data, one cycle after the address) because FPGA block RAM has
 no asynchronous read; a ROM has no write port, so several read ports are legal (an FPGA tool
 duplicates the block RAM beyond its two native ports).
@@ -17,7 +24,7 @@ duplicates the block RAM beyond its two native ports).
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockSignal, Instance, Module, ResetSignal, unsigned
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, ResetSignal, Signal, unsigned
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,28 +45,86 @@ def rom_signature(*, k: int, word_bits: int, ports: int) -> wiring.Signature:
     )
 
 
+def split_words(words, *, d: int, width: int, rom_width: int) -> tuple[list[int], dict[int, int]]:
+    """The split ROM's contents: (low, exceptions).
+
+    words: k ROM words of d values of `width` bits (`reference.rom_words`, element e in bits
+    [e*width, (e+1)*width)). low[i]: word i's values cut to their low rom_width bits, element e
+    in bits [e*rom_width, (e+1)*rom_width). exceptions: {i: pattern} for the words with a value
+    outside rom_width-bit two's complement; element e's (width - rom_width)-bit field of the
+    pattern, in bits [e*h, (e+1)*h) with h = width - rom_width, is the value's high bits XOR the
+    sign extension of its low ones (zero for every value that fits, so absent words read 0).
+    A value is exactly Cat(low_e, replicate(low_e[rom_width-1], h) ^ pattern_e)."""
+    h = width - rom_width
+    lo_mask, hi_mask = (1 << rom_width) - 1, (1 << h) - 1
+    low, exceptions = [], {}
+    for i, word in enumerate(words):
+        lw, pattern = 0, 0
+        for e in range(d):
+            value = (word >> (e * width)) & ((1 << width) - 1)
+            lo = value & lo_mask
+            sign_ext = hi_mask if (lo >> (rom_width - 1)) & 1 else 0
+            lw |= lo << (e * rom_width)
+            pattern |= ((value >> rom_width) ^ sign_ext) << (e * h)
+        low.append(lw)
+        if pattern:
+            exceptions[i] = pattern
+    return low, exceptions
+
+
 class CodebookROM(wiring.Component):
     """The inline ROM: `rom_signature` ports over an Amaranth Memory holding `words`, k ints of
-    word_bits bits from `reference.rom_words`."""
+    word_bits bits from `reference.rom_words`.
 
-    def __init__(self, *, k: int, word_bits: int, ports: int, words):
+    split=(d, width, rom_width) with rom_width < width: the memory holds each value's low
+    rom_width bits (k words of d*rom_width bits) and the values outside that range come from
+    logic (`split_words`); the ports and their timing are the same as the whole ROM's."""
+
+    def __init__(self, *, k: int, word_bits: int, ports: int, words, split: tuple[int, int, int] | None = None):
         self._MustUse__silence = True  # a constructor that raises leaves nothing to elaborate
         words = list(words)
         if len(words) != k:
             raise VQ4AllError(f"CodebookROM: {len(words)} words given for k={k}")
         if any(not 0 <= w < 1 << word_bits for w in words):
             raise VQ4AllError(f"CodebookROM: a word does not fit {word_bits} bits (pack them with reference.rom_words)")
-        self.k, self.word_bits, self.ports = k, word_bits, ports
+        if split is not None:
+            d, width, rom_width = split
+            if d * width != word_bits or not 1 <= rom_width < width:
+                raise VQ4AllError(f"CodebookROM: split {split} does not divide {word_bits}-bit words")
+        self.k, self.word_bits, self.ports, self.split = k, word_bits, ports, split
         self._words = words
         super().__init__(rom_signature(k=k, word_bits=word_bits, ports=ports))
         self._MustUse__silence = False
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.memory = mem = memory.Memory(shape=unsigned(self.word_bits), depth=self.k, init=self._words)
+        if self.split is None:
+            m.submodules.memory = mem = memory.Memory(shape=unsigned(self.word_bits), depth=self.k, init=self._words)
+            for p in range(self.ports):
+                port = mem.read_port(domain="sync")
+                m.d.comb += [port.addr.eq(self.addr[p]), port.en.eq(self.en), self.data[p].eq(port.data)]
+            return m
+        d, width, rom_width = self.split
+        h = width - rom_width
+        low, exceptions = split_words(self._words, d=d, width=width, rom_width=rom_width)
+        m.submodules.memory = mem = memory.Memory(shape=unsigned(d * rom_width), depth=self.k, init=low)
         for p in range(self.ports):
             port = mem.read_port(domain="sync")
-            m.d.comb += [port.addr.eq(self.addr[p]), port.en.eq(self.en), self.data[p].eq(port.data)]
+            m.d.comb += [port.addr.eq(self.addr[p]), port.en.eq(self.en)]
+            # the exception patterns, registered on the same enable as the memory's data
+            pattern = Signal(d * h, name=f"exception_{p}")
+            with m.If(self.en):
+                with m.Switch(self.addr[p]):
+                    for index, value in sorted(exceptions.items()):
+                        with m.Case(index):
+                            m.d.sync += pattern.eq(value)
+                    with m.Default():
+                        m.d.sync += pattern.eq(0)
+            values = []
+            for e in range(d):
+                lo = port.data[e * rom_width : (e + 1) * rom_width]
+                values += [lo, lo[rom_width - 1].replicate(h) ^ pattern[e * h : (e + 1) * h]]
+            m.d.comb += self.data[p].eq(Cat(*values))
         return m
 
 
