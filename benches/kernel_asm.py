@@ -4,7 +4,7 @@
                                            [--compare benches/results/kernel_asm/before.json]
 
 For the launches the dispatch table plans on CUDA (GEMV at M = 1, 4; GEMM at M = 16, 64, 256;
-both codebook configs; fp16 and bf16 x) on an out x in layer (--shape), with split-K chosen as
+both codebook configs; fp16 and bf16 x), and the table GEMV (lut, k = 256 x 4, M = 1, 4), on an out x in layer (--shape), with split-K chosen as
 on an H200 (132 SMs), compiles the kernel for sm_<arch> with Triton's own compiler, assembles
 it with ptxas and disassembles the cubin with nvdisasm (all three ship with triton), then counts
 in the SASS of the main loop (the K loop: the longest backward branch) what one loop step costs:
@@ -51,6 +51,8 @@ CASES = [  # (kernel module, M, k, d, x dtype)
     ("gemv", 1, 1 << 16, 8, "float16"),
     ("gemv", 4, 1 << 16, 8, "float16"),
     ("gemv", 1, 256, 4, "float16"),
+    ("lut", 1, 256, 4, "float16"),
+    ("lut", 4, 256, 4, "float16"),
     ("gemm", 16, 1 << 16, 8, "float16"),
     ("gemm", 64, 1 << 16, 8, "float16"),
     ("gemm", 256, 1 << 16, 8, "float16"),
@@ -70,7 +72,7 @@ def gpu_stack() -> SimpleNamespace:
     import torch
     import triton
 
-    from vq4all.kernels import gemm, gemv, triton_support
+    from vq4all.kernels import gemm, gemv, lut
     from vq4all.kernels.args import check_args
     from vq4all.kernels.triton_support import compile_for_gpu
 
@@ -79,7 +81,12 @@ def gpu_stack() -> SimpleNamespace:
         triton=triton,
         gemm=gemm,
         gemv=gemv,
-        triton_support=triton_support,
+        lut=lut,
+        kernels={
+            "gemv": gemv._lookup_gemv_kernel,
+            "lut": lut._lookup_lut_kernel,
+            "gemm": gemm._lookup_gemm_kernel,
+        },
         check_args=check_args,
         compile_for_gpu=compile_for_gpu,
     )
@@ -228,24 +235,6 @@ def ptx_loop_counts(ptx: str) -> dict | None:
     return out
 
 
-def cuda_split(st, module, args) -> tuple[int, dict]:
-    """The split-K the launcher picks on an H200 for these args, and the CPU plan's block sizes."""
-    triton, triton_support, torch, gemm = st.triton, st.triton_support, st.torch, st.gemm
-    cpu_launch = module.plan(args, split_k=1)
-    cfg = cpu_launch.constexprs
-    n_tiles = triton.cdiv(args.out_features, cfg["BLOCK_N"]) * (
-        triton.cdiv(args.batch, cfg["BLOCK_M"]) if module is gemm else 1
-    )
-    steps = triton.cdiv(args.m_codes, cfg["BLOCK_J"])
-    saved = triton_support.num_sms
-    triton_support.num_sms = lambda index: H200_SMS
-    try:
-        split = triton_support.split_k(n_tiles, steps, torch.device("cuda"))
-    finally:
-        triton_support.num_sms = saved
-    return split, cfg
-
-
 def measure(kind, batch, k, d, x_name, out_features, in_features, arch, hw) -> dict:
     st = gpu_stack()
     torch, triton = st.torch, st.triton
@@ -258,9 +247,8 @@ def measure(kind, batch, k, d, x_name, out_features, in_features, arch, hw) -> d
         torch.ones(out_features, dtype=torch.float16),
         torch.ones(1),
     )
-    split, _ = cuda_split(st, module, args)
-    launch = module.plan(args, split_k=split)
-    kernel = module._lookup_gemv_kernel if kind == "gemv" else module._lookup_gemm_kernel
+    launch = module.plan(args, sms=H200_SMS)  # block sizes for CUDA, split-K as on an H200
+    kernel = st.kernels[kind]
     start = time.perf_counter()
     compiled = st.compile_for_gpu(kernel, launch, arch)
     compile_s = time.perf_counter() - start
@@ -338,8 +326,8 @@ def markdown(rows: list[dict], meta: dict, before: dict | None) -> str:
         "",
         "| kernel | M | k x d | x | blocks (N, J, M) / warps | split-K, programs/SM | loop instr | barriers "
         "| shuffles | int->float | LDG / async | instr/weight | whole program instr/weight | issue / conversion bound GW/s "
-        "| regs, spills | wgmma |" + (" instr/weight before |" if before else ""),
-        "|---|---:|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|" + ("---:|" if before else ""),
+        "| regs, spills | wgmma |" + (" per weight before: instr / BAR / SHFL / I2F | now |" if before else ""),
+        "|---|---:|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---|" + ("---|---|" if before else ""),
     ]
     for r in rows:
         b = r["blocks"]
@@ -365,10 +353,20 @@ def markdown(rows: list[dict], meta: dict, before: dict | None) -> str:
             f"| {r['split_k']}, {r['programs_per_sm']:.1f} {cells}| {regs_text} | {r['wgmma']} |"
         )
         if before:
-            old = before.get(case_key(r))
-            line += f" {old:.2f} |" if old is not None else " – |"
+            old = before.get(case_key(r)) or before.get(case_key({**r, "kernel": REPLACES.get(r["kernel"], "")}))
+            line += f" {per_weight_text(old)} | {per_weight_text(pw)} |"
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+REPLACES = {"lut": "gemv"}  # a new kernel compared with the one that ran its case before
+
+
+def per_weight_text(pw: dict | None) -> str:
+    """instructions / barriers / shuffles / int->float conversions per weight, or a dash."""
+    if not pw or pw.get("instructions") is None:
+        return "–"
+    return " / ".join(f"{pw.get(name, 0):.3g}" for name in ("instructions", "barriers", "shuffles", "int_to_float"))
 
 
 def case_key(r: dict) -> str:
@@ -389,7 +387,12 @@ def main(argv=None) -> int:
     p.add_argument("--hbm-gbs", type=float, default=4800.0, help="HBM peak for cuBLAS's M = 1 bound (H200: 4800)")
     p.add_argument("--out", default="benches/results/kernel_asm")
     p.add_argument("--name", default="kernel_asm", help="file name of the results (<name>.md, <name>.json)")
-    p.add_argument("--compare", default=None, help="an earlier <name>.json: its instr/weight beside today's")
+    p.add_argument(
+        "--compare",
+        default=None,
+        help="an earlier <name>.json: its per-weight instructions, barriers, shuffles, conversions beside today's "
+        "(a table-kernel row beside the GEMV row of its case)",
+    )
     p.add_argument("--only", default=None, help="run only the cases whose description contains this text")
     args = p.parse_args(argv)
     out_features, in_features = (int(v) for v in args.shape.lower().split("x"))
@@ -397,7 +400,7 @@ def main(argv=None) -> int:
     before = None
     if args.compare:
         old = json.loads(Path(args.compare).read_text())
-        before = {case_key(r): (r.get("per_weight") or {}).get("instructions") for r in old["rows"]}
+        before = {case_key(r): r.get("per_weight") or {} for r in old["rows"]}
     meta = {
         "arch": f"sm_{args.arch}",
         "triton": gpu_stack().triton.__version__,

@@ -99,3 +99,56 @@ def test_real_compile_gives_consistent_per_weight_figures(tmp_path):
     assert 0 < loop["global_loads"] <= loop["instructions"] and loop["barriers"] <= loop["instructions"]
     assert row["per_weight"]["whole_program_instructions"] >= row["per_weight"]["instructions"] * 0.9
     assert "| gemv | 1 | 65536x8 |" in (tmp_path / "kernel_asm.md").read_text()
+
+
+def test_compare_shows_before_and_now_per_weight_and_a_new_kernel_beside_the_one_it_replaces(kasm):
+    """--compare: per weight instructions / barriers / shuffles / conversions, before and now; a
+    table-kernel (lut) row is compared with the GEMV row of the same case."""
+
+    def row(kernel, per_weight):
+        return {
+            "kernel": kernel,
+            "M": 1,
+            "k": 256,
+            "d": 4,
+            "x": "float16",
+            "shape": "64x64",
+            "blocks": {"BLOCK_N": 8, "BLOCK_J": 4},
+            "options": {"num_warps": 4},
+            "split_k": 1,
+            "programs_per_sm": 0.1,
+            "ptxas": "Used 40 registers, 0 bytes spill stores",
+            "wgmma": False,
+            "sass_loop": {
+                "instructions": 10,
+                "barriers": 1,
+                "shuffles": 2,
+                "int_to_float": 3,
+                "global_loads": 1,
+                "async_copies": 0,
+            },
+            "per_weight": per_weight,
+            "issue_bound_gweights_s": 1.0,
+            "conversion_bound_gweights_s": None,
+        }
+
+    old = {
+        "instructions": 9.05,
+        "barriers": 0.625,
+        "shuffles": 0.875,
+        "int_to_float": 1.0,
+        "whole_program_instructions": 9.5,
+    }
+    new = {
+        "instructions": 4.28,
+        "barriers": 0.0625,
+        "shuffles": 0.0,
+        "int_to_float": 0.0,
+        "whole_program_instructions": 8.0,
+    }
+    before = {kasm.case_key(row("gemv", old)): old}
+    md = kasm.markdown([row("gemv", new), row("lut", new)], {"cublas_m1_gweights_s": 2400.0}, before)
+    gemv_line, lut_line = [line for line in md.splitlines() if line.startswith(("| gemv", "| lut"))]
+    assert gemv_line.endswith("| 9.05 / 0.625 / 0.875 / 1 | 4.28 / 0.0625 / 0 / 0 |"), gemv_line
+    assert lut_line.endswith("| 9.05 / 0.625 / 0.875 / 1 | 4.28 / 0.0625 / 0 / 0 |"), lut_line
+    assert kasm.per_weight_text(None) == "–"
