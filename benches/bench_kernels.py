@@ -16,7 +16,11 @@ Phases (--phases, run in the order given; without --phases: one sweep over --sha
            M = 1, 16, 256, both codebook configs, the dispatched implementation.
   rest     zoo layers (MiniLM FFN, EfficientNet-Lite0 classifier, CREPE-full conv2 im2col) and
            the other LLM shapes (4096->11008, 11008->4096, 8192->28672), M in --batches.
-  impls    the large shapes at M = 1, 4, 16 with a row for every applicable implementation.
+  impls    the large shapes at M = 1, 4, 16 with a row for every applicable implementation
+           (the table GEMV, triton_lut, on the 256 x 4 codebook at M <= 4).
+  fused    sibling layers on one input (an LLM's Q, K, V and its MLP's gate and up) as separate
+           lookups, one launch each, against one fused lookup over their stacked codes
+           (what vq4all.kernels.FusedVQLinear runs), M = 1 and 16, the dispatched impl.
 Codebook configs: 2^16 x 8 (uint16 codes) and 256 x 4 (uint8 codes), int8 with a float32 scale;
 random codes and x.
 
@@ -75,7 +79,12 @@ REST_SHAPES = ZOO_SHAPES + LLM_SHAPES[1:]  # 4096->4096 is a large shape already
 CONFIGS = {"2^16x8": (1 << 16, 8), "256x4": (256, 4)}
 GPU_BATCHES = (1, 4, 16, 64, 256, 1024)
 CPU_BATCHES = (1, 16, 256)
-PHASES = ("gathers", "large", "rest", "impls")
+PHASES = ("gathers", "large", "rest", "impls", "fused")
+FUSED_SHAPES = [  # (label, out_features of each sibling, in_features)
+    ("LLM 4096 Q,K,V (GQA)", (4096, 1024, 1024), 4096),
+    ("LLM 4096 gate,up", (14336, 14336), 4096),
+]
+FUSED_BATCHES = (1, 16)
 GATHER_TABLES = (4096, 16384, 65536)  # rows of 8 bytes: 32 KiB, 128 KiB, 512 KiB
 SHARED_TABLES = (4096, 16384)  # what fits one block's shared memory (227 KiB on sm_90)
 FLUSH_BYTES = 256 << 20  # > 4x the H200's 60 MiB L2
@@ -89,7 +98,10 @@ def plan(device: str, phases: list[str] | None, args) -> list[dict]:
     configs = [c for c in args.configs.split(",") if c]
     if args.quick:
         shapes = [("tiny", 64, 100), ("tiny ragged", 48, 37)]
-        return _rows("quick", shapes, configs, (1, 16), [None])
+        rows = _rows("quick", shapes, configs, (1, 16), [None])
+        if phases and "fused" in phases:
+            rows += _fused_rows([("tiny Q,K,V", (24, 16, 8), 37)], configs, (1, 16))
+        return rows
     if phases is None:  # one sweep over --shapes, as before phases existed
         want = (args.shapes or "zoo,llm").split(",")
         shapes = (ZOO_SHAPES if "zoo" in want else []) + (LLM_SHAPES if "llm" in want else [])
@@ -110,7 +122,34 @@ def plan(device: str, phases: list[str] | None, args) -> list[dict]:
             out += _rows("rest", REST_SHAPES, configs, _batches(args, GPU_BATCHES), [None])
         elif phase == "impls":
             out += _rows("impls", LARGE_SHAPES, configs, IMPL_BATCHES, "all")
+        elif phase == "fused":
+            out += _fused_rows(FUSED_SHAPES, configs, FUSED_BATCHES)
     return out
+
+
+def _fused_rows(shapes, configs, batches) -> list[dict]:
+    """Fused-sibling entries: "siblings" lists each layer's out_features; out_features is their sum."""
+    return [
+        {
+            "phase": "fused",
+            "layer": label,
+            "out_features": sum(siblings),
+            "in_features": in_features,
+            "siblings": list(siblings),
+            "config": config,
+            "M": batch,
+            "impl": None,
+        }
+        for label, siblings, in_features in shapes
+        for config in configs
+        for batch in batches
+    ]
+
+
+def all_impls(config: str, batch: int) -> list[str]:
+    """Every implementation that takes `batch` rows on `config`'s codebook."""
+    small = ["triton_gemv"] + (["triton_lut"] if CONFIGS[config][0] <= 256 else []) if batch <= 4 else []
+    return small + ["triton_gemm", "torch"]
 
 
 def _batches(args, default):
@@ -123,9 +162,7 @@ def _rows(phase, shapes, configs, batches, impls) -> list[dict]:
     for label, out_features, in_features in shapes:
         for config in configs:
             for batch in batches:
-                choices = (
-                    impls if impls != "all" else (["triton_gemv"] if batch <= 4 else []) + ["triton_gemm", "torch"]
-                )
+                choices = impls if impls != "all" else all_impls(config, batch)
                 for impl in choices:
                     rows.append(
                         {
@@ -362,6 +399,90 @@ def bench_cuda_row(entry, shape_ops, flush_timing, peak_gbs) -> dict:
     return row
 
 
+def siblings_of(entry, shape_ops) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(codes, scales) of each sibling: row blocks of the stacked operands (contiguous views)."""
+    codes, _, scales, _, _ = shape_ops
+    out, start = [], 0
+    for n in entry["siblings"]:
+        out.append((codes[start : start + n], scales[start : start + n]))
+        start += n
+    return out
+
+
+def fused_calls(entry, shape_ops, x, impl):
+    """(separate, fused): one lookup per sibling, and one over the stacked codes."""
+    codes, codebook, scales, cb_scale, _ = shape_ops
+    parts = siblings_of(entry, shape_ops)
+
+    def separate():
+        return [lookup_matmul(x, c, codebook, s, codebook_scale=cb_scale, impl=impl) for c, s in parts]
+
+    def fused():
+        return lookup_matmul(x, codes, codebook, scales, codebook_scale=cb_scale, impl=impl)
+
+    return separate, fused
+
+
+def bench_fused_row(entry, shape_ops, device, flush_timing, reps) -> dict:
+    """Separate sibling lookups against one fused lookup; rel. err: fused vs the separate outputs."""
+    dense = shape_ops[4]
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    x = torch.randn(entry["M"], dense.shape[1], device=device, dtype=dtype)
+    impl = choose_impl(x.device, entry["M"])
+    separate, fused = fused_calls(entry, shape_ops, x, impl)
+    row = {**entry, "impl": impl, "rel_err": rel_err(fused(), torch.cat(separate(), dim=1))}
+    if device == "cuda":
+        warmup_ms, rep_ms, graph_rep_ms = flush_timing
+        row["separate_us_flushed"] = time_flushed(separate, warmup_ms, rep_ms)
+        row["fused_us_flushed"] = time_flushed(fused, warmup_ms, rep_ms)
+        row["separate_us_warm"], row["separate_warm_method"] = time_warm(separate, graph_rep_ms)
+        row["fused_us_warm"], row["fused_warm_method"] = time_warm(fused, graph_rep_ms)
+        row["cublas_us_warm"], _ = time_warm(lambda: torch.matmul(x, dense.T), graph_rep_ms)
+        row["speedup_warm"] = row["separate_us_warm"] / row["fused_us_warm"]
+        row["speedup_flushed"] = row["separate_us_flushed"] / row["fused_us_flushed"]
+    else:
+        row["separate_us"] = time_cpu(separate, reps)
+        row["fused_us"] = time_cpu(fused, reps)
+        row["speedup"] = row["separate_us"] / row["fused_us"]
+    return row
+
+
+def fused_markdown(rows: list[dict], device: str) -> list[str]:
+    if not rows:
+        return []
+    if device == "cuda":
+        lines = [
+            "## Fused siblings: one launch for layers on one input",
+            "",
+            "| config | layers | out x in | M | impl | separate µs flushed / warm | fused µs flushed / warm "
+            "| fused speedup flushed / warm | cuBLAS fp16 µs warm (stacked) | rel. err |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            graph = "" if r["fused_warm_method"] == "graph" and r["separate_warm_method"] == "graph" else " (events)"
+            lines.append(
+                f"| {r['config']} | {r['layer']} | {'+'.join(map(str, r['siblings']))}x{r['in_features']} | {r['M']} "
+                f"| {r['impl']} | {r['separate_us_flushed']:.1f} / {r['separate_us_warm']:.1f} "
+                f"| {r['fused_us_flushed']:.1f} / {r['fused_us_warm']:.1f}{graph} "
+                f"| {r['speedup_flushed']:.2f}x / {r['speedup_warm']:.2f}x | {r['cublas_us_warm']:.1f} "
+                f"| {r['rel_err']:.1e} |"
+            )
+    else:
+        lines = [
+            "## Fused siblings: one call for layers on one input",
+            "",
+            "| config | layers | out x in | M | impl | separate µs | fused µs | fused speedup | rel. err |",
+            "|---|---|---|---:|---|---:|---:|---:|---:|",
+        ]
+        for r in rows:
+            lines.append(
+                f"| {r['config']} | {r['layer']} | {'+'.join(map(str, r['siblings']))}x{r['in_features']} | {r['M']} "
+                f"| {r['impl']} | {r['separate_us']:.0f} | {r['fused_us']:.0f} | {r['speedup']:.2f}x "
+                f"| {r['rel_err']:.1e} |"
+            )
+    return lines + [""]
+
+
 def bench_cpu_row(entry, shape_ops, reps) -> dict:
     codes, codebook, scales, cb_scale, dense = shape_ops
     out_features, in_features = dense.shape
@@ -409,6 +530,8 @@ def markdown(rows: list[dict], device: str, meta: dict, gathers: list[dict] | No
     lines = [f"# Lookup matmul benchmark ({device})", "", ", ".join(f"{k}: {v}" for k, v in meta.items()), ""]
     if gathers:
         lines += gathers_markdown(gathers)
+    lines += fused_markdown([r for r in rows if r["phase"] == "fused"], device)
+    rows = [r for r in rows if r["phase"] != "fused"]
     if device == "cuda":
         lines += [
             "| phase | config | layer | out x in | M | impl | cuBLAS fp16 µs flushed / warm | decode+matmul µs warm "
@@ -537,7 +660,8 @@ def main(argv=None) -> int:
     if args.append and (out / "bench_kernels.json").exists():
         old = json.loads((out / "bench_kernels.json").read_text())
         rows, gathers, runs = old.get("rows", []), old.get("gathers", []), old.get("runs", [])
-    run_info = {"phases": phases or ["sweep" if not args.quick else "quick"], "started": time.strftime("%H:%M:%S")}
+    run_phases = ["quick", *(phases or [])] if args.quick else (phases or ["sweep"])
+    run_info = {"phases": run_phases, "started": time.strftime("%H:%M:%S")}
     runs.append(run_info)
     start = time.perf_counter()
 
@@ -599,11 +723,13 @@ def main(argv=None) -> int:
             if device == "cuda":
                 dense = dense.half()
             shape_ops, current = (codes, codebook, scales, cb_scale, dense), key
-        if device == "cuda":
+        if entry["phase"] == "fused":
+            rows.append(bench_fused_row(entry, shape_ops, device, flush_timing, reps))
+        elif device == "cuda":
             rows.append(bench_cuda_row(entry, shape_ops, flush_timing, args.hbm_peak_gbs))
         else:
             rows.append(bench_cpu_row(entry, shape_ops, reps))
-        print(markdown(rows[-1:], device, {}).splitlines()[-1], flush=True)
+        print(markdown(rows[-1:], device, {}).rstrip().splitlines()[-1], flush=True)
         write()
     print(write())
     return 0

@@ -14,7 +14,9 @@
 #                  then the large shapes 4096x4096, 8192x8192, 4096x14336 at M = 1, 16, 256
 #                  against cuBLAS fp16 in the same process                    (<= 170, cap inside)
 #   4 pytest gpu   the `gpu` tests of the kernel test files only                          (<= 90)
-#   5 bench B      the zoo and other LLM shapes, then a row per implementation (the time left - 60)
+#   5 bench B      a row per implementation for the large shapes (the table GEMV included), fused
+#                  sibling layers (Q,K,V; gate,up) against separate launches, then the zoo and
+#                  other LLM shapes                                            (the time left - 60)
 #   6 pytest rest  the other tests of the kernel test files                         (the time left)
 # Every bench row is written to bench_kernels.md/.json as soon as it is measured, so a cap or a
 # timeout never loses finished rows. Python runs with -P (the repository root never lands on
@@ -25,7 +27,8 @@
 # import packages a GPU image lacks, such as amaranth and cocotb); -k "not mtcnn" skips the
 # tests that need facenet-pytorch (a zoo package).
 # GPU_CHECK_DEVICE=cpu rehearses the real run on a CPU (tests of this script): the same steps,
-# with the bench's tiny --quick rows on the CPU instead of phases A and B; GPU_CHECK_BUDGET
+# with the bench's tiny --quick rows (and tiny fused siblings) on the CPU instead of phases A
+# and B; GPU_CHECK_BUDGET
 # overrides the 330 s budget.
 # Writes into OUT_DIR (6 files): env.txt, bench_kernels.md, bench_kernels.json, bench.log,
 # pytest.log, gpu_check.log. Exit status: 0 when every step passed, 1 when one failed (the
@@ -62,10 +65,10 @@ status=0
 
 PYTEST_ARGS=(-P -m pytest -q -p no:cacheprovider -k "not mtcnn")
 BENCH_A=(--device cuda --phases gathers,large --gather-cap 25)
-BENCH_B=(--device cuda --phases rest,impls --append)
+BENCH_B=(--device cuda --phases impls,fused,rest --append)
 if [ "$device" = cpu ]; then # the rehearsal: tiny CPU rows in place of both phases
   BENCH_A=(--device cpu --quick --configs 2^16x8)
-  BENCH_B=(--device cpu --quick --configs 256x4 --append)
+  BENCH_B=(--device cpu --quick --configs 256x4 --phases fused --append)
 fi
 
 usable() { # $1: python; $2: 1 = needs CUDA torch + triton

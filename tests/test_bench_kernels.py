@@ -72,8 +72,23 @@ def test_plan_measures_gathers_then_the_large_shapes_first():
     rest = [e for e in entries if e["phase"] == "rest"]
     assert {(e["out_features"], e["in_features"]) for e in rest}.isdisjoint({(4096, 4096)})
     impls = [e for e in entries if e["phase"] == "impls"]
-    assert {e["impl"] for e in impls if e["M"] <= 4} == {"triton_gemv", "triton_gemm", "torch"}
+    assert {e["impl"] for e in impls if e["M"] <= 4} == {"triton_gemv", "triton_lut", "triton_gemm", "torch"}
     assert {e["impl"] for e in impls if e["M"] > 4} == {"triton_gemm", "torch"}
+    assert {e["config"] for e in impls if e["impl"] == "triton_lut"} == {"256x4"}  # the table kernel: k <= 256
+
+
+def test_quick_fused_siblings_on_cpu(tmp_path):
+    """The fused phase: separate sibling lookups against one lookup over their stacked codes; on
+    the CPU (torch path) the fused result equals the separate ones to float32 rounding."""
+    bench = load_bench()
+    argv = ["--device", "cpu", "--quick", "--phases", "fused", "--configs", "256x4", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    data = json.loads((tmp_path / "bench_kernels.json").read_text())
+    fused = [r for r in data["rows"] if r["phase"] == "fused"]
+    assert [(r["siblings"], r["M"]) for r in fused] == [([24, 16, 8], 1), ([24, 16, 8], 16)]
+    assert all(r["rel_err"] < 1e-6 and r["separate_us"] > 0 and r["fused_us"] > 0 for r in fused)
+    md = (tmp_path / "bench_kernels.md").read_text()
+    assert md.count("| 256x4 | tiny Q,K,V | 24+16+8x37 |") == 2
 
 
 def test_plan_refuses_an_unknown_phase(capsys):

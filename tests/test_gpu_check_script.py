@@ -119,7 +119,7 @@ def test_dry_run_shows_the_steps_in_order_with_their_limits(dry_run):
     assert "env" in steps[0] and "import" in steps[1]
     assert "gathers,large" in steps[2] and "<= 170 s" in steps[2]
     assert "-m gpu" in steps[3] and "<= 90 s" in steps[3]
-    assert "rest,impls" in steps[4] and "-m 'not gpu'" in steps[5]
+    assert "impls,fused,rest" in steps[4] and "-m 'not gpu'" in steps[5]
     assert "budget 330 s" in lines[0]  # the whole run: well inside 6 minutes
     assert (out / "gpu_check.log").read_text().splitlines()[: len(steps) + 1][1:] == steps
 
@@ -140,7 +140,12 @@ def test_dry_run_measures_gathers_then_the_large_shapes_first(dry_run):
     shapes = [(e["out_features"], e["in_features"]) for e in entries[8:first_other]]
     assert list(dict.fromkeys(shapes)) == [(4096, 4096), (8192, 8192), (4096, 14336)]
     assert {e["M"] for e in entries[8:first_other]} == {1, 16, 256}
-    assert set(phases[first_other:]) == {"rest", "impls"} and phases.index("impls") > phases.index("rest")
+    rest = phases[first_other:]  # B: every implementation first (the table GEMV's rows among them),
+    assert rest == sorted(rest, key=["impls", "fused", "rest"].index) and set(rest) == {"impls", "fused", "rest"}
+    assert any(e.get("impl") == "triton_lut" for e in entries[first_other:])
+    fused = [e for e in entries if e["phase"] == "fused"]  # then fused siblings, then the zoo
+    assert {e["layer"] for e in fused} == {"LLM 4096 Q,K,V (GQA)", "LLM 4096 gate,up"}
+    assert all(e["out_features"] == sum(e["siblings"]) for e in fused)
 
 
 def test_dry_run_collects_only_the_kernel_test_files(dry_run):
@@ -185,8 +190,11 @@ def test_cpu_rehearsal_of_the_real_run(tmp_path):
     done = re.search(r"done in (\d+) s, .*\(status 0\)", log)
     assert done and int(done.group(1)) <= 150, log[-500:]
     data = json.loads((out / "bench_kernels.json").read_text())
-    assert [run["phases"] for run in data["runs"]] == [["quick"], ["quick"]]  # B appended to A
-    assert {r["config"] for r in data["rows"]} == {"2^16x8", "256x4"} and len(data["rows"]) == 8
+    assert [run["phases"] for run in data["runs"]] == [["quick"], ["quick", "fused"]]  # B appended to A
+    assert {r["config"] for r in data["rows"]} == {"2^16x8", "256x4"} and len(data["rows"]) == 8 + 2
+    fused = [r for r in data["rows"] if r["phase"] == "fused"]  # tiny Q,K,V at M = 1, 16
+    assert [r["M"] for r in fused] == [1, 16] and all(r["rel_err"] < 1e-5 for r in fused)
+    assert "## Fused siblings" in (out / "bench_kernels.md").read_text()
     pytest_log = (out / "pytest.log").read_text()
     assert re.search(r"\d+ skipped, \d+ deselected", pytest_log)  # -m gpu: collected, skipped here
     # the last step runs to its end, or is cut by the budget (said, and not a failure)
