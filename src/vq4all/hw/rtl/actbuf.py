@@ -3,7 +3,9 @@
 One memory word holds one stream beat: `lanes` sub-vectors of d int8 values (lanes * d * 8 bits),
 so the lanes of a beat read their activations together through a single synchronous read port,
 and loading a layer's input takes ceil(m / lanes) cycles, the time of one output row. The engine
-uses it as two slots (address = slot, beat) so the next layer loads while this one computes.
+uses it as two slots so the next layer loads while this one computes: address = (slot in the top
+bit, beats - 1 - b below) for beat b of a layer of `beats` beats, so that the engine's loader and
+computer address it with their down counters.
 """
 
 from __future__ import annotations
