@@ -4,7 +4,8 @@
                                            [--compare benches/results/kernel_asm/before.json]
 
 For the launches the dispatch table plans on CUDA (GEMV at M = 1, 4; GEMM at M = 16, 64, 256;
-both codebook configs; fp16 and bf16 x), and the table GEMV (lut, k = 256 x 4, M = 1, 4), on an out x in layer (--shape), with split-K chosen as
+both codebook configs; fp16 and bf16 x), the GEMV's code-tile path (gemv-tiles: codes whose rows are not whole 8-byte words) and the
+table GEMV (lut, k = 256 x 4, M = 1, 4), on an out x in layer (--shape), with split-K chosen as
 on an H200 (132 SMs), compiles the kernel for sm_<arch> with Triton's own compiler, assembles
 it with ptxas and disassembles the cubin with nvdisasm (all three ship with triton), then counts
 in the SASS of the main loop (the K loop: the longest backward branch) what one loop step costs:
@@ -51,6 +52,8 @@ CASES = [  # (kernel module, M, k, d, x dtype)
     ("gemv", 1, 1 << 16, 8, "float16"),
     ("gemv", 4, 1 << 16, 8, "float16"),
     ("gemv", 1, 256, 4, "float16"),
+    ("gemv-tiles", 1, 1 << 16, 8, "float16"),
+    ("gemv-tiles", 1, 256, 4, "float16"),
     ("lut", 1, 256, 4, "float16"),
     ("lut", 4, 256, 4, "float16"),
     ("gemm", 16, 1 << 16, 8, "float16"),
@@ -238,7 +241,7 @@ def ptx_loop_counts(ptx: str) -> dict | None:
 def measure(kind, batch, k, d, x_name, out_features, in_features, arch, hw) -> dict:
     st = gpu_stack()
     torch, triton = st.torch, st.triton
-    module, x_dtype = getattr(st, kind), getattr(st.torch, x_name)
+    module, x_dtype = getattr(st, kind.split("-")[0]), getattr(st.torch, x_name)
     m = -(-in_features // d)
     args = st.check_args(
         torch.zeros(batch, in_features, dtype=x_dtype),
@@ -247,8 +250,9 @@ def measure(kind, batch, k, d, x_name, out_features, in_features, arch, hw) -> d
         torch.ones(out_features, dtype=torch.float16),
         torch.ones(1),
     )
-    launch = module.plan(args, sms=H200_SMS)  # block sizes for CUDA, split-K as on an H200
-    kernel = st.kernels[kind]
+    options = {"use_words": False} if kind == "gemv-tiles" else {}  # the GEMV's fallback path
+    launch = module.plan(args, sms=H200_SMS, **options)  # block sizes for CUDA, split-K as on an H200
+    kernel = st.kernels[kind.split("-")[0]]
     start = time.perf_counter()
     compiled = st.compile_for_gpu(kernel, launch, arch)
     compile_s = time.perf_counter() - start
@@ -359,7 +363,7 @@ def markdown(rows: list[dict], meta: dict, before: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-REPLACES = {"lut": "gemv"}  # a new kernel compared with the one that ran its case before
+REPLACES = {"lut": "gemv", "gemv-tiles": "gemv"}  # a new kernel (path) beside what ran its case before
 
 
 def per_weight_text(pw: dict | None) -> str:

@@ -140,6 +140,14 @@ def test_half_inputs_match_reference(device, impl, x_dtype, cb_dtype):
     )
 
 
+def launch_arg(kernel_fn, launch, name):
+    """The runtime argument `name` of a planned launch (the kernel's non-constexpr parameters)."""
+    import inspect
+
+    runtime = [p for p in inspect.signature(kernel_fn.fn).parameters if p not in launch.constexprs]
+    return dict(zip(runtime, launch.args))[name]
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kernel", ["gemv", "lut", "gemm"])
 def test_split_k_matches_reference(device, kernel):
@@ -165,7 +173,7 @@ def test_split_k_matches_reference(device, kernel):
         kernel_fn = gemv._lookup_gemv_kernel if kernel == "gemv" else lut._lookup_lut_kernel
         assert launch_plan.grid[1] == 3 and launch_plan.constexprs["SPLIT"]
         first = launch_plan.run(kernel_fn).clone()
-        counters = launch_plan.args[7]
+        counters = launch_arg(kernel_fn, launch_plan, "count_ptr")
         assert counters.numel() and bool((counters == 0).all())  # the last slice reset them
         check_close(first, x, case)
         assert torch.equal(launch_plan.run(kernel_fn), first)  # same workspace, same ordered sum
@@ -322,15 +330,19 @@ def integer_case(rng, batch, out_features, in_features, k, d):
     return x, codes, codebook, scales, np.array([1.0], np.float32)
 
 
-# (impl, batch, out, in, k, d, split_k): the GEMV unsplit and split (ragged slices), the table
-# kernel likewise, the GEMM; ragged rows in all but one
+# (impl, batch, out, in, k, d, split_k, plan options): the GEMV reading codes as int64 words (one
+# slice; three slices, the last of an odd number of words; uint8 codes) and as tiles (unsplit,
+# split in steps of 2 columns, d = 3), the table kernel unsplit and split, the GEMM; ragged rows
 EXACT = {
-    "gemv": ("triton_gemv", 1, 40, 37, 1 << 16, 8, None),
-    "gemv-split": ("triton_gemv", 3, 33, 100, 1 << 16, 8, 3),
-    "gemv-d3": ("triton_gemv", 2, 21, 41, 512, 3, 2),
-    "lut": ("triton_lut", 1, 70, 37, 256, 4, None),
-    "lut-split": ("triton_lut", 4, 50, 64, 256, 4, 3),
-    "gemm": ("triton_gemm", 20, 24, 37, 1 << 16, 8, None),
+    "gemv-words": ("triton_gemv", 1, 40, 125, 1 << 16, 8, None, {"use_words": True}),
+    "gemv-words-split": ("triton_gemv", 2, 40, 350, 1 << 16, 8, 3, {"use_words": True}),
+    "gemv-words-u8": ("triton_gemv", 3, 33, 126, 256, 4, 2, {"use_words": True}),
+    "gemv-tiles": ("triton_gemv", 1, 40, 37, 1 << 16, 8, None, {}),
+    "gemv-tiles-split": ("triton_gemv", 3, 33, 100, 1 << 16, 8, 3, {"BLOCK_J": 2}),
+    "gemv-tiles-d3": ("triton_gemv", 2, 21, 41, 512, 3, 2, {"use_words": False}),
+    "lut": ("triton_lut", 1, 70, 37, 256, 4, None, {}),
+    "lut-split": ("triton_lut", 4, 50, 64, 256, 4, 3, {"BLOCK_J": 2}),
+    "gemm": ("triton_gemm", 20, 24, 37, 1 << 16, 8, None, {}),
 }
 
 
@@ -338,24 +350,37 @@ EXACT = {
 @pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
 @pytest.mark.parametrize("name", list(EXACT))
 def test_integer_exact_inputs_match_the_torch_path_bit_for_bit(device, x_dtype, name):
-    impl, batch, out_features, in_features, k, d, split = EXACT[name]
+    impl, batch, out_features, in_features, k, d, split, options = EXACT[name]
     need_launch(impl, device)
     case = integer_case(np.random.default_rng(zlib.crc32(name.encode())), batch, out_features, in_features, k, d)
     x, codes, codebook, scales, scale = to_torch(case, x_dtype, device)
     want = lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="torch")
-    if split is None:
+    if split is None and not options:
         got = lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl=impl)
     else:
         from vq4all.kernels import gemv, lut
 
-        module = gemv if impl == "triton_gemv" else lut
-        got = module.plan(kargs.check_args(x, codes, codebook, scales, scale), split_k=split, BLOCK_J=2).run(
-            module._lookup_gemv_kernel if module is gemv else module._lookup_lut_kernel
-        )
+        module, kernel_fn = (gemv, gemv._lookup_gemv_kernel) if impl == "triton_gemv" else (lut, lut._lookup_lut_kernel)
+        launch = module.plan(kargs.check_args(x, codes, codebook, scales, scale), split_k=split, **options)
+        if "use_words" in options:
+            assert launch.constexprs["WORDS"] == options["use_words"]
+        assert launch.grid[1] == (split or 1)
+        got = launch.run(kernel_fn)
     assert got.dtype == want.dtype == x_dtype
     assert torch.equal(got, want), (got - want).abs().max()
     exact = x.double().cpu() @ torch.from_numpy(reference_weight(case, in_features)).T
     assert torch.equal(got.double().cpu(), exact)  # and both are the exact product
+
+
+def test_the_gemv_reads_words_only_where_rows_are_whole_aligned_words():
+    from vq4all.kernels import gemv
+
+    codes = torch.zeros(5, 12, dtype=torch.uint16)  # 24-byte rows: 3 words
+    assert gemv.codes_as_words(codes).shape == (5, 3)
+    assert gemv.codes_as_words(torch.zeros(5, 13, dtype=torch.uint16)) is None  # 26-byte rows
+    assert gemv.codes_as_words(codes.view(-1)[4:].view(-1, 4)[:14]).shape == (14, 1)  # starts 8 bytes in
+    assert gemv.codes_as_words(codes.view(-1)[1:57].view(14, 4)) is None  # starts 2 bytes in
+    assert gemv.codes_as_words(torch.zeros(5, 16, dtype=torch.uint8)).shape == (5, 2)
 
 
 def reference_weight(case, in_features):

@@ -38,6 +38,8 @@ cases = [  # (kernel module, batch, x dtype, codebook dtype, k, d, split_k)
     (gemm, 32, bf16, f16, 1 << 16, 8, 1), (gemm, 20, f32, i8, 512, 3, 1),
     (lut, 1, f16, i8, 256, 4, 1), (lut, 4, bf16, f16, 256, 4, 2), (lut, 2, f32, i8, 100, 3, 3),
 ]
+# the GEMV's int64-word path (rows of whole 8-byte words): uint16 and uint8 codes, split and not
+words_cases = [(1, f16, i8, 1 << 16, 8, 128, 1), (4, bf16, i8, 256, 4, 128, 2), (2, f32, f16, 1 << 16, 8, 256, 3)]
 kernels = {gemv: gemv._lookup_gemv_kernel, gemm: gemm._lookup_gemm_kernel, lut: lut._lookup_lut_kernel}
 done = []
 for module, batch, x_dtype, cb_dtype, k, d, split in cases:
@@ -47,6 +49,10 @@ for module, batch, x_dtype, cb_dtype, k, d, split in cases:
     assert compiled.asm["cubin"], "no cubin"
     done.append(f"{module.__name__.rsplit('.', 1)[1]} M={batch} {x_dtype} {cb_dtype} d={d} split={split} "
                 f"{launch.constexprs.get('DOT_KIND')} {launch.constexprs.get('PRECISION')}")
+for batch, x_dtype, cb_dtype, k, d, in_features, split in words_cases:
+    launch = gemv.plan(operands(batch, x_dtype, cb_dtype, k, d, in_features), split_k=split, use_words=True)
+    assert launch.constexprs["WORDS"] and compile_for_gpu(gemv._lookup_gemv_kernel, launch, arch=90).asm["cubin"]
+    done.append(f"gemv words M={batch} {x_dtype} d={d} split={split}")
 print(json.dumps(done))
 """
 
@@ -57,4 +63,4 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     done = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(done) == 11
+    assert len(done) == 14

@@ -131,6 +131,7 @@ _SIGNATURE_DTYPES = {
     torch.uint8: "u8",
     torch.uint16: "u16",
     torch.int32: "i32",
+    torch.int64: "i64",
 }
 
 
