@@ -453,6 +453,26 @@ def test_a_repeated_call_makes_no_host_tensor_and_allocates_only_its_output(fres
     check_close(second, ops[0], case)
 
 
+def test_no_cache_entry_is_made_during_capture(fresh_plans, monkeypatch):
+    """Inside CUDA-graph capture a captured fill only runs at replay: a plan, codebook copy or
+    scale tensor made then would hold garbage for later calls, so a first call of a shape (or a
+    new codebook or scale) refuses with one line, and a warmed-up one runs. (Capture is
+    simulated on the CPU here; tests marked gpu capture for real.)"""
+    need_launch("triton_gemv", "cpu")
+    case = make_case(np.random.default_rng(24), 1, 20, 32, 4096, 8, "int8")
+    x, codes, codebook, scales, _ = to_torch(case, torch.float32, "cpu")
+    warm = lookup_matmul(x, codes, codebook, scales, codebook_scale=0.25, impl="triton_gemv")
+    monkeypatch.setattr(kargs, "capturing", lambda device: True)
+    with pytest.raises(kargs.CaptureWarmupError, match=r"^lookup_matmul: the triton_gemv plan of this shape"):
+        lookup_matmul(x.repeat(2, 1), codes, codebook, scales, codebook_scale=0.25, impl="triton_gemv")  # M = 2
+    with pytest.raises(kargs.CaptureWarmupError, match=r"the tensor of codebook scale 0.5 would be made inside"):
+        lookup_matmul(x, codes, codebook, scales, codebook_scale=0.5, impl="triton_gemv")
+    with pytest.raises(kargs.CaptureWarmupError, match=r"the float16 copy of this codebook"):
+        lookup_matmul(x, codes, codebook.clone(), scales, codebook_scale=0.25, impl="triton_gemv")
+    again = lookup_matmul(x, codes, codebook, scales, codebook_scale=0.25, impl="triton_gemv")
+    assert torch.equal(again, warm)
+
+
 def test_the_codebook_copy_follows_the_codebook(fresh_plans):
     """The GEMV reads a cached float16 copy of the codebook: an in-place change of the codebook,
     or another codebook, must not be served the old copy."""

@@ -79,6 +79,26 @@ def _dtype(t: torch.Tensor) -> str:
 _SCALES: dict[tuple[float, str], torch.Tensor] = {}
 
 
+class CaptureWarmupError(KernelArgumentError):
+    """A cached tensor of `lookup_matmul` would first be made inside CUDA-graph capture."""
+
+
+def capturing(device: torch.device) -> bool:
+    """Whether the current CUDA stream of `device` is being captured into a CUDA graph."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def refuse_during_capture(what: str, device: torch.device) -> None:
+    """Raise CaptureWarmupError if `what` (a cache entry about to be made) would be made during
+    capture: a tensor filled by a captured kernel holds nothing until the graph is replayed, so
+    a cache entry made then would serve garbage to calls outside the graph."""
+    if capturing(device):
+        raise CaptureWarmupError(
+            f"lookup_matmul: {what} would be made inside CUDA-graph capture; call it once with these "
+            "shapes (and this codebook and scale) before capturing"
+        )
+
+
 def scale_tensor(value: float, device: torch.device) -> torch.Tensor:
     """The [1] float32 tensor holding `value` on `device`, made once (torch.full: a fill on the
     device, no copy from host memory) and reused, so a call with a float codebook scale creates
@@ -86,6 +106,7 @@ def scale_tensor(value: float, device: torch.device) -> torch.Tensor:
     key = (value, str(device))
     t = _SCALES.get(key)
     if t is None:
+        refuse_during_capture(f"the tensor of codebook scale {value}", device)
         t = _SCALES[key] = torch.full((1,), value, dtype=torch.float32, device=device)
     return t
 

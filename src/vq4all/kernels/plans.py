@@ -10,9 +10,11 @@ out of `lookup_matmul`:
   an in-place edit or a new tensor at a reused address makes a new copy);
 - `args.scale_tensor`: the [1] float32 device tensor of a Python-float codebook scale.
 So a repeated call allocates only its output (on the device, by torch's caching allocator) and
-makes no tensor from host data: it can be captured in a CUDA graph after one warm-up call, as
-CUDA graphs require anyway (the warm-up builds the plan; building one inside a capture also
-works, its workspace then comes from the graph's memory pool).
+makes no tensor from host data: it can be captured in a CUDA graph after one warm-up call with
+the same shapes on the capturing stream, as CUDA graphs require anyway (the warm-up compiles the
+kernel and builds the plan). A cache entry is never made during capture (CaptureWarmupError):
+a captured fill does not run until the graph is replayed, so the entry would hold garbage for
+every call outside the graph.
 
 The stream is part of the key because a plan's workspace serves one launch at a time: calls of
 one shape on two streams at once get two plans.
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .args import LookupArgs
+from .args import LookupArgs, refuse_during_capture
 
 PLANS: dict[tuple, Plan] = {}
 _CODEBOOKS: dict[int, tuple] = {}  # id(codebook) -> (weakref, version, data_ptr, converted)
@@ -80,6 +82,7 @@ def plan_for(impl: str, args: LookupArgs, split_k: int | None = None) -> Plan:
     key = plan_key(impl, args, split_k)
     plan = PLANS.get(key)
     if plan is None:
+        refuse_during_capture(f"the {impl} plan of this shape on this stream", args.device)
         plan = PLANS[key] = make_plan(impl, args, split_k)
     return plan
 
@@ -109,6 +112,7 @@ def kernel_codebook(codebook: torch.Tensor) -> torch.Tensor:
         ref, version, data_ptr, converted = entry
         if ref() is codebook and version == codebook._version and data_ptr == codebook.data_ptr():
             return converted
+    refuse_during_capture("the float16 copy of this codebook", codebook.device)
     converted = convert(codebook)
     key = id(codebook)
     _CODEBOOKS[key] = (
