@@ -499,9 +499,10 @@ def test_the_codebook_copy_follows_the_codebook(fresh_plans):
     ],
 )
 def test_cuda_graph_replays_match_eager_calls(fresh_plans, impl, batch, k, d):
-    """lookup_matmul captured in a CUDA graph (after a warm-up call, with a Python-float codebook
-    scale) replays to the eager result for new x; 1000 x 2000 is split-K on any GPU. The GEMV and
-    the table kernel sum their slices in a fixed order, so replay and eager agree bit for bit."""
+    """lookup_matmul captured in a CUDA graph (after a warm-up call on a side stream, as PyTorch's
+    CUDA-graph recipe does, with a Python-float codebook scale) replays to the eager result for
+    new x; 1000 x 2000 is split-K on any GPU. The GEMV and the table kernel sum their slices in a
+    fixed order, so replay and eager agree bit for bit."""
     rng = np.random.default_rng(31)
     case = make_case(rng, batch, 1000, 2000, k, d, "int8")
     x, codes, codebook, scales, _ = to_torch(case, torch.float16, "cuda")

@@ -3,7 +3,7 @@
 A `Plan` holds what depends only on the shapes and dtypes of a call, never on its data: block
 sizes, grid, split-K slices and the split-K workspace (fp32 partials and zeroed counters that
 the kernels leave at zero). `plan_for` finds it in `PLANS`, a dict keyed by `plan_key` (impl,
-sizes, dtypes, device, CUDA stream, forced split-K). Two more caches keep per-call host work
+sizes, dtypes, device, forced split-K). Two more caches keep per-call host work
 out of `lookup_matmul`:
 - `kernel_codebook`: the GEMV's float16 copy of an int8/float16 codebook, made once per
   codebook tensor (keyed by identity and checked against its version counter and storage, so
@@ -16,8 +16,11 @@ kernel and builds the plan). A cache entry is never made during capture (Capture
 a captured fill does not run until the graph is replayed, so the entry would hold garbage for
 every call outside the graph.
 
-The stream is part of the key because a plan's workspace serves one launch at a time: calls of
-one shape on two streams at once get two plans.
+A plan's split-K workspace serves one launch at a time: calls of one shape run one after the
+other on one stream (as a model's forward does, eager or replayed from a graph) share it safely;
+the same shape launched concurrently on two streams would need two plans, so the stream is
+deliberately not in the key (CUDA-graph tools warm up on one stream and capture on another, and
+the warm-up must build the plan the capture uses).
 """
 
 from __future__ import annotations
@@ -55,10 +58,8 @@ class Plan:
 
 def plan_key(impl: str, args: LookupArgs, split_k: int | None = None) -> tuple:
     """What a plan depends on: impl, (M, out_features, in_features, k, d), the dtypes of x,
-    codes, codebook and scales, whether there is a codebook scale, the device, the CUDA stream
-    (0 elsewhere) and a forced split-K."""
-    device = args.device
-    stream = torch.cuda.current_stream(device).stream_id if device.type == "cuda" else 0
+    codes, codebook and scales, whether there is a codebook scale, the device and a forced
+    split-K."""
     return (
         impl,
         args.batch,
@@ -71,8 +72,7 @@ def plan_key(impl: str, args: LookupArgs, split_k: int | None = None) -> tuple:
         args.codebook.dtype,
         args.scales.dtype,
         args.codebook_scale is not None,
-        str(device),
-        stream,
+        str(args.device),
         split_k,
     )
 
