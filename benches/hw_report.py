@@ -10,10 +10,14 @@ Sections (each measured here, nothing typed in):
 2. Off-chip weight traffic per inference for every zoo network (vq4all.hw.traffic), from hard-assigned
    artifacts on the universal codebook; for digits_cnn, the VQ4ALL figure is confirmed by counting
    the code and scale stream beats of a simulation of all its layers.
-3. Resources and Fmax: yosys + nextpnr per device, K and lanes (vq4all.hw.synth); the results are
-   cached in <out>/synth_cache.json and reused unless --resynth.
+3. Resources and Fmax: yosys + nextpnr per device, K and lanes (vq4all.hw.synth), and the 2^16 x 8
+   ROM on ECP5-85k split (EngineConfig.rom_width, SPLIT_RUNS); the results are cached in
+   <out>/synth_cache.json and reused unless --resynth.
 4. Several networks, one ROM: layers of digits_cnn, crepe_tiny and mtcnn_pnet on one engine, back
    to back, bit-exact, and each switch costing no cycles beyond the layer's own code beats.
+5. Utilisation in a stream of GEMVs: every layer of digits_cnn, mtcnn_pnet and mtcnn_onet as two
+   GEMVs back to back at lanes 1 and 2, the second's utilisation next to the bound of row-local
+   sub-vectors (--steady-only adds this section to an existing report).
 Writes <out>/hw_report.md, hw_report.json, PNG plots, and rewrites the README block between
 <!-- hw-report:begin --> and <!-- hw-report:end --> with the main tables.
 
@@ -37,11 +41,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
 
-from hw_sections import multi_network, plots, render, throughput, traffic_confirm, traffic_table, update_readme  # noqa: E402
+from hw_sections import (  # noqa: E402
+    multi_network,
+    plots,
+    render,
+    steady_state,
+    throughput,
+    traffic_confirm,
+    traffic_table,
+    update_readme,
+)
 from vq4all import zoo  # noqa: E402
 from vq4all.artifact import load_codebook, save_codebook  # noqa: E402
-from vq4all.hw.synth import DEVICES, fit_table, sweep  # noqa: E402
+from vq4all.hw.synth import DEVICES, fit_table, split_rom_runs, sweep  # noqa: E402
 from vq4all.io import atomic_write_bytes  # noqa: E402
+
+# the 2^16 x 8 ROM on ECP5-85k with its values' low 6 or 7 bits in block RAM (EngineConfig.rom_width):
+# (device, K, lanes, rom_width)
+SPLIT_RUNS = [("ecp5-85k", 65536, lanes, rom_width) for lanes in (1, 2) for rom_width in (6, 7)]
 
 
 def universal_codebook(path: str | None):
@@ -89,12 +106,30 @@ def main(argv=None) -> int:
         action="store_true",
         help="measure nothing: rewrite the report from <out>/hw_report.json and <out>/synth_cache.json",
     )
+    p.add_argument(
+        "--steady-only",
+        action="store_true",
+        help="measure only the stream-of-GEMVs section (lanes 1, 2) into <out>/hw_report.json, then render",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     devices = [d for d in args.devices.split(",") if d in DEVICES]
     ks, lanes = [int(k) for k in args.ks.split(",")], [int(v) for v in args.lanes.split(",")]
     cache = out / "synth_cache.json"
+    if args.steady_only:  # add the stream-of-GEMVs section to an existing report
+        report = json.loads((out / "hw_report.json").read_text())
+        cb = universal_codebook(args.codebook)
+        if cb.sha256 != report["codebook_sha256"]:
+            raise SystemExit(f"the codebook {cb.sha256[:16]} is not the report's {report['codebook_sha256'][:16]}")
+        start = time.perf_counter()
+        print("[5/5] utilisation in a stream of GEMVs (Icarus)", flush=True)
+        report["steady_state"] = steady_state(cb, [1, 2])
+        report["seconds_steady_state"] = round(time.perf_counter() - start, 1)
+        synthesis(report, None, devices, ks, lanes, cache, cache_only=True)
+        atomic_write_bytes(out / "hw_report.json", (json.dumps(report, indent=1, default=float) + "\n").encode())
+        write(report, out, args.readme)
+        return 0
     if args.render_only:  # synthesis results come from the cache, which a separate sweep may have filled since
         report = json.loads((out / "hw_report.json").read_text())
         synthesis(report, None, devices, ks, lanes, cache, cache_only=True)
@@ -118,6 +153,9 @@ def main(argv=None) -> int:
     )
     print("[4/4] several networks, one ROM", flush=True)
     report["multi_network"] = multi_network(cb)
+    if not args.quick:
+        print("[5/5] utilisation in a stream of GEMVs (Icarus)", flush=True)
+        report["steady_state"] = steady_state(cb, [1, 2])
     report["seconds"] = round(time.perf_counter() - start, 1)
 
     atomic_write_bytes(out / "hw_report.json", (json.dumps(report, indent=1, default=float) + "\n").encode())
@@ -141,6 +179,15 @@ def synthesis(
     )
     report["synth"] = [{k: v for k, v in r.items() if k != "utilization"} for r in synth]
     report["fit"] = fit_table(synth)
+    runs = [r for r in SPLIT_RUNS if r[0] in devices]
+    split = split_rom_runs(
+        report["codebook_sha256"] if cb is None else cb,
+        runs,
+        cache,
+        cache_only=cache_only,
+        progress=lambda s: print(s, flush=True),
+    )
+    report["split_rom"] = [{k: v for k, v in r.items() if k != "utilization"} for r in split]
 
 
 def write(report: dict, out: Path, readme: str) -> None:

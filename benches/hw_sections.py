@@ -131,6 +131,58 @@ def throughput(cb, lanes: list[int], quick: bool = False) -> list[dict]:
     return rows
 
 
+STEADY_NETWORKS = ("digits_cnn", "mtcnn_pnet", "mtcnn_onet")
+
+
+def steady_state(cb, lanes: list[int]) -> list[dict]:
+    """Per (network, lanes): every engine-runnable layer as two identical GEMVs back to back (as
+    `vq4all run-hw` streams a convolution's positions), all layers in one Icarus run; per layer
+    the second GEMV's cycles (its load hidden behind the first's compute: the layer's cost in a
+    stream), its utilisation rows*in / (d*lanes*cycles) and the bound of row-local sub-vectors,
+    in / (ceil(m/lanes)*lanes*d): every row takes ceil(m/lanes) beats of lanes*d value slots."""
+    rows = []
+    for name in STEADY_NETWORKS:
+        job_list = jobs(cb, name)
+        doubled = [Job(f"{j.name}#{copy}", j.x, j.codes) for j in job_list for copy in (0, 1)]
+        for lane_count in lanes:
+            config = _config(cb, job_list, lane_count)
+            rep = simulate(config, cb, doubled, simulator="icarus")
+            layers = []
+            for job, entry in zip(doubled[1::2], rep["layers"][1::2]):
+                out_f, m = job.codes.shape
+                in_f = int(job.x.size)
+                layers.append(
+                    {
+                        "layer": job.name.split("#")[0],
+                        "rows": out_f,
+                        "in_features": in_f,
+                        "m": m,
+                        "cycles": entry["cycles"],
+                        "utilization": entry["mac_utilization"],
+                        "bound": in_f / (beats_per_row(m, lane_count) * lane_count * cb.d),
+                    }
+                )
+            rows.append({"network": name, "lanes": lane_count, "layers": layers, "mismatches": rep["mismatches"]})
+            low = [f"{x['layer']} {x['utilization']:.3f}" for x in layers if x["utilization"] < UTIL_GOAL]
+            print(f"  {name} lanes={lane_count}: {rep['mismatches']} mismatches; below {UTIL_GOAL}: {low}", flush=True)
+    return rows
+
+
+def steady_md(report) -> list[str]:
+    lines = [
+        "| layer | rows x in | m | lanes | cycles per GEMV | utilisation | bound in/(ceil(m/L)*L*d) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report.get("steady_state") or []:
+        for x in r["layers"]:
+            mark = " **" if x["utilization"] < UTIL_GOAL else ""
+            lines.append(
+                f"| {x['layer']} | {x['rows']} x {x['in_features']} | {x['m']} | {r['lanes']} | {x['cycles']:,} | "
+                f"{mark.strip()}{x['utilization']:.3f}{mark.strip()} | {x['bound']:.3f} |"
+            )
+    return lines
+
+
 # ----------------------------------------------------------------------------- 2. traffic
 def split_artifact(cb, name: str):
     """An artifact of zoo network `name` with the hard-assigned artifact's layer shapes, code
@@ -336,6 +388,36 @@ def synth_md(report) -> list[str]:
     return lines
 
 
+def split_md(report) -> list[str]:
+    """The split-ROM runs (EngineConfig.rom_width) next to the whole ROM of the same K and device."""
+    runs = report.get("split_rom") or []
+    if not runs:
+        return []
+    whole = {(r["device"], r["k"], r["lanes"]): r for r in report["synth"]}
+    lines = [
+        "| device | K | lanes | ROM memory bits per value | exception codewords (logic) | result | LUT/LC | FF | "
+        "block RAM | DSP | Fmax MHz | critical path: to (logic steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        base = whole.get((r["device"], r["k"], r["lanes"]))
+        rows = ([(base, 8, "-")] if base is not None else []) + [(r, r["rom_width"], r.get("exceptions", "?"))]
+        for entry, bits, exceptions in rows:
+            cp = entry.get("critical_path")
+            path = f"{_signal(cp['to_cell'])} ({cp['logic_steps']})" if cp else ""
+            cells = (
+                f"{entry.get('lut', '')} | {entry.get('ff', '')} | {entry.get('bram', '')}/{entry.get('bram_available', '')} | "
+                f"{entry.get('dsp', '-')} | {entry['fmax_mhz']:.1f} | {path}"
+                if entry.get("fits")
+                else " |  |  |  |  | "
+            )
+            lines.append(
+                f"| {entry['device']} | {entry['k']} | {entry['lanes']} | {bits} | {exceptions} | {_res(entry)} | {cells} |"
+            )
+        whole.pop((r["device"], r["k"], r["lanes"]), None)  # the whole ROM's row once per (device, K, lanes)
+    return lines
+
+
 def fit_md(report) -> list[str]:
     ks = sorted({r["k"] for r in report["synth"]})
     lines = [
@@ -524,6 +606,30 @@ def render(report) -> tuple[str, str]:
         "the ROM is duplicated per lane there.\n",
         *synth_md(report),
         "",
+        "## The 2^16 x 8 ROM on ECP5-85k: split ROM\n",
+        "K = 65536 words of 64 bits are 4,194,304 bits; the ECP5-85k's 208 DP16KD hold 208 x 18,432 = 3,833,856 "
+        "bits counting their parity bits, so the whole ROM cannot fit its block RAM however it is packed. "
+        "`EngineConfig.rom_width` keeps the low rom_width bits of every value in the ROM memory and rebuilds "
+        "the high bits as the sign extension XOR an exception pattern, non-zero only for codewords with a value "
+        "outside rom_width bits; those patterns are registered logic beside the memory (`rtl.rom.split_words`), "
+        "so the results are exact for any codebook. Same harness and flow as above; the first row of each "
+        "group is the whole ROM.\n",
+        *split_md(report),
+        "",
+        *(
+            [
+                "## Utilisation in a stream of GEMVs (lanes 1 and 2)\n",
+                "Each layer as two identical GEMVs back to back (as `vq4all run-hw` streams a convolution's "
+                "positions), all layers of a network in one Icarus run, real codes and inputs; the second GEMV's "
+                f"cycles are the layer's cost in a stream. Bold: below {UTIL_GOAL}. Every row of m sub-vectors takes "
+                "ceil(m/lanes) beats, so no schedule of row-local sub-vectors beats the bound "
+                f"in/(ceil(m/lanes)*lanes*d). {sum(r['mismatches'] for r in report['steady_state'])} mismatches.\n",
+                *steady_md(report),
+                "",
+            ]
+            if report.get("steady_state")
+            else []
+        ),
         "## Several networks, one ROM\n",
         f"One engine (K={report['multi_network']['k']}, lanes={report['multi_network']['lanes']}) runs these "
         "layers back to back; the ROM is never reloaded, only descriptors, activations and codes stream in. "
