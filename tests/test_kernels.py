@@ -436,15 +436,16 @@ def test_plans_are_cached_per_shape_and_dtype(fresh_plans, impl):
     check_close(_call(impl, ops[0], ops), ops[0], case)
 
 
+@pytest.mark.parametrize("x_dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("impl", TRITON_IMPLS)
-def test_a_repeated_call_makes_no_host_tensor_and_allocates_only_its_output(fresh_plans, monkeypatch, impl):
+def test_a_repeated_call_makes_no_host_tensor_and_allocates_only_its_output(fresh_plans, monkeypatch, impl, x_dtype):
     """What CUDA-graph capture needs, checked on the CPU: after the first call of a shape, a call
     (with a Python-float codebook scale, the case that used to build a tensor from host data per
     call) creates no tensor from host values and allocates nothing but its output."""
     need_launch(impl, "cpu")
     batch = 17 if impl == "triton_gemm" else 1
     case = make_case(np.random.default_rng(22), batch, 30, 48, 256, 4, "int8")  # 48 = 12 x 4: not ragged
-    ops = to_torch(case, torch.float32, "cpu")
+    ops = to_torch(case, x_dtype, "cpu")  # fp16 x: the GEMM reads the codebook's float16 copy too
     first = _call(impl, ops[0], ops, scale_value=1 / 64)
     calls = []
     for name in ("tensor", "as_tensor", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like", "empty_like"):
@@ -459,7 +460,7 @@ def test_a_repeated_call_makes_no_host_tensor_and_allocates_only_its_output(fres
     monkeypatch.undo()
     assert calls == ["empty"], calls  # the output
     assert torch.equal(second, first)
-    check_close(second, ops[0], case)
+    check_close(second, ops[0], case, interpreted=True)
 
 
 def test_no_cache_entry_is_made_during_capture(fresh_plans, monkeypatch):
@@ -491,6 +492,7 @@ def test_the_codebook_copy_follows_the_codebook(fresh_plans):
     lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemv")
     copy = fresh_plans.kernel_codebook(codebook)
     assert copy.dtype == torch.float16 and torch.equal(copy.float(), codebook.float())
+    assert fresh_plans.kernel_codebook(codebook, torch.bfloat16).dtype == torch.bfloat16  # another entry
     assert fresh_plans.kernel_codebook(codebook) is copy  # cached
     codebook.mul_(-1)  # in place (the numpy codebook of `case` shares its memory): the version moves
     check_close(lookup_matmul(x, codes, codebook, scales, codebook_scale=scale, impl="triton_gemv"), x, case)

@@ -412,12 +412,13 @@ def codes_as_words(codes: torch.Tensor) -> torch.Tensor | None:
     return codes.view(torch.int64)
 
 
-def kernel_codebook(codebook: torch.Tensor) -> torch.Tensor:
-    """The codebook as the GEMV reads it: int8 and float16 entries as float16 (exact: |int8| <=
-    128 < 2^11), float32 as float32. [k, d], contiguous."""
-    if codebook.dtype in (torch.int8, torch.float16):
-        return codebook.to(torch.float16).contiguous()
-    return codebook.contiguous()
+def kernel_codebook(codebook: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The codebook as a kernel reads it, [k, d] contiguous. dtype None (the GEMV): int8 and
+    float16 entries as float16 (exact: |int8| <= 128 < 2^11), float32 as float32; dtype given
+    (the GEMM's dot dtype, float16 or bfloat16): int8 entries in it, exact in both."""
+    if dtype is None:
+        dtype = torch.float16 if codebook.dtype in (torch.int8, torch.float16) else codebook.dtype
+    return codebook.to(dtype).contiguous()
 
 
 def lookup_gemv(args: LookupArgs, split_k: int | None = None, **overrides) -> torch.Tensor:

@@ -5,7 +5,8 @@ sizes, grid, split-K slices and the split-K workspace (fp32 partials and zeroed 
 the kernels leave at zero). `plan_for` finds it in `PLANS`, a dict keyed by `plan_key` (impl,
 sizes, dtypes, device, forced split-K). Two more caches keep per-call host work
 out of `lookup_matmul`:
-- `kernel_codebook`: the GEMV's float16 copy of an int8/float16 codebook, made once per
+- `kernel_codebook`: the float16 copy of an int8/float16 codebook that the GEMV reads (and the
+  float16/bfloat16 copy of an int8 codebook that the GEMM reads with such x), made once per
   codebook tensor (keyed by identity and checked against its version counter and storage, so
   an in-place edit or a new tensor at a reused address makes a new copy);
 - `args.scale_tensor`: the [1] float32 device tensor of a Python-float codebook scale.
@@ -33,7 +34,7 @@ import torch
 from .args import LookupArgs, refuse_during_capture
 
 PLANS: dict[tuple, Plan] = {}
-_CODEBOOKS: dict[int, tuple] = {}  # id(codebook) -> (weakref, version, data_ptr, converted)
+_CODEBOOKS: dict[tuple, tuple] = {}  # (id(codebook), dtype) -> (weakref, version, data_ptr, copy)
 
 
 @dataclass
@@ -53,7 +54,9 @@ class Plan:
             return launch.run(self.module._lookup_gemv_kernel)
         if self.impl == "triton_lut":
             return self.module.plan(args, work=self.work, geo=self.geo).run(self.module._lookup_lut_kernel)
-        return self.module.plan(args, geo=self.geo).run(self.module._lookup_gemm_kernel)
+        dtype = self.module.copy_dtype(args)
+        copy = None if dtype is None else kernel_codebook(args.codebook, dtype)
+        return self.module.plan(args, geo=self.geo, codebook16=copy).run(self.module._lookup_gemm_kernel)
 
 
 def plan_key(impl: str, args: LookupArgs, split_k: int | None = None) -> tuple:
@@ -102,19 +105,19 @@ def make_plan(impl: str, args: LookupArgs, split_k: int | None = None) -> Plan:
     return Plan(impl, module, geo, work)
 
 
-def kernel_codebook(codebook: torch.Tensor) -> torch.Tensor:
-    """The GEMV's copy of `codebook` (`gemv.kernel_codebook`: float16 for int8/float16 entries),
-    cached per codebook tensor while it lives and is unchanged."""
+def kernel_codebook(codebook: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A kernel's copy of `codebook` (`gemv.kernel_codebook`: float16 for the GEMV, the dot dtype
+    for the GEMM), cached per (codebook tensor, dtype) while the codebook lives and is unchanged."""
     from .gemv import kernel_codebook as convert
 
-    entry = _CODEBOOKS.get(id(codebook))
+    key = (id(codebook), dtype)
+    entry = _CODEBOOKS.get(key)
     if entry is not None:
         ref, version, data_ptr, converted = entry
         if ref() is codebook and version == codebook._version and data_ptr == codebook.data_ptr():
             return converted
-    refuse_during_capture("the float16 copy of this codebook", codebook.device)
-    converted = convert(codebook)
-    key = id(codebook)
+    refuse_during_capture(f"the {'float16' if dtype is None else dtype} copy of this codebook", codebook.device)
+    converted = convert(codebook, dtype)
     _CODEBOOKS[key] = (
         weakref.ref(codebook, lambda _, key=key: _CODEBOOKS.pop(key, None)),
         codebook._version,

@@ -84,7 +84,8 @@ def dot_config(x_dtype: torch.dtype, codebook_dtype: torch.dtype) -> tuple[int, 
     The decoded tile holds raw codebook entries (int8 integers, or float16 values); the row and
     codebook scales are applied to the fp32 accumulator afterwards. So:
     - x float16: fp16 operands; int8 and fp16 codewords are exact in fp16.
-    - x bfloat16 with an int8 codebook: bf16 operands; |int8| <= 128 is exact in bf16.
+    - x bfloat16 with an int8 codebook (or its bfloat16 copy): bf16 operands; |int8| <= 128 is
+      exact in bf16.
     - x bfloat16 with a float codebook, or x float32: fp32 operands. bf16 x and fp16 codewords
       are both exact in tf32 (10 mantissa bits), so "tf32" loses nothing there; float32 x is
       not exact in tf32, so it takes "ieee" (as torch.matmul does by default).
@@ -94,7 +95,7 @@ def dot_config(x_dtype: torch.dtype, codebook_dtype: torch.dtype) -> tuple[int, 
         return DOT_FP32, "ieee"
     if x_dtype == torch.float16 and codebook_dtype in (torch.int8, torch.float16):
         return DOT_FP16, "ieee"
-    if x_dtype == torch.bfloat16 and codebook_dtype == torch.int8:
+    if x_dtype == torch.bfloat16 and codebook_dtype in (torch.int8, torch.bfloat16):
         return DOT_BF16, "ieee"
     if x_dtype == torch.bfloat16 and codebook_dtype == torch.float16:
         return DOT_FP32, "tf32"
