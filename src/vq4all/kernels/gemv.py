@@ -81,7 +81,6 @@ def _codeword_fma(acc, codes, codebook_ptr, x_ptr, x_row, j, j_full, ee, D: tl.c
         e_ok = (ee < D)[None, None, None, :]
         w = tl.load(codebook_ptr + w_off, mask=e_ok, other=0.0, eviction_policy="evict_last")
         x_ok = x_ok & e_ok
-    # x rows beyond M read row M - 1 (x_row is clamped): in bounds, and never stored
     xt = tl.load(x_ptr + x_row + feat, mask=x_ok, other=0.0)  # [BLOCK_M, 1, J, D_PAD]
     return acc + xt.to(tl.float32) * w.to(tl.float32)
 
@@ -143,7 +142,8 @@ def _lookup_gemv_kernel(
     j_begin = pid_s * J_PER_SPLIT
     j_end = tl.minimum(j_begin + J_PER_SPLIT, MC)
     j_full = tl.minimum(j_end, IN // D)  # columns whose D features all exist
-    # x offsets and masks that do not change from step to step, in the loop's 4-D shape
+    # rows of x in the loop's 4-D shape; rows beyond M (BLOCK_M is a power of two) re-read row
+    # M - 1, in bounds and never stored, so the x load needs no row mask
     x_row = tl.minimum(mm, M - 1)[:, None, None, None] * stride_xm  # [BLOCK_M, 1, 1, 1]
     if WORDS:
         # Codes read as int64 words of CPW codes, two words per step. A [BLOCK_N, 1] word tile
@@ -276,10 +276,11 @@ def config(batch: int, d: int, code_bytes: int = 2) -> dict:
     """Block sizes: BLOCK_N rows x BLOCK_J code columns x D_PAD entries per step.
 
     BLOCK_J is two int64 words of codes (8 columns of uint16 codes, 16 of uint8), the step the
-    kernel's word path takes. CUDA (untuned starting points): 4 warps, BLOCK_N = 64 / M rows, so
-    the [BLOCK_N, 1] word tile has fewer elements than the program has threads (what keeps its
-    load in the gather's layout) and each thread holds 16 (d = 4) to 32 (d = 8) partial sums per
-    row of x. The interpreter: 32 rows, one warp (its cost grows with programs x steps).
+    kernel's word path takes. CUDA (untuned starting points): 4 warps, BLOCK_N = 64 / M rows (16
+    at least), so the [BLOCK_N, 1] word tile has fewer elements than the program has threads
+    (what keeps its load in the gather's layout) and each thread holds 16 fp32 partial sums
+    (2048 weight slots per step over 128 threads; 54 registers at M = 1 on sm_90). The
+    interpreter: 32 rows, one warp (its cost grows with programs x steps).
     """
     block_m = triton.next_power_of_2(max(1, batch))
     block_j = 2 * (8 // code_bytes)

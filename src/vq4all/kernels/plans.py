@@ -10,8 +10,9 @@ out of `lookup_matmul`:
   codebook tensor (keyed by identity and checked against its version counter and storage, so
   an in-place edit or a new tensor at a reused address makes a new copy);
 - `args.scale_tensor`: the [1] float32 device tensor of a Python-float codebook scale.
-So a repeated call allocates only its output (on the device, by torch's caching allocator) and
-makes no tensor from host data: it can be captured in a CUDA graph after one warm-up call with
+So a repeated call allocates only its output (on the device, by torch's caching allocator; the
+GEMM also its zeroed split-K buffer and, for a ragged row, a padded x; any kernel a contiguous
+copy of a strided x) and makes no tensor from host data: it can be captured in a CUDA graph after one warm-up call with
 the same shapes on the capturing stream, as CUDA graphs require anyway (the warm-up compiles the
 kernel and builds the plan). A cache entry is never made during capture (CaptureWarmupError):
 a captured fill does not run until the graph is replayed, so the entry would hold garbage for
