@@ -351,7 +351,7 @@ def main(argv=None) -> int:
     table = to_markdown(rows)
     header = (
         f"# Compression at ~2 bits/weight\n\nTrained methods: batch {config.batch_size} "
-        f"on {config.calibration} calibration inputs, n={config.n}, alpha={config.alpha}, reg={config.reg}, "
+        f"on {config.calibration or 'the network default number of'} calibration inputs (crepe: 4096, the others 512), n={config.n}, alpha={config.alpha}, reg={config.reg}, "
         f"lr={config.lr}, for the step budget in the steps column (end-to-end steps, or B blocks x at most S steps + F "
         f"end-to-end steps for block-wise rows; PNC may stop earlier; a network's "
         f"methods share one budget), with the settings column's changes to these defaults; per-layer k-means trains its codebooks "

@@ -481,3 +481,24 @@ def test_the_soft_path_covers_only_active_subvectors_and_follows_every_freeze():
     p.freeze_rest()
     assert p.active_ratios()[0].numel() == 0
     torch.testing.assert_close(p.subvectors(), p.values[p.chosen])
+
+
+def test_calibration_left_unset_takes_the_networks_default(digits, codebook, monkeypatch):
+    """CompressConfig(calibration=None) asks the network for its default count; the run records
+    the count it used, and an explicit count wins."""
+    asked = []
+    real = type(digits).calibration
+
+    def spy(self, n, seed=0):
+        asked.append(n)
+        return real(self, n, seed)
+
+    monkeypatch.setattr(type(digits), "calibration", spy)
+    monkeypatch.setattr(digits, "default_calibration", 48, raising=False)
+    assert CompressConfig().calibration is None
+    result = compress(digits, codebook, CompressConfig(steps=1, checkpoint_every=0))
+    assert set(asked) == {48} and result.report["config"]["calibration"] == 48
+    assert result.artifact.config["compress"]["calibration"] == 48
+    asked.clear()
+    result = compress(digits, codebook, CompressConfig(steps=1, calibration=40, checkpoint_every=0))
+    assert set(asked) == {40} and result.report["config"]["calibration"] == 40

@@ -786,8 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-count",
         COMPRESS_INT_RANGES,
         "calibration",
-        f"most calibration inputs used (default {CompressConfig.calibration}; a zoo network makes that many, "
-        "a --calibration file gives its first)",
+        f"most calibration inputs used (default: the network's, {rules.DEFAULT_CALIBRATION} unless a zoo "
+        "network says more; a zoo network makes that many, a --calibration file gives its first)",
     )
     _int_flag(c, "--seed", COMPRESS_INT_RANGES, "seed", f"default {CompressConfig.seed}")
     c.add_argument("--checkpoint", help="checkpoint file (default OUT.ckpt, removed when the run finishes)")

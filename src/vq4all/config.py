@@ -42,7 +42,7 @@ COMPRESS_INT_RANGES = {
     "n": (1, MAX_N),
     "steps": (1, MAX_STEPS),
     "batch_size": (1, MAX_CALIBRATION),
-    "calibration": (1, MAX_CALIBRATION),
+    "calibration": (1, MAX_CALIBRATION),  # or None: the network's default_calibration
     "checkpoint_every": (0, MAX_STEPS),
     "block_steps": (1, MAX_STEPS),
     "finetune_steps": (0, MAX_STEPS),
@@ -128,7 +128,8 @@ class CompressConfig(_Manifested):
     (lr_fp); loss = distillation + task_weight * task loss (where labels exist) + reg * mean
     over active sub-vectors of sum_i r_i (1 - r_i) + feature_weight * layer-wise feature MSE
     (each compressed layer's output against the teacher's on the same batch, normalised by the
-    teacher's mean square; 0 turns it off). `calibration` real inputs, batches of
+    teacher's mean square; 0 turns it off). `calibration` real inputs (None: the network's
+    `default_calibration`, filled in by `for_network` before a run starts), batches of
     `batch_size`, at most `steps` steps, a checkpoint every `checkpoint_every` steps (0: none).
     """
 
@@ -140,7 +141,7 @@ class CompressConfig(_Manifested):
     init: str = "equal"
     steps: int = 300
     batch_size: int = 32
-    calibration: int = 512
+    calibration: int | None = None
     lr: float = 0.05
     lr_fp: float = 1e-4
     reg: float = 1.0
@@ -161,7 +162,8 @@ class CompressConfig(_Manifested):
         object.__setattr__(self, "blocks", tuple(self.blocks))
         check_choice("mode", self.mode, MODES)
         for name, (lo, hi) in COMPRESS_INT_RANGES.items():
-            check_int(name, getattr(self, name), lo, hi)
+            if not (name == "calibration" and self.calibration is None):
+                check_int(name, getattr(self, name), lo, hi)
         if not 0.0 < _real(self.alpha) < 1.0:
             raise VQ4AllError(f"alpha={shown(self.alpha)} must be between 0 and 1 (e.g. --alpha 0.99)")
         check_choice("init", self.init, INITS)
@@ -177,3 +179,10 @@ class CompressConfig(_Manifested):
         check_choice("scale granularity", self.scale_granularity, GRANULARITIES)
         if not isinstance(self.pnc, bool):
             raise VQ4AllError(f"pnc={self.pnc!r} must be True or False")
+
+    def for_network(self, net) -> CompressConfig:
+        """This config with what it leaves to the network filled in: `calibration` None becomes
+        `net.default_calibration`. A run records (and a resumed run checks) the filled-in config."""
+        if self.calibration is not None:
+            return self
+        return CompressConfig.from_dict({**self.to_dict(), "calibration": int(net.default_calibration)})

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .errors import MAX_NAME_CHARS, VQ4AllError, printable
-from .rules import DISTILL_LOSSES
+from .rules import DEFAULT_CALIBRATION, DISTILL_LOSSES
 
 _WEIGHT_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
 _RECURRENT_MODULES = (nn.RNNBase, nn.RNNCellBase)  # LSTM, GRU, RNN and their cells
@@ -207,6 +207,9 @@ class Network:
     distill: str | Callable = "mse"
     #: module names of the blocks of block-wise reconstruction (empty: `vq4all.blocks.find_blocks`)
     blocks: tuple[str, ...] = ()
+    #: calibration inputs a compression run uses when its config leaves `calibration` unset
+    #: (a user's network: at most this many of the inputs it was given)
+    default_calibration: int = DEFAULT_CALIBRATION
 
     def __init__(
         self,

@@ -33,6 +33,8 @@ MAX_SEED = (1 << 32) - 1  # numpy's legacy and PCG64 seeding and torch all take 
 MAX_N = 256  # candidates per sub-vector: memory is S x n x 16 bytes (cand, logits, Adam moments)
 MAX_STEPS = 1_000_000  # a step budget (steps, block_steps, finetune_steps, checkpoint_every)
 MAX_CALIBRATION = 1 << 16  # calibration inputs held in memory with the teacher's outputs; batch size
+#: calibration inputs of a compression run whose config leaves the count to the network
+DEFAULT_CALIBRATION = 512
 MAX_PER_NETWORK = 1 << 22  # sub-vectors pooled per network for the codebook KDE (4 M x d float32)
 MAX_LLOYD_ITERS = 1000  # Lloyd refinement passes over the pool
 

@@ -209,6 +209,7 @@ class _Run:
         main: list[torch.nn.Parameter],
         tag: str,
     ):
+        config = config.for_network(net)
         self.net, self.config, self.student, self.params, self.tag = net, config, student, params, tag
         self.keys = list(params)
         self.student.eval()  # norms use their running statistics; dropout off
@@ -590,7 +591,7 @@ def compress(
     resume: start from it. stop_after: end after this many end-to-end steps (for tests that
     interrupt a run), without finishing. block_cache: folder of the block-wise cache.
     """
-    config = config or CompressConfig()
+    config = (config or CompressConfig()).for_network(net)
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     keys = net.compressible_keys(codebook.d)
