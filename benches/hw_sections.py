@@ -535,6 +535,34 @@ def goals(report) -> list[str]:
         f"- **Several networks, one ROM**: {mn['outputs']} outputs, {mn['mismatches']} mismatches; the "
         f"switches between networks cost {mn['switch_extra_cycles']} cycles beyond the layers' own code beats."
     )
+    steady = [(r["lanes"], x) for r in report.get("steady_state") or [] for x in r["layers"]]
+    if steady:
+        low = [(n, x) for n, x in steady if x["utilization"] < UTIL_GOAL]
+        lines.append(
+            f"- **MAC utilisation >= {UTIL_GOAL} in a stream of GEMVs at lanes 1 and 2** (digits_cnn, mtcnn_pnet, "
+            f"mtcnn_onet): holds for {len(steady) - len(low)} of {len(steady)} (layer, lanes) runs"
+            + (
+                "; below: "
+                + "; ".join(f"{x['layer']} lanes={n}: {x['utilization']:.3f} (bound {x['bound']:.3f})" for n, x in low)
+                + (
+                    ". Each equals the bound of row-local sub-vectors, in/(ceil(m/lanes)*lanes*d): more needs more "
+                    "ROM reads per cycle than lanes (docs/hardware.md, rows that are not a multiple of d)."
+                    if all(abs(x["utilization"] - x["bound"]) < 5e-4 for _, x in low)
+                    else ". The bound of row-local sub-vectors is in/(ceil(m/lanes)*lanes*d)."
+                )
+                if low
+                else "."
+            )
+        )
+    for r in report.get("split_rom") or []:
+        if r.get("fits"):
+            lines.append(
+                f"- **{r['device']} K={r['k']} lanes={r['lanes']}, ROM split to {r['rom_width']} bits per value** "
+                f"({r.get('exceptions', '?')} exception codewords as logic): fits, {r['fmax_mhz']:.1f} MHz, "
+                f"{r['lut']} LUT/LC, {r['bram']}/{r.get('bram_available', '?')} block RAM."
+            )
+        elif r.get("fits") is False:
+            lines.append(f"- **{r['device']} K={r['k']} lanes={r['lanes']}, rom_width={r['rom_width']}**: {_res(r)}.")
     for device, entry in report["fit"].items():
         b = entry["best"]
         if b:
