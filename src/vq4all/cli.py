@@ -365,6 +365,7 @@ def generated_files() -> list[str]:
     from .hw.rtl.romfiles import FORMATS, SUFFIX
 
     return [f"{TOP}.v", f"{TOP}.il", f"{TOP}_readmemh.v", *(f"codebook{SUFFIX[f]}" for f in FORMATS), "manifest.json"]
+    # (a split ROM writes a subset of these; every name is checked all the same)
 
 
 def cmd_rtl_generate(args) -> int:
@@ -375,7 +376,7 @@ def cmd_rtl_generate(args) -> int:
     from .io import check_not_input
 
     cb = _int8_codebook(args.codebook)
-    given = {"lanes": args.lanes, "acc_bits": args.acc_bits, "max_m": args.max_m}
+    given = {"lanes": args.lanes, "acc_bits": args.acc_bits, "max_m": args.max_m, "rom_width": args.rom_width}
     config = EngineConfig(k=cb.k, d=cb.d, requant=args.requant, **{k: v for k, v in given.items() if v is not None})
     # the folder may hold the codebook, but no generated file may overwrite it
     out_dir = Path(args.out_dir)
@@ -579,6 +580,13 @@ def _add_hw_parsers(sub, with_json) -> None:
         help=f"most sub-vectors per row the activation buffer holds, 1..{MAX_M} (default {EngineConfig.max_m})",
     )
     g.add_argument("--requant", action="store_true", help="add the per-row fixed-point scale + int8 output stage")
+    g.add_argument(
+        "--rom-width",
+        type=int_in(1, EngineConfig.width),
+        help=f"split ROM: bits per value kept in block RAM, 1..{EngineConfig.width}, the rest rebuilt by logic "
+        "(exact; e.g. 7 fits the 2^16 x 8 ROM on ECP5-85k); writes the inline Verilog and RTLIL only "
+        "(default: whole values, every file)",
+    )
     g.set_defaults(func=cmd_rtl_generate)
 
     s = with_json(

@@ -153,7 +153,9 @@ def _sha(data: bytes) -> str:
 
 def generate(codebook: Codebook, out_dir, config: EngineConfig, *, progress: bool = False) -> dict:
     """Write every generated file for `codebook` (an int8 artifact.Codebook [k, d]) into
-    `out_dir` (created if missing); return the manifest (also written as manifest.json)."""
+    `out_dir` (created if missing); return the manifest (also written as manifest.json). A split
+    ROM (`config.rom_width`) has the inline Verilog and the RTLIL only: its memory holds the
+    values' low bits, so neither the $readmemh engine nor the whole-value ROM files describe it."""
     config.check_codebook(codebook)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -165,16 +167,19 @@ def generate(codebook: Codebook, out_dir, config: EngineConfig, *, progress: boo
     steps = [
         ("Verilog (ROM inline)", f"{TOP}.v", lambda: engine_verilog(config, codebook)),
         ("RTLIL", f"{TOP}.il", lambda: engine_rtlil(config, codebook)),
-        (
-            "Verilog ($readmemh ROM)",
-            f"{TOP}_readmemh.v",
-            lambda: engine_verilog(config, codebook, rom_init_file="codebook.hex"),
-        ),
     ]
-    steps += [
-        (f"ROM file .{fmt}", f"codebook{SUFFIX[fmt]}", (lambda f=fmt: rom_file_text(f, codebook, config.width)))
-        for fmt in FORMATS
-    ]
+    if not config.split_rom:  # a split ROM's memory holds low bits only: no whole-value ROM file loads it
+        steps.append(
+            (
+                "Verilog ($readmemh ROM)",
+                f"{TOP}_readmemh.v",
+                lambda: engine_verilog(config, codebook, rom_init_file="codebook.hex"),
+            )
+        )
+        steps += [
+            (f"ROM file .{fmt}", f"codebook{SUFFIX[fmt]}", (lambda f=fmt: rom_file_text(f, codebook, config.width)))
+            for fmt in FORMATS
+        ]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -207,7 +212,7 @@ def generate(codebook: Codebook, out_dir, config: EngineConfig, *, progress: boo
             "tree_levels": config.tree_levels,
             "latency": config.latency,
         },
-        "ports": ports(Engine(config, rom_init_file="codebook.hex")),
+        "ports": ports(Engine(config, codebook) if config.split_rom else Engine(config, rom_init_file="codebook.hex")),
         "files": files,
         "seconds": seconds,
     }
