@@ -3,7 +3,7 @@
 `rejected` on the cycle after the descriptor's transfer, takes no activations or codes for it,
 and the next valid layer computes bit for bit against reference.lookup_matmul_int / requantize.
 Before this check the engine took a descriptor with m > max_m as a layer, swallowed the next
-layer's activations and never took a code again (issue 14, item 12).
+layer's activations and never took a code again.
 
 Amaranth's simulator for the unit tests; one cocotb run on Icarus (marker sim) for the
 generated Verilog. The stream model (sim.streams.StreamDriver) checks the status outputs in every
@@ -67,7 +67,7 @@ def test_rejected_descriptors_then_valid_layers_are_exact(lanes, backpressure):
     cb = codebook(lanes)
     jobs = [
         job(rng, "A", 3, 14),
-        Descriptor("m=5", 5, 2),  # m = max_m + 1: the hang of issue 14
+        Descriptor("m=5", 5, 2),  # m = max_m + 1: the descriptor that used to hang the engine
         job(rng, "B", 5, 16),  # right after it: m = max_m, rows = max_rows
         Descriptor("m=7", 7, 1),  # the largest m the field holds
         Descriptor("rows=6", 2, 6),
