@@ -88,6 +88,22 @@ def _bias(bias) -> nn.Parameter | None:
     return None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
 
+def _lookup_linear(layer, x: torch.Tensor) -> torch.Tensor:
+    """x [..., in_features] -> [..., out_features] in x's dtype: the lookup matmul of `layer`'s
+    codes, scales and codebook table, plus its bias (VQLinear, FusedVQLinear)."""
+    lead = x.shape[:-1]
+    y = lookup_matmul(
+        x.reshape(-1, layer.in_features),
+        layer.codes,
+        layer.table.codebook,
+        layer.scales,
+        codebook_scale=layer.table.codebook_scale,
+        impl=layer.impl,
+    )
+    y = y.reshape(*lead, layer.out_features)
+    return y if layer.bias is None else y + layer.bias.to(y.dtype)
+
+
 class VQLinear(nn.Module):
     """y = x @ W^T + bias with W = decode(codes, codebook, scales): [out_features, in_features].
 
@@ -126,17 +142,7 @@ class VQLinear(nn.Module):
         return decode(self.codes, self.table.codebook, self.scales, self.table.codebook_scale, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        y = lookup_matmul(
-            x.reshape(-1, self.in_features),
-            self.codes,
-            self.table.codebook,
-            self.scales,
-            codebook_scale=self.table.codebook_scale,
-            impl=self.impl,
-        )
-        y = y.reshape(*lead, self.out_features)
-        return y if self.bias is None else y + self.bias.to(y.dtype)
+        return _lookup_linear(self, x)
 
     @staticmethod
     def fuse(layers) -> FusedVQLinear:
@@ -189,19 +195,7 @@ class FusedVQLinear(nn.Module):
             self.bias = None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        lead = x.shape[:-1]
-        y = lookup_matmul(
-            x.reshape(-1, self.in_features),
-            self.codes,
-            self.table.codebook,
-            self.scales,
-            codebook_scale=self.table.codebook_scale,
-            impl=self.impl,
-        )
-        y = y.reshape(*lead, self.out_features)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return tuple(torch.split(y, self.splits, dim=-1))
+        return tuple(torch.split(_lookup_linear(self, x), self.splits, dim=-1))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.splits}, bias={self.bias is not None}"
