@@ -84,7 +84,8 @@ def compress(
         model: any torch.nn.Module (the teacher; never mutated), or a `vq4all.network.Network`
             (then give calibration=None and set loss/keys/forward on it).
         calibration: real inputs as one batch: a tensor [N, ...] (model(x)), a dict of tensors
-            (model(**x)) or a list; at most `config.calibration` of them are used (the first).
+            (model(**x)) or a list; at most `config.calibration` of them are used (the first;
+            unset: the network's `default_calibration`, 512).
         codebook: a `Codebook` or the path of a codebook file.
         config: `CompressConfig` (n, alpha, steps, lr, schedule, finish, ...); default values
             are the paper's rules.

@@ -80,7 +80,7 @@ def finetune_kmeans(
 
     config = CompressConfig.from_dict(
         {**(config or CompressConfig()).to_dict(), "pnc": False, "reg": 0.0, "checkpoint_every": 0}
-    ).for_network(net)
+    )
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     student = net.with_weights({})
