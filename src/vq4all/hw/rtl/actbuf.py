@@ -17,20 +17,22 @@ from amaranth.lib.wiring import In, Out
 
 class ActivationBuffer(wiring.Component):
     """depth words of `word_bits`; write: w_addr/w_data/w_en (one cycle); read: r_addr with r_en,
-    r_data registered one cycle later and held while r_en is low."""
+    r_data registered one cycle later and held while r_en is low. With read_ports=2 (the packing
+    engine reads two sub-vectors per cycle) a second port r1_addr/r1_data shares r_en."""
 
-    def __init__(self, *, depth: int, word_bits: int):
-        self.depth, self.word_bits = depth, word_bits
-        super().__init__(
-            {
-                "w_en": In(1),
-                "w_addr": In(range(depth)),
-                "w_data": In(unsigned(word_bits)),
-                "r_en": In(1),
-                "r_addr": In(range(depth)),
-                "r_data": Out(unsigned(word_bits)),
-            }
-        )
+    def __init__(self, *, depth: int, word_bits: int, read_ports: int = 1):
+        self.depth, self.word_bits, self.read_ports = depth, word_bits, read_ports
+        ports = {
+            "w_en": In(1),
+            "w_addr": In(range(depth)),
+            "w_data": In(unsigned(word_bits)),
+            "r_en": In(1),
+            "r_addr": In(range(depth)),
+            "r_data": Out(unsigned(word_bits)),
+        }
+        if read_ports == 2:
+            ports |= {"r1_addr": In(range(depth)), "r1_data": Out(unsigned(word_bits))}
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -47,4 +49,7 @@ class ActivationBuffer(wiring.Component):
             r.addr.eq(self.r_addr),
             self.r_data.eq(r.data),
         ]
+        if self.read_ports == 2:
+            r1 = mem.read_port(domain="sync")
+            m.d.comb += [r1.en.eq(self.r_en), r1.addr.eq(self.r1_addr), self.r1_data.eq(r1.data)]
         return m

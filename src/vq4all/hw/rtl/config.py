@@ -49,7 +49,12 @@ class EngineConfig:
     extension of those bits except where the codebook says otherwise, and those exceptions are
     logic beside the memory (`rtl.rom.split_words`). Exact for every codebook; it saves block RAM
     when few values fall outside rom_width bits (the inline ROM only: the $readmemh file holds
-    whole words).
+    whole words);
+    pack: pack rows (lanes 1 only, `rtl.packed`): two codes per code beat from the layer's codes
+    flattened row-major, two ROM read ports, and a queue that drops each row's last sub-vector's
+    padding, so the MAC takes d real values per cycle across row ends; the descriptor gains a
+    `tail` field (values in a row's last sub-vector, 1..d) and rows must be at least d values
+    long.
     """
 
     k: int
@@ -64,10 +69,12 @@ class EngineConfig:
     mult_bits: int = 16
     out_bits: int = 8
     rom_width: int = 0
+    pack: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.requant, bool):
-            raise VQ4AllError(f"engine requant={self.requant!r} must be True or False")
+        for name in ("requant", "pack"):
+            if not isinstance(getattr(self, name), bool):
+                raise VQ4AllError(f"engine {name}={getattr(self, name)!r} must be True or False")
         for name in (
             "k",
             "d",
@@ -110,6 +117,11 @@ class EngineConfig:
             raise VQ4AllError(
                 f"engine rom_width={self.rom_width} must be 0 (whole values in the ROM) or between 1 and width={self.width}"
             )
+        if self.pack and self.lanes != 1:
+            raise VQ4AllError(
+                f"engine pack=True needs lanes=1, got lanes={self.lanes} (row packing reads two codewords per "
+                "cycle for one lane; more lanes would need a second copy of the ROM)"
+            )
 
     # ---- derived widths
     @property
@@ -149,6 +161,23 @@ class EngineConfig:
         return self.max_rows.bit_length()
 
     @property
+    def tail_bits(self) -> int:
+        """Width of the packing engine's descriptor `tail` field (holds 0..d)."""
+        return self.d.bit_length()
+
+    @property
+    def codes_per_beat(self) -> int:
+        """Codes in one `codes` beat: 2 when packing rows, else lanes."""
+        return 2 if self.pack else self.lanes
+
+    @property
+    def queue_slots(self) -> int:
+        """The packing engine's value queue: 6 * d values. A code beat is taken while the queue's
+        fill plus the values in flight is at most 4 d, which keeps at least d values queued for
+        every MAC beat even when a beat brings only d + 1 (a sub-vector and a 1-value tail)."""
+        return 6 * self.d
+
+    @property
     def tree_levels(self) -> int:
         """Registered adder-tree levels over the d * lanes products: ceil(log2(d * lanes))."""
         return (self.d * self.lanes - 1).bit_length()
@@ -166,8 +195,9 @@ class EngineConfig:
     @property
     def latency(self) -> int:
         """Cycles from a code beat's acceptance to its result's write into the result FIFO:
-        ROM/activation read (1) + product register (1) + tree levels (+ 2 requantization stages)."""
-        return 2 + self.tree_levels + (2 if self.requant else 0)
+        ROM/activation read (1) + product register (1) + tree levels (+ 2 requantization stages).
+        With pack: from a MAC beat leaving the value queue to its result's write (no read stage)."""
+        return (1 if self.pack else 2) + self.tree_levels + (2 if self.requant else 0)
 
     @property
     def shift_cap(self) -> int:
@@ -177,19 +207,25 @@ class EngineConfig:
         constant 2^(shift-1) inside its acc_bits + mult_bits + 2-bit adder."""
         return min(MAX_SHIFT, self.acc_bits + self.mult_bits)
 
-    def descriptor_problem(self, m: int, rows: int, shift: int = 0) -> str | None:
+    def descriptor_problem(self, m: int, rows: int, shift: int = 0, tail: int = 0) -> str | None:
         """Why the engine rejects a layer descriptor with these field values (it raises its
         `error` output and counts it in `rejected`; docs/stream-protocol.md), or None when it takes
         it: as a layer, or as an empty descriptor (m = 0 or rows = 0, ignored). The rule the RTL
         applies (`Engine.elaborate`): m > max_m, rows > max_rows, or, on a requantizing engine and
-        for a non-empty layer, a shift outside 1..MAX_SHIFT. The values must fit their fields
-        (m_bits, rows_bits, SHIFT_BITS bits)."""
+        for a non-empty layer, a shift outside 1..MAX_SHIFT; on a packing engine and for a
+        non-empty layer, a tail outside 1..d, or a row shorter than d values (m = 1, tail < d). The
+        values must fit their fields (m_bits, rows_bits, tail_bits, SHIFT_BITS bits)."""
         if m > self.max_m:
             return f"m={m} > max_m={self.max_m}"
         if rows > self.max_rows:
             return f"rows={rows} > max_rows={self.max_rows}"
         if self.requant and m and rows and not 1 <= shift <= MAX_SHIFT:
             return f"shift={shift} outside 1..{MAX_SHIFT}"
+        if self.pack and m and rows:
+            if not 1 <= tail <= self.d:
+                return f"tail={tail} outside 1..d={self.d}"
+            if m == 1 and tail < self.d:
+                return f"rows of {tail} values, shorter than d={self.d} (a packing engine needs rows of at least d values)"
         return None
 
     def check_codebook(self, codebook: Codebook) -> list[int]:
@@ -216,10 +252,11 @@ class EngineConfig:
 
     def key(self) -> str:
         """A short, file-name-safe description, e.g. k256_d8_w8_l2_acc32_m2048_r65535_f4 (+ _rq16x8,
-        + _rw6 for a split ROM)."""
+        + _rw6 for a split ROM, + _pack for row packing)."""
         return (
             f"k{self.k}_d{self.d}_w{self.width}_l{self.lanes}_acc{self.acc_bits}"
             f"_m{self.max_m}_r{self.max_rows}_f{self.fifo_depth}"
             + (f"_rq{self.mult_bits}x{self.out_bits}" if self.requant else "")
             + (f"_rw{self.stored_width}" if self.split_rom else "")
+            + ("_pack" if self.pack else "")
         )

@@ -13,6 +13,10 @@ ROM port or activation word holds never reaches the sum.
 
 Everything advances together on `adv` (the engine's single stall signal); `out_valid` and
 `out_last` travel with each beat, `latency` = 1 + tree levels cycles after the inputs.
+
+With `split` (the packing engine, whose beats may hold the end of one row and the start of the
+next) a second tree beside the first sums only the products flagged in `before` (those up to the
+row end) into `out_before`; the products themselves are registered once, for both trees.
 """
 
 from __future__ import annotations
@@ -28,26 +32,28 @@ class MACLanes(wiring.Component):
     """codewords: [lanes] x (d*width) bits (ROM words); acts: lanes*d int8 packed (value i in bits
     [8i, 8i+8)); mask: [lanes] lane enables; valid/last: the beat's flags.
     out_sum: signed(sum_bits), the masked sum of the beat's d*lanes products, with out_valid and
-    out_last, `latency` cycles of `adv` later."""
+    out_last, `latency` cycles of `adv` later. split: also `before` (d*lanes bits, product i in
+    bit i) and out_before, the sum of the flagged products only."""
 
-    def __init__(self, *, d: int, width: int, lanes: int):
-        self.d, self.width, self.lanes = d, width, lanes
+    def __init__(self, *, d: int, width: int, lanes: int, split: bool = False):
+        self.d, self.width, self.lanes, self.split = d, width, lanes, split
         self.levels = (d * lanes - 1).bit_length()
         self.latency = 1 + self.levels
         self.sum_bits = ACT_BITS + width + self.levels
-        super().__init__(
-            {
-                "adv": In(1),
-                "valid": In(1),
-                "last": In(1),
-                "mask": In(lanes),
-                "codewords": In(data.ArrayLayout(unsigned(d * width), lanes)),
-                "acts": In(unsigned(lanes * d * ACT_BITS)),
-                "out_valid": Out(1),
-                "out_last": Out(1),
-                "out_sum": Out(signed(self.sum_bits)),
-            }
-        )
+        ports = {
+            "adv": In(1),
+            "valid": In(1),
+            "last": In(1),
+            "mask": In(lanes),
+            "codewords": In(data.ArrayLayout(unsigned(d * width), lanes)),
+            "acts": In(unsigned(lanes * d * ACT_BITS)),
+            "out_valid": Out(1),
+            "out_last": Out(1),
+            "out_sum": Out(signed(self.sum_bits)),
+        }
+        if split:
+            ports |= {"before": In(d * lanes), "out_before": Out(signed(self.sum_bits))}
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -66,22 +72,33 @@ class MACLanes(wiring.Component):
         valid, last = Signal(name="valid_p"), Signal(name="last_p")
         with m.If(self.adv):
             m.d.sync += [valid.eq(self.valid), last.eq(self.last)]
-        # stages 2..: one registered level of pairwise sums per cycle (an odd term passes through
-        # its register unchanged, so every path has the same length)
+        m.d.comb += self.out_sum.eq(self._tree(m, terms, "tree"))
+        if self.split:
+            before = Signal(len(terms), name="before_p")
+            with m.If(self.adv):
+                m.d.sync += before.eq(self.before)
+            flagged = [Mux(before[i], t, 0) for i, t in enumerate(terms)]
+            m.d.comb += self.out_before.eq(self._tree(m, flagged, "tree_before"))
         for level in range(self.levels):
-            bits = ACT_BITS + w + level + 1
+            v, la = Signal(name=f"valid_t{level}"), Signal(name=f"last_t{level}")
+            with m.If(self.adv):
+                m.d.sync += [v.eq(valid), la.eq(last)]
+            valid, last = v, la
+        m.d.comb += [self.out_valid.eq(valid), self.out_last.eq(last)]
+        return m
+
+    def _tree(self, m, terms, name):
+        """One registered level of pairwise sums per cycle over `terms` (an odd term passes through
+        its register unchanged, so every path has the same length); the final sum's register."""
+        for level in range(self.levels):
+            bits = ACT_BITS + self.width + level + 1
             nxt = []
             for i in range(0, len(terms), 2):
-                s = Signal(signed(bits), name=f"tree{level}_{i // 2}")
+                s = Signal(signed(bits), name=f"{name}{level}_{i // 2}")
                 pair = terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
                 with m.If(self.adv):
                     m.d.sync += s.eq(pair)
                 nxt.append(s)
             terms = nxt
-            v, la = Signal(name=f"valid_t{level}"), Signal(name=f"last_t{level}")
-            with m.If(self.adv):
-                m.d.sync += [v.eq(valid), la.eq(last)]
-            valid, last = v, la
         assert len(terms) == 1
-        m.d.comb += [self.out_sum.eq(terms[0]), self.out_valid.eq(valid), self.out_last.eq(last)]
-        return m
+        return terms[0]

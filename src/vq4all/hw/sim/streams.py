@@ -29,6 +29,8 @@ from vq4all.artifact import Codebook
 from vq4all.hw.rtl.config import REJECTED_BITS, SHIFT_BITS, EngineConfig
 from vq4all.reference import lookup_matmul_int, requantize
 
+from .packing import pack_codes_flat, pack_schedule, pack_tail
+
 
 def beats_per_row(m: int, lanes: int) -> int:
     return -(-m // lanes)
@@ -89,12 +91,16 @@ class Descriptor:
     m: int
     rows: int
     shift: int = 0
+    tail: int = 0
 
 
-def descriptor_word(config: EngineConfig, m: int, rows: int, shift: int = 0) -> int:
-    """The `layer` payload m | rows << m_bits (| shift << (m_bits + rows_bits) with requant);
-    ValueError if a value does not fit its field."""
+def descriptor_word(config: EngineConfig, m: int, rows: int, shift: int = 0, tail: int = 0) -> int:
+    """The `layer` payload m | rows << m_bits (| tail << ... with pack) (| shift << ... with
+    requant), the fields in that order from the least significant bit; ValueError if a value does
+    not fit its field."""
     fields = [("m", m, config.m_bits), ("rows", rows, config.rows_bits)]
+    if config.pack:
+        fields.append(("tail", tail, config.tail_bits))
     if config.requant:
         fields.append(("shift", shift, SHIFT_BITS))
     word, at = 0, 0
@@ -117,6 +123,10 @@ def check_job(config: EngineConfig, job: Job) -> None:
         raise ValueError(f"layer {job.name}: code {int(job.codes.max())} >= k={config.k}")
     if not (m - 1) * config.d < job.x.size <= m * config.d:
         raise ValueError(f"layer {job.name}: {job.x.size} activations do not match m={m} sub-vectors of d={config.d}")
+    if config.pack and job.x.size < config.d:
+        raise ValueError(
+            f"layer {job.name}: rows of {job.x.size} values; a packing engine needs rows of at least d={config.d}"
+        )
     if config.requant and (
         job.multipliers is None or np.asarray(job.multipliers).shape != (rows,) or not 1 <= int(job.shift) <= 62
     ):
@@ -152,8 +162,8 @@ class StreamDriver:
         self.bare: list[dict] = []  # the bare descriptors, for the report
         for job in jobs:
             if isinstance(job, Descriptor):
-                word = descriptor_word(config, job.m, job.rows, job.shift)
-                problem = config.descriptor_problem(job.m, job.rows, job.shift)
+                word = descriptor_word(config, job.m, job.rows, job.shift, job.tail)
+                problem = config.descriptor_problem(job.m, job.rows, job.shift, job.tail)
                 if problem is None and job.m and job.rows:  # the engine would wait for its activations
                     raise ValueError(f"descriptor {job.name}: a valid non-empty layer, send it as a Job")
                 self.queues["layer"].append(word)
@@ -166,7 +176,8 @@ class StreamDriver:
             check_job(config, job)
             rows, m = job.codes.shape
             acc = lookup_matmul_int(job.x[None, :].astype(np.int8), job.codes, codebook.codebook, config.acc_bits)
-            descriptor = descriptor_word(config, m, rows, int(job.shift))
+            tail = pack_tail(job.x.size, config.d) if config.pack else 0
+            descriptor = descriptor_word(config, m, rows, int(job.shift), tail)
             if config.requant:
                 self.queues["scales"] += [int(v) for v in np.asarray(job.multipliers).tolist()]
                 acc = requantize(acc, np.asarray(job.multipliers), int(job.shift), config.out_bits)
@@ -174,7 +185,10 @@ class StreamDriver:
             self._problem.append(None)
             self.queues["layer"].append(descriptor)
             self.queues["acts"] += pack_acts(job.x, m, config.d, config.lanes)
-            self.queues["codes"] += pack_codes(job.codes, config.lanes, config.code_bits)
+            if config.pack:
+                self.queues["codes"] += pack_codes_flat(job.codes, config.code_bits)
+            else:
+                self.queues["codes"] += pack_codes(job.codes, config.lanes, config.code_bits)
             self.expected.append(acc[0])
         self.sent = {s: 0 for s in self.streams}
         self.presented = {s: False for s in self.streams}
@@ -269,7 +283,17 @@ class StreamDriver:
         beats; the computer starts layer i the cycle after both its load and layer i-1's code
         beats are done, takes R_i * B_i code beats and frees the slot with the last; that beat's
         result is taken latency + 2 cycles later (MAC pipeline, then the SyncFIFOBuffered, whose
-        written word is readable two cycles later)."""
+        written word is readable two cycles later). A packing engine has its own model
+        (`packing.pack_schedule`)."""
+        if self.config.pack:
+            layers = []
+            for index in self._layer_of:
+                if index is None:
+                    layers.append(None)
+                else:
+                    job = self.jobs[index]
+                    layers.append((job.codes.shape[0], job.codes.shape[1], pack_tail(job.x.size, self.config.d)))
+            return pack_schedule(self.config, layers)
         loader_free, slot_free, compute_end = 0, [0, 0], -1
         taken, finish = [], []
         for index in self._layer_of:
