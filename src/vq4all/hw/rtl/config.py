@@ -225,7 +225,9 @@ class EngineConfig:
             if not 1 <= tail <= self.d:
                 return f"tail={tail} outside 1..d={self.d}"
             if m == 1 and tail < self.d:
-                return f"rows of {tail} values, shorter than d={self.d} (a packing engine needs rows of at least d values)"
+                return (
+                    f"rows of {tail} values, shorter than d={self.d} (a packing engine needs rows of at least d values)"
+                )
         return None
 
     def check_codebook(self, codebook: Codebook) -> list[int]:

@@ -138,9 +138,13 @@ class Engine(wiring.Component):
         m = Module()
         if self._words is not None:
             split = (c.d, c.width, c.stored_width) if c.split_rom else None
-            m.submodules.rom = rom = CodebookROM(k=c.k, word_bits=c.word_bits, ports=ports, words=self._words, split=split)
+            m.submodules.rom = rom = CodebookROM(
+                k=c.k, word_bits=c.word_bits, ports=ports, words=self._words, split=split
+            )
         else:  # in this (top) module, so that generate.engine_verilog can make its file a top parameter
-            rom, m.submodules.rom = readmemh_rom(k=c.k, word_bits=c.word_bits, ports=ports, init_file=self._rom_init_file)
+            rom, m.submodules.rom = readmemh_rom(
+                k=c.k, word_bits=c.word_bits, ports=ports, init_file=self._rom_init_file
+            )
         # two activation slots (ping-pong): the next layer's input loads while this one computes
         beat_bits = max(1, (c.beats_max - 1).bit_length())
         m.submodules.actbuf = buf = ActivationBuffer(
@@ -388,6 +392,7 @@ class Engine(wiring.Component):
                 m.d.sync += row_mult.eq(self.scales.payload)
             tag = Cat(Mux(row_first, self.scales.payload, row_mult), pick(cp_slot, s.shift))
         return total, tag, 1 + mac.latency  # the read stage, then the MAC's stages
+
 
 def pick(sel, pair):
     """A 2-way Mux over a pair of slot registers: an `assign` in Verilog (an Array read may not be)."""

@@ -44,7 +44,7 @@ def pack_schedule(config, layers: list) -> tuple[list[int], list[int]]:
     taken: list[int] = []
     finish: list[int] = []
     # loader
-    next_desc, ld_busy, ld_slot, ld_left, ld_layer = 0, False, 0, 0, None
+    next_desc, ld_busy, ld_slot, ld_left = 0, False, 0, 0
     owned, loaded = [False, False], [False, False]
     slot_layer: list = [None, None]  # (layer index, rows, m, tail) of the layer in each slot
     # computer
@@ -90,7 +90,7 @@ def pack_schedule(config, layers: list) -> tuple[list[int], list[int]]:
         popped = 0
         if full or any(e[1] is not None for e in head):
             popped = d if full else len(queue)
-            for row_end, layer_end in queue[:popped]:
+            for _row_end, layer_end in queue[:popped]:
                 if layer_end is not None:
                     finish.append(cycle + result_delay)
         # ---- the edge
