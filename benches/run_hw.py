@@ -4,15 +4,16 @@ mismatches, cycles and MAC utilisation per layer, simulation time.
 
     .venv/bin/python benches/run_hw.py --codebook CB [--simulator verilator] \
         [--networks digits_cnn,crepe_tiny,mtcnn_onet] [--limits digits_cnn=all,crepe_tiny=8,mtcnn_onet=24] \
-        [--lanes digits_cnn=4,crepe_tiny=16,mtcnn_onet=16] [--out benches/results/run_hw]
+        [--lanes digits_cnn=4,crepe_tiny=16,mtcnn_onet=16] [--pack] [--out benches/results/run_hw]
 
 Each network is hard-assigned to the codebook (the artifact is cached under $VQ4ALL_CACHE/run_hw).
 First, the calibration table: the integer model on the whole evaluation set (host only) for
 activation scales at the maximum, the 99.99th and the 99.9th percentile of |x| (hidden layers
 requantised by the engine's output stage), and at 99.99 with every layer dequantised on the
 host instead. Then each network on the engine, for `limit` evaluation inputs evenly spaced over
-its set (the FP, float compressed and integer metrics are taken on the same inputs). Results are
-written after each network: run_hw.json (everything) and run_hw.md (tables).
+its set (the FP, float compressed and integer metrics are taken on the same inputs). --pack runs
+every network on the row-packing engine (EngineConfig.pack, lanes 1). Results are written after
+each network: run_hw.json (everything) and run_hw.md (tables).
 """
 
 import argparse
@@ -110,7 +111,7 @@ def markdown(results: dict) -> str:
     ]
     for r in results["runs"]:
         lines.append(
-            f"| {r['network']} | {r['metric']} | {r['inputs']} of {r['eval_size']} | {r['lanes']} | {r['fp']:.4f} "
+            f"| {r['network']} | {r['metric']} | {r['inputs']} of {r['eval_size']} | {_lanes(r)} | {r['fp']:.4f} "
             f"| {r['float']:.4f} | {r['integer']:.4f} | {r['engine']:.4f} | "
             f"{'yes' if r['engine_equals_integer'] else 'no'} | {r['mismatches']} / {r['outputs']} | "
             f"{r['cycles'] / r['inputs']:.0f} | {r['seconds']['per_input']:.2f} | {r['seconds']['simulation']:.0f} |"
@@ -120,7 +121,7 @@ def markdown(results: dict) -> str:
     for r in results["runs"]:
         lines += [
             "",
-            f"## {r['network']}: per layer ({r['inputs']} inputs, lanes {r['lanes']}, {r['simulator']})\n",
+            f"## {r['network']}: per layer ({r['inputs']} inputs, lanes {_lanes(r)}, {r['simulator']})\n",
             "| layer | kind | output | rows | in | m | GEMVs per input | cycles per input | ideal cycles per input | "
             "MAC utilisation | runs | mismatches | simulation s |",
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -176,6 +177,10 @@ def goals(runs: list[dict]) -> list[str]:
     return out
 
 
+def _lanes(r: dict) -> str:
+    return f"{r['lanes']}, packing rows" if r.get("pack") else str(r["lanes"])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--codebook", required=True)
@@ -184,6 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--limits", default="digits_cnn=all,crepe_tiny=8,mtcnn_onet=24")
     p.add_argument("--lanes", default="digits_cnn=4,crepe_tiny=16,mtcnn_onet=16")
     p.add_argument("--skip-calibration", action="store_true")
+    p.add_argument("--pack", action="store_true", help="run on the row-packing engine (lanes 1)")
     p.add_argument(
         "--merge",
         action="store_true",
@@ -194,6 +200,8 @@ def main(argv=None) -> int:
     cb = load_codebook(args.codebook)
     names = [n for n in args.networks.split(",") if n]
     limits, lanes = _pairs(args.limits, _limit), _pairs(args.lanes, int)
+    if args.pack:
+        lanes = {name: 1 for name in names}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {
@@ -226,8 +234,17 @@ def main(argv=None) -> int:
             write()
     for name in names:
         net = zoo.load(name)
-        r = run_network(net, arts[name], cb, limit=limits.get(name), lanes=lanes.get(name, 1), simulator=args.simulator)
-        r["eval_size"] = len(eval_task(net).inputs)
+        r = run_network(
+            net,
+            arts[name],
+            cb,
+            limit=limits.get(name),
+            lanes=lanes.get(name, 1),
+            simulator=args.simulator,
+            pack=args.pack,
+            task=task_of(net),
+        )
+        r["eval_size"] = len(task_of(net).inputs)
         results["runs"].append(r)
         write()
         print(

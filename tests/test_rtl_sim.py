@@ -190,3 +190,38 @@ def test_icarus_split_rom(universal, lanes):
     full = simulate(config, cb, jobs)
     check(full, jobs)
     assert all(layer["cycles"] == layer["ideal_cycles"] for layer in full["layers"])
+
+
+@pytest.mark.parametrize("simulator,requant", [("icarus", False), ("icarus", True), ("verilator", False)])
+def test_packing_engine(universal, simulator, requant):
+    """The row-packing engine (pack=True: two codes per beat, a value queue without padding) in
+    the generated Verilog: the real layers and random rows of at least d values, with a rejected
+    descriptor between them, bit for bit under backpressure; at full speed on the packing model's
+    schedule."""
+    from vq4all.hw.layer_inputs import real_layer_job
+    from vq4all.hw.sim.streams import Descriptor
+
+    cb = codebook_k(universal, 4096)
+    jobs = [real_layer_job(zoo.load(net), param, cb, requant=requant) for net, param in REAL_LAYERS]
+    rng = np.random.default_rng(17)
+    for i, (rows, in_features) in enumerate([(7, 61), (5, 8), (6, 13)]):
+        m = -(-in_features // cb.d)
+        jobs.append(
+            Job(
+                f"random{i}",
+                rng.integers(-128, 128, in_features).astype(np.int8),
+                rng.integers(0, cb.k, (rows, m)).astype(np.uint16),
+                rng.integers(1, 1 << 16, rows).astype(np.uint32) if requant else None,
+                12 if requant else 0,
+            )
+        )
+    jobs.insert(2, Descriptor("row shorter than d", 1, 3, shift=12, tail=5))
+    layers = [job for job in jobs if isinstance(job, Job)]
+    config = EngineConfig(k=4096, max_m=64, max_rows=512, pack=True, requant=requant)
+    pressed = simulate(config, cb, jobs, simulator=simulator, backpressure=BACKPRESSURE, seed=3)
+    check(pressed, layers)
+    assert pressed["rejected"] == 1
+    full = simulate(config, cb, jobs, simulator=simulator)
+    check(full, layers)
+    assert all(layer["cycles"] == layer["ideal_cycles"] for layer in full["layers"])
+    record(f"{simulator}-k4096-pack{'-requant' if requant else ''}", [pressed, full])

@@ -377,7 +377,9 @@ def cmd_rtl_generate(args) -> int:
 
     cb = _int8_codebook(args.codebook)
     given = {"lanes": args.lanes, "acc_bits": args.acc_bits, "max_m": args.max_m, "rom_width": args.rom_width}
-    config = EngineConfig(k=cb.k, d=cb.d, requant=args.requant, **{k: v for k, v in given.items() if v is not None})
+    config = EngineConfig(
+        k=cb.k, d=cb.d, requant=args.requant, pack=args.pack, **{k: v for k, v in given.items() if v is not None}
+    )
     # the folder may hold the codebook, but no generated file may overwrite it
     out_dir = Path(args.out_dir)
     for name in generated_files():
@@ -395,7 +397,8 @@ def cmd_rtl_generate(args) -> int:
         args,
         info,
         f"wrote {len(manifest['files'])} files + manifest.json to {printable(args.out_dir)}: engine k={cb.k} d={cb.d} "
-        f"lanes={config.lanes} ({info['seconds']:.1f} s), codebook sha256={cb.sha256}",
+        f"lanes={config.lanes}{' packing rows' if config.pack else ''} ({info['seconds']:.1f} s), "
+        f"codebook sha256={cb.sha256}",
     )
     return 0
 
@@ -416,7 +419,7 @@ def cmd_sim(args) -> int:
         raise VQ4AllError("give --artifact FILE and --layer NAME together (or neither, for a random layer)")
     cb = _int8_codebook(args.codebook)
     lanes = 1 if args.lanes is None else args.lanes
-    EngineConfig(k=cb.k, d=cb.d, lanes=lanes)  # a bad --lanes fails here, before any work
+    EngineConfig(k=cb.k, d=cb.d, lanes=lanes, pack=args.pack)  # a bad --lanes fails here, before any work
     backpressure = 0.0 if args.backpressure is None else args.backpressure  # in [0, 1): its type checks
     seed = 0 if args.seed is None else args.seed
     row_factors = None
@@ -468,6 +471,7 @@ def cmd_sim(args) -> int:
         backpressure=backpressure,
         seed=seed,
         row_factors=row_factors,
+        pack=args.pack,
     )
     result["input"] = source
     _emit(
@@ -475,7 +479,7 @@ def cmd_sim(args) -> int:
         result,
         f"{_name(name)}: {result['outputs']} outputs, {result['mismatches']} mismatches vs the reference, "
         f"{result['cycles']} cycles, MAC utilization {result['mac_utilization']:.3f} "
-        f"({simulator}, k={cb.k}, lanes={lanes}, input {source})",
+        f"({simulator}, k={cb.k}, lanes={lanes}{', packing rows' if args.pack else ''}, input {source})",
     )
     return 0 if result["mismatches"] == 0 else 1
 
@@ -496,7 +500,12 @@ def cmd_run_hw(args) -> int:
     cb = _int8_codebook(args.codebook)
     art = load_network(args.artifact, cb)
     net = zoo.load(args.network)
-    given = {"lanes": args.lanes or 1, "max_m": args.max_m or EngineConfig.max_m, "simulator": simulator}
+    given = {
+        "lanes": args.lanes or 1,
+        "max_m": args.max_m or EngineConfig.max_m,
+        "simulator": simulator,
+        "pack": args.pack,
+    }
     prepare(net, art, cb, rom_file=args.rom_file, **given)  # every check before the long work
     report = run_network(
         net, art, cb, limit=args.limit, rom_file=args.rom_file, progress=not args.json, task=_eval_task(net), **given
@@ -519,7 +528,8 @@ def _eval_task(net):
 
 def _run_hw_text(r: dict) -> str:
     lines = [
-        f"{r['network']} on the {r['simulator']} engine (k={r['k']} d={r['d']}, lanes {r['lanes']}, ROM {r['rom']}), "
+        f"{r['network']} on the {r['simulator']} engine (k={r['k']} d={r['d']}, lanes {r['lanes']}"
+        f"{', packing rows' if r.get('pack') else ''}, ROM {r['rom']}), "
         f"{r['inputs']} of {r['eval_size']} evaluation inputs",
         f"{'layer':<12}{'kind':<8}{'output':<9}{'rows':>6}{'in':>7}{'m':>6}{'GEMVs/in':>10}{'cycles/in':>11}"
         f"{'MAC util':>10}{'mismatch':>10}{'sim s':>8}",
@@ -587,6 +597,11 @@ def _add_hw_parsers(sub, with_json) -> None:
         "(exact; e.g. 7 fits the 2^16 x 8 ROM on ECP5-85k); writes the inline Verilog and RTLIL only "
         "(default: whole values, every file)",
     )
+    g.add_argument(
+        "--pack",
+        action="store_true",
+        help="row packing (lanes 1): two codes per cycle and no padding products, so rows that are not a multiple of d keep the MACs busy; rows must be at least d values",
+    )
     g.set_defaults(func=cmd_rtl_generate)
 
     s = with_json(
@@ -615,6 +630,11 @@ def _add_hw_parsers(sub, with_json) -> None:
     s.add_argument(
         "--requant", action="store_true", help="with the requantization stage (int8 results from the real scales)"
     )
+    s.add_argument(
+        "--pack",
+        action="store_true",
+        help="row packing (lanes 1): two codes per cycle and no padding products, so rows that are not a multiple of d keep the MACs busy; rows must be at least d values",
+    )
     s.set_defaults(func=cmd_sim, network=None, name=None)
 
     h = with_json(
@@ -638,6 +658,11 @@ def _add_hw_parsers(sub, with_json) -> None:
         help=f"most sub-vectors per row the engine holds, 1..{MAX_M} (default {EngineConfig.max_m})",
     )
     h.add_argument("--rom-file", help="run the $readmemh engine with this ROM file (vq4all rom export --format hex)")
+    h.add_argument(
+        "--pack",
+        action="store_true",
+        help="row packing (lanes 1): two codes per cycle and no padding products, so rows that are not a multiple of d keep the MACs busy; rows must be at least d values",
+    )
     h.set_defaults(func=cmd_run_hw)
 
 

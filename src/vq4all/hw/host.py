@@ -30,6 +30,7 @@ from tqdm import tqdm
 from vq4all.artifact import Codebook, NetworkArtifact
 from vq4all.errors import VQ4AllError, printable
 from vq4all.hw.rtl.config import EngineConfig
+from vq4all.hw.sim.packing import pack_tail
 from vq4all.hw.sim.runner import SIMULATORS, build_engine, cache_root, check_rom_file, run_testbench
 from vq4all.hw.sim.streams import beats_per_row
 from vq4all.integer.layers import CompressedLayer, IntegerBackend, reference_outputs
@@ -40,19 +41,24 @@ TESTBENCH = "vq4all.hw.host_tb"
 DEFAULT_CYCLES_PER_RUN = 200_000
 
 
-def engine_configs(codebook: Codebook, *, lanes: int = 1, max_m: int = 2048, max_rows: int = 65535) -> dict:
+def engine_configs(
+    codebook: Codebook, *, lanes: int = 1, max_m: int = 2048, max_rows: int = 65535, pack: bool = False
+) -> dict:
     """The two engines a network runs on: {"requant": with the output stage, "int32": without},
-    both of the codebook's k and d (one-line VQ4AllError for impossible parameters)."""
-    common = {"k": codebook.k, "d": codebook.d, "lanes": lanes, "max_m": max_m, "max_rows": max_rows}
+    both of the codebook's k and d, row-packing with `pack` (one-line VQ4AllError for impossible
+    parameters)."""
+    common = {"k": codebook.k, "d": codebook.d, "lanes": lanes, "max_m": max_m, "max_rows": max_rows, "pack": pack}
     return {"requant": EngineConfig(**common, requant=True), "int32": EngineConfig(**common)}
 
 
 def check_fits(art: NetworkArtifact, config: EngineConfig) -> None:
     """One-line VQ4AllError naming the first artifact layer the engine cannot hold (its m or rows
-    beyond the engine's max_m / max_rows: `EngineConfig.descriptor_problem`)."""
+    beyond the engine's max_m / max_rows, on a packing engine rows shorter than d:
+    `EngineConfig.descriptor_problem`)."""
     for layer in art.layers:
         rows, m = layer.codes.shape
-        problem = config.descriptor_problem(m, rows, 1) if m and rows else f"m={m}, rows={rows}: an empty layer"
+        tail = pack_tail(layer.row, config.d) if layer.row else 0
+        problem = config.descriptor_problem(m, rows, 1, tail) if m and rows else f"m={m}, rows={rows}: an empty layer"
         if problem:
             fix = f" (--max-m {1 << (m - 1).bit_length()} would)" if m > config.max_m else ""
             raise VQ4AllError(
@@ -197,6 +203,7 @@ def prepare(
     max_m: int = 2048,
     simulator: str = "icarus",
     rom_file=None,
+    pack: bool = False,
 ) -> tuple[dict, Path | None]:
     """Every check that needs no simulation, in order: the simulator's name, the network has a
     recipe, the artifact is of `net` on this int8 codebook, every layer fits the engine, the
@@ -209,7 +216,7 @@ def prepare(
         raise VQ4AllError(f"unknown simulator '{printable(simulator, 40)}': choose one of {', '.join(SIMULATORS)}")
     recipe(net.name)
     check_artifact(net, art, codebook)
-    configs = engine_configs(codebook, lanes=lanes, max_m=max_m)
+    configs = engine_configs(codebook, lanes=lanes, max_m=max_m, pack=pack)
     check_fits(art, configs["int32"])
     if rom_file is not None:
         rom_file = check_rom_file(rom_file, configs["int32"], codebook)
@@ -231,28 +238,33 @@ def run_network(
     progress: bool = True,
     cache: Path | None = None,
     task=None,
+    pack: bool = False,
 ) -> dict:
     """Run zoo network `net` (digits_cnn, crepe_tiny, mtcnn_onet) from artifact `art` on the
     simulated engine for its evaluation set (`task`: an integer.Task, default
-    integer.eval_task(net)) or `limit` inputs evenly spaced over it.
+    integer.eval_task(net)) or `limit` inputs evenly spaced over it; `pack`: on the row-packing
+    engine (EngineConfig.pack, lanes 1).
 
     Returns {"network", "metric", "higher_is_better", "inputs", "eval_size", "index", "fp",
     "float", "integer", "engine" (the metric of each on those inputs), "integer_vs_float",
     "engine_vs_integer" (the task's agreement measure), "engine_equals_integer" (network outputs
     identical), "mismatches" (engine results differing from the integer model's on the same
     int8 inputs, all layers), "outputs" (engine results), "cycles", "layers" (per layer
-    LayerStats.to_dict and IntegerModel.describe), "simulator", "lanes", "rom", "engines" (the two EngineConfigs), "codebook_sha256",
+    LayerStats.to_dict and IntegerModel.describe), "simulator", "lanes", "pack", "rom", "engines" (the two EngineConfigs), "codebook_sha256",
     "k", "d", "calibration", "seconds"}."""
     from vq4all.integer.model import DEFAULT_CALIBRATION, build, compare
     from vq4all.integer.tasks import eval_task
 
-    configs, rom_file = prepare(net, art, codebook, lanes=lanes, max_m=max_m, simulator=simulator, rom_file=rom_file)
+    configs, rom_file = prepare(
+        net, art, codebook, lanes=lanes, max_m=max_m, simulator=simulator, rom_file=rom_file, pack=pack
+    )
     task = eval_task(net) if task is None else task
     start = time.perf_counter()
     model = build(net, art, codebook, calibration=calibration or DEFAULT_CALIBRATION)
     for layer in model.layers():  # the engine's own descriptor rule, before any simulation
         if layer.output == "requant":
-            problem = configs["requant"].descriptor_problem(layer.codes.shape[1], layer.rows, layer.shift)
+            tail = pack_tail(layer.in_features, codebook.d)
+            problem = configs["requant"].descriptor_problem(layer.codes.shape[1], layer.rows, layer.shift, tail)
             if problem:
                 raise VQ4AllError(f"layer {printable(layer.name, 200)}: {problem}")
     host = compare(net, model, limit, progress=progress, task=task)
@@ -294,6 +306,7 @@ def run_network(
         "layers": layers,
         "simulator": simulator,
         "lanes": lanes,
+        "pack": pack,
         "rom": "readmemh" if rom_file is not None else "inline",
         "engines": {key: config.to_dict() for key, config in configs.items()},
         "codebook_sha256": codebook.sha256,

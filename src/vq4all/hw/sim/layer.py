@@ -20,13 +20,15 @@ DEFAULT_MAX_M = 2048  # in_features up to 16384 at d=8; a fixed value keeps one 
 
 
 def engine_for(
-    k: int, d: int, m: int, rows: int, *, lanes: int = 1, acc_bits: int = 32, requant: bool = False
+    k: int, d: int, m: int, rows: int, *, lanes: int = 1, acc_bits: int = 32, requant: bool = False, pack: bool = False
 ) -> EngineConfig:
     """The engine config used for a layer of m sub-vectors and `rows` rows: the default buffer
-    unless the layer needs a bigger one (then the next power of two)."""
+    unless the layer needs a bigger one (then the next power of two); `pack`: row packing."""
     max_m = DEFAULT_MAX_M if m <= DEFAULT_MAX_M else 1 << (m - 1).bit_length()
     max_rows = 65535 if rows <= 65535 else (1 << rows.bit_length()) - 1
-    return EngineConfig(k=k, d=d, lanes=lanes, acc_bits=acc_bits, max_m=max_m, max_rows=max_rows, requant=requant)
+    return EngineConfig(
+        k=k, d=d, lanes=lanes, acc_bits=acc_bits, max_m=max_m, max_rows=max_rows, requant=requant, pack=pack
+    )
 
 
 def requant_for(
@@ -69,16 +71,18 @@ def run_layer(
     acc_bits: int = 32,
     verilog=None,
     row_factors: np.ndarray | None = None,
+    pack: bool = False,
 ) -> dict:
     """Simulate one layer: codebook, the int8 artifact.Codebook [k, d]; codes [rows, m] < k;
     x [in_features] int8. The summary has outputs, mismatches, cycles, mac_utilization (useful
     MACs rows*in_features / (d*lanes*cycles)), ideal_cycles and the run's details.
     verilog: a generated vq4all_engine.v of engine_for(...)'s config and this codebook, to reuse.
     row_factors: [rows] real factors per accumulator unit: run the engine with its requantization
-    stage (int8 results, parameters from requant_for)."""
+    stage (int8 results, parameters from requant_for). pack: on the row-packing engine (lanes 1,
+    rows of at least d values)."""
     k, d = codebook.k, codebook.d
     rows, m = codes.shape
-    config = engine_for(k, d, m, rows, lanes=lanes, acc_bits=acc_bits, requant=row_factors is not None)
+    config = engine_for(k, d, m, rows, lanes=lanes, acc_bits=acc_bits, requant=row_factors is not None, pack=pack)
     config.check_codebook(codebook)
     if x.dtype != np.int8:
         raise VQ4AllError(f"the engine takes int8 activations, got {x.dtype}")
@@ -93,6 +97,7 @@ def run_layer(
         **layer,
         "simulator": simulator,
         "lanes": lanes,
+        "pack": pack,
         "k": k,
         "d": d,
         "backpressure": backpressure,

@@ -329,7 +329,7 @@ def simulate(
     for job in jobs:
         try:
             if isinstance(job, Descriptor):  # sent as it is: the engine's own check is under test
-                descriptor_word(config, job.m, job.rows, job.shift)
+                descriptor_word(config, job.m, job.rows, job.shift, job.tail)
             else:
                 check_job(config, job)
         except ValueError as e:
@@ -342,7 +342,7 @@ def simulate(
     for i, job in enumerate(jobs):
         arrays[f"name_{i}"] = np.array(job.name)
         if isinstance(job, Descriptor):
-            arrays[f"desc_{i}"] = np.array([job.m, job.rows, job.shift], dtype=np.int64)
+            arrays[f"desc_{i}"] = np.array([job.m, job.rows, job.shift, job.tail], dtype=np.int64)
             continue
         arrays[f"x_{i}"] = np.asarray(job.x, dtype=np.int8)
         arrays[f"codes_{i}"] = np.asarray(job.codes)

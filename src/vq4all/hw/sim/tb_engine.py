@@ -3,7 +3,7 @@
 Reads its layers from the .npz named by $VQ4ALL_TB_INPUT (codebook [k, d] int8 and, when it
 has one, codebook_scale [1] float32: the artifact.Codebook in the ROM; per layer name_i, x_i
 [in_features] int8, codes_i [rows, m], with requant mult_i [rows] and shift_i; per bare
-descriptor (`streams.Descriptor`) name_i and desc_i = [m, rows, shift]) and from
+descriptor (`streams.Descriptor`) name_i and desc_i = [m, rows, shift, tail]) and from
 $VQ4ALL_TB_SPEC (JSON) the engine's config (`EngineConfig.to_dict()`), the codebook's SHA-256
 (the rebuilt Codebook must hash to it), backpressure and seed;
 drives them through `sim.streams.StreamDriver` (the same environment model the Amaranth unit
