@@ -11,7 +11,8 @@ Sections (each measured here, nothing typed in):
    artifacts on the universal codebook; for digits_cnn, the VQ4ALL figure is confirmed by counting
    the code and scale stream beats of a simulation of all its layers.
 3. Resources and Fmax: yosys + nextpnr per device, K and lanes (vq4all.hw.synth), and the 2^16 x 8
-   ROM on ECP5-85k split (EngineConfig.rom_width, SPLIT_RUNS); the results are cached in
+   ROM on ECP5-85k split (EngineConfig.rom_width, SPLIT_RUNS), and the row-packing engine
+   (EngineConfig.pack, PACK_RUNS); the results are cached in
    <out>/synth_cache.json and reused unless --resynth.
 4. Several networks, one ROM: layers of digits_cnn, crepe_tiny and mtcnn_pnet on one engine, back
    to back, bit-exact, and each switch costing no cycles beyond the layer's own code beats.
@@ -25,7 +26,8 @@ The committed results in benches/results/hw came from: the synthesis sweep (vq4a
 its own into synth_cache.json, ~25 min on 2 shared cores), then
 `hw_report.py --synth-from-cache --assign-limit 5000000` (~10 min: minilm_l6 and crepe_full are
 counted from their layer split, their nearest-codeword search taking over 15 min here), then
-`hw_report.py --render-only`. A plain run does all of it in one go.
+`hw_report.py --render-only`. A plain run does all of it in one go; `--synth-only` re-measures the
+synthesis runs of a changed RTL (the cache is keyed by the generator's source) and keeps the rest.
 
 The universal codebook is --codebook, else built once from the whole zoo (vq4all.codebook.build,
 default config: K=65536, d=8, int8, seed 0; deterministic) and kept in $VQ4ALL_CACHE.
@@ -53,12 +55,15 @@ from hw_sections import (  # noqa: E402
 )
 from vq4all import zoo  # noqa: E402
 from vq4all.artifact import load_codebook, save_codebook  # noqa: E402
-from vq4all.hw.synth import DEVICES, fit_table, split_rom_runs, sweep  # noqa: E402
+from vq4all.hw.synth import DEVICES, fit_table, sweep, variant_runs  # noqa: E402
 from vq4all.io import atomic_write_bytes  # noqa: E402
 
 # the 2^16 x 8 ROM on ECP5-85k with its values' low 6 or 7 bits in block RAM (EngineConfig.rom_width):
 # (device, K, lanes, rom_width)
 SPLIT_RUNS = [("ecp5-85k", 65536, lanes, rom_width) for lanes in (1, 2) for rom_width in (6, 7)]
+# the row-packing engine (EngineConfig.pack, lanes 1) where the lane engine's lanes-1 rows are
+# measured: (device, K, lanes, rom_width, pack)
+PACK_RUNS = [("ice40-up5k", 1024, 1, 0, True), ("ice40-hx8k", 1024, 1, 0, True), ("ecp5-85k", 65536, 1, 6, True)]
 
 
 def universal_codebook(path: str | None):
@@ -111,12 +116,26 @@ def main(argv=None) -> int:
         action="store_true",
         help="measure only the stream-of-GEMVs section (lanes 1, 2) into <out>/hw_report.json, then render",
     )
+    p.add_argument(
+        "--synth-only",
+        action="store_true",
+        help="measure only the synthesis runs missing from <out>/synth_cache.json, then render from hw_report.json",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     devices = [d for d in args.devices.split(",") if d in DEVICES]
     ks, lanes = [int(k) for k in args.ks.split(",")], [int(v) for v in args.lanes.split(",")]
     cache = out / "synth_cache.json"
+    if args.synth_only:  # fill the synthesis cache for the current RTL, keep the other sections
+        report = json.loads((out / "hw_report.json").read_text())
+        cb = universal_codebook(args.codebook)
+        if cb.sha256 != report["codebook_sha256"]:
+            raise SystemExit(f"the codebook {cb.sha256[:16]} is not the report's {report['codebook_sha256'][:16]}")
+        synthesis(report, cb, devices, ks, lanes, cache)
+        atomic_write_bytes(out / "hw_report.json", (json.dumps(report, indent=1, default=float) + "\n").encode())
+        write(report, out, args.readme)
+        return 0
     if args.steady_only:  # add the stream-of-GEMVs section to an existing report
         report = json.loads((out / "hw_report.json").read_text())
         cb = universal_codebook(args.codebook)
@@ -179,15 +198,15 @@ def synthesis(
     )
     report["synth"] = [{k: v for k, v in r.items() if k != "utilization"} for r in synth]
     report["fit"] = fit_table(synth)
-    runs = [r for r in SPLIT_RUNS if r[0] in devices]
-    split = split_rom_runs(
-        report["codebook_sha256"] if cb is None else cb,
-        runs,
-        cache,
-        cache_only=cache_only,
-        progress=lambda s: print(s, flush=True),
-    )
-    report["split_rom"] = [{k: v for k, v in r.items() if k != "utilization"} for r in split]
+    for key, runs in (("split_rom", SPLIT_RUNS), ("pack_synth", PACK_RUNS)):
+        measured = variant_runs(
+            report["codebook_sha256"] if cb is None else cb,
+            [r for r in runs if r[0] in devices],
+            cache,
+            cache_only=cache_only,
+            progress=lambda s: print(s, flush=True),
+        )
+        report[key] = [{k: v for k, v in r.items() if k != "utilization"} for r in measured]
 
 
 def write(report: dict, out: Path, readme: str) -> None:

@@ -440,6 +440,36 @@ def split_md(report) -> list[str]:
     return lines
 
 
+def pack_md(report) -> list[str]:
+    """The row-packing engine's synthesis runs (EngineConfig.pack, lanes 1), each after the lane
+    engine of the same device, K, lanes 1 and ROM width."""
+    runs = report.get("pack_synth") or []
+    if not runs:
+        return []
+    lanes1 = {(r["device"], r["k"], 0): r for r in report["synth"] if r["lanes"] == 1}
+    lanes1 |= {(r["device"], r["k"], r["rom_width"]): r for r in report.get("split_rom") or [] if r["lanes"] == 1}
+    lines = [
+        "| device | K | ROM memory bits per value | engine | result | LUT/LC | FF | block RAM | DSP | Fmax MHz | "
+        "critical path: to (logic steps) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        base = lanes1.get((r["device"], r["k"], r["rom_width"]))
+        for entry, name in ([(base, "lanes 1")] if base is not None else []) + [(r, "lanes 1, packing rows")]:
+            cp = entry.get("critical_path")
+            path = f"{_signal(cp['to_cell'])} ({cp['logic_steps']})" if cp else ""
+            cells = (
+                f"{entry.get('lut', '')} | {entry.get('ff', '')} | {entry.get('bram', '')}/{entry.get('bram_available', '')} | "
+                f"{entry.get('dsp', '-')} | {entry['fmax_mhz']:.1f} | {path}"
+                if entry.get("fits")
+                else " |  |  |  |  | "
+            )
+            lines.append(
+                f"| {entry['device']} | {entry['k']} | {r['rom_width'] or 8} | {name} | {_res(entry)} | {cells} |"
+            )
+    return lines
+
+
 def fit_md(report) -> list[str]:
     ks = sorted({r["k"] for r in report["synth"]})
     lines = [
@@ -586,6 +616,15 @@ def goals(report) -> list[str]:
             )
         elif r.get("fits") is False:
             lines.append(f"- **{r['device']} K={r['k']} lanes={r['lanes']}, rom_width={r['rom_width']}**: {_res(r)}.")
+    for r in report.get("pack_synth") or []:
+        rom = f", ROM split to {r['rom_width']} bits" if r.get("rom_width") else ""
+        if r.get("fits") is not None:
+            got = (
+                f"fits, {r['fmax_mhz']:.1f} MHz, {r['lut']} LUT/LC, {r['bram']}/{r.get('bram_available', '?')} block RAM"
+                if r["fits"]
+                else _res(r)
+            )
+            lines.append(f"- **{r['device']} K={r['k']}, packing rows{rom}**: {got}.")
     for device, entry in report["fit"].items():
         b = entry["best"]
         if b:
@@ -666,6 +705,14 @@ def render(report) -> tuple[str, str]:
         "so the results are exact for any codebook. Same harness and flow as above; the first row of each "
         "group is the whole ROM.\n",
         *split_md(report),
+        "",
+        "## The row-packing engine\n",
+        "`EngineConfig(pack=True)` (lanes 1; `rtl/packed.py`): two codes per code beat, read through both ports "
+        "of the ROM (iCE40 block RAM has one read port, so the ROM is copied there, as for a second lane), a "
+        "queue of 6 d (value, activation) pairs without the padding of rows' last sub-vectors, and a second "
+        "adder tree for beats that hold a row end. Each run follows the lane engine of the same device, K and "
+        "ROM width at lanes 1; same harness and flow as above.\n",
+        *pack_md(report),
         "",
         *(
             [

@@ -100,11 +100,11 @@ def test_sweep_reuses_the_cache_and_implies_larger_k_after_an_overflow(tmp_path)
         sweep(sha, ["ice40-up5k"], [256], [2], path, progress=lambda s: None)
 
 
-def test_split_rom_runs_read_the_sweep_cache(tmp_path):
+def test_variant_runs_read_the_sweep_cache(tmp_path):
     """Split-ROM configurations share the sweep's cache: a cached one is returned with its
     rom_width (no synthesis), a missing one is marked as such under cache_only; the key names
     the split."""
-    from vq4all.hw.synth import cache_key, split_rom_runs, synth_config
+    from vq4all.hw.synth import cache_key, synth_config, variant_runs
 
     sha = "ab" * 32
     config = synth_config(65536, 1, rom_width=6)
@@ -112,8 +112,8 @@ def test_split_rom_runs_read_the_sweep_cache(tmp_path):
     cached = {"device": "ecp5-85k", "config": config.to_dict(), "fits": True, "bram": 173, "exceptions": 336}
     cache = tmp_path / "cache.json"
     cache.write_text(json.dumps({cache_key("ecp5-85k", config, sha): cached}))
-    got = split_rom_runs(sha, [("ecp5-85k", 65536, 1, 6), ("ecp5-85k", 65536, 2, 7)], cache, cache_only=True)
+    got = variant_runs(sha, [("ecp5-85k", 65536, 1, 6), ("ecp5-85k", 65536, 2, 7)], cache, cache_only=True)
     assert got[0]["bram"] == 173 and (got[0]["k"], got[0]["lanes"], got[0]["rom_width"]) == (65536, 1, 6)
     assert got[1]["fits"] is None and got[1]["missing"]
     with pytest.raises(VQ4AllError, match="only with the codebook itself"):
-        split_rom_runs(sha, [("ecp5-85k", 65536, 1, 6)], cache)
+        variant_runs(sha, [("ecp5-85k", 65536, 1, 6)], cache)

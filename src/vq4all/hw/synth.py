@@ -300,15 +300,16 @@ def run(
 
 
 # ----------------------------------------------------------------------------- the sweep
-def synth_config(k: int, lanes: int, *, max_m: int = 256, max_rows: int = 4095, rom_width: int = 0):
+def synth_config(k: int, lanes: int, *, max_m: int = 256, max_rows: int = 4095, rom_width: int = 0, pack: bool = False):
     """The engine configuration synthesised for (k, lanes): d=8 int8 codewords, 32-bit
     accumulator, an activation buffer of max_m sub-vectors per slot (in_features <= 2048, which
     covers most zoo layers; crepe's wide convolutions need more) and up to max_rows rows. max_m
     sets the activation buffer's block RAM (2 slots x max_m x 64 bits), the same for every K.
-    rom_width: EngineConfig.rom_width (0: whole 8-bit values in the ROM memory)."""
+    rom_width: EngineConfig.rom_width (0: whole 8-bit values in the ROM memory); pack:
+    EngineConfig.pack (row packing, lanes 1)."""
     from vq4all.hw.rtl.config import EngineConfig
 
-    return EngineConfig(k=k, d=8, lanes=lanes, max_m=max_m, max_rows=max_rows, rom_width=rom_width)
+    return EngineConfig(k=k, d=8, lanes=lanes, max_m=max_m, max_rows=max_rows, rom_width=rom_width, pack=pack)
 
 
 def cache_key(device: str, config, sha256: str) -> str:
@@ -392,46 +393,50 @@ def sweep(
     return results
 
 
-def split_rom_runs(
+def variant_runs(
     codebook: Codebook | str,
-    runs: list[tuple[str, int, int, int]],
+    runs: list[tuple],
     cache_path,
     *,
     cache_only: bool = False,
     progress=print,
 ) -> list[dict]:
-    """Split-ROM configurations (EngineConfig.rom_width), measured or read from the same JSON
-    cache as `sweep`: runs = [(device, k, lanes, rom_width)]. Each result is `run`'s dict with
-    k, lanes, rom_width, and `exceptions`: the codewords whose values do not all fit rom_width
-    bits (the cases of logic beside the ROM memory). cache_only: as in `sweep`."""
+    """Configurations beside the sweep, measured or read from the same JSON cache as `sweep`:
+    runs = [(device, k, lanes, rom_width)] or [(device, k, lanes, rom_width, pack)], for the split
+    ROM (EngineConfig.rom_width, 0 = whole values) and row packing (EngineConfig.pack). Each result
+    is `run`'s dict with k, lanes, rom_width, pack, and for a split ROM `exceptions`: the
+    codewords whose values do not all fit rom_width bits (the cases of logic beside the ROM
+    memory). cache_only: as in `sweep`."""
     from vq4all.hw.rtl.rom import split_words
     from vq4all.io import atomic_write_bytes
 
     sha256 = codebook if isinstance(codebook, str) else codebook.sha256
     if isinstance(codebook, str) and not cache_only:
-        raise VQ4AllError("synth.split_rom_runs runs yosys and nextpnr only with the codebook itself")
+        raise VQ4AllError("synth.variant_runs runs yosys and nextpnr only with the codebook itself")
     cache_path = Path(cache_path)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     results = []
-    for name, k, lanes, rom_width in runs:
-        config = synth_config(k, lanes, rom_width=rom_width)
+    for name, k, lanes, rom_width, *rest in runs:
+        pack = bool(rest and rest[0])
+        config = synth_config(k, lanes, rom_width=rom_width, pack=pack)
         key = cache_key(name, config, sha256)
         if key in cache:
             entry = cache[key]
         elif cache_only:
             entry = {"device": name, "config": config.to_dict(), "fits": None, "missing": True}
         else:
-            progress(f"synth {name} k={k} lanes={lanes} rom_width={rom_width} ...")
+            progress(f"synth {name} k={k} lanes={lanes} rom_width={rom_width} pack={pack} ...")
             first_k = codebook if k == codebook.k else Codebook(codebook.codebook[:k], codebook.codebook_scale)
             entry = run(DEVICES[name], config, first_k)
-            _, exceptions = split_words(first_k.rom_words(8), d=8, width=8, rom_width=rom_width)
-            entry["exceptions"] = len(exceptions)
+            if config.split_rom:
+                _, exceptions = split_words(first_k.rom_words(8), d=8, width=8, rom_width=rom_width)
+                entry["exceptions"] = len(exceptions)
             cache[key] = entry
             atomic_write_bytes(cache_path, (json.dumps(cache, indent=1) + "\n").encode())
             progress(
                 f"  fits={entry['fits']} fmax={entry.get('fmax_mhz')} bram={entry.get('bram')} lut={entry.get('lut')}"
             )
-        results.append({**entry, "k": k, "lanes": lanes, "rom_width": rom_width})
+        results.append({**entry, "k": k, "lanes": lanes, "rom_width": rom_width, "pack": pack})
     return results
 
 

@@ -21,6 +21,11 @@ Protocol (valid/ready streams, a transfer on a rising edge where both are high):
    modulo 2^REJECTED_BITS) steps on the cycle after its transfer, and the next valid descriptor
    runs normally. The host sends nothing else for a rejected descriptor.
 
+With `pack` (EngineConfig.pack, lanes 1, `rtl/packed.py`) the descriptor also carries `tail` (values
+in a row's last sub-vector, 1..d; rows of at least d values), a `codes` beat carries two codes of
+the layer's codes flattened row-major, the row's multiplier (requant) is taken with the beat that
+ends the row, and the MAC takes d values per cycle across row ends, with no padding products.
+
 Lanes take L sub-vectors of the SAME row per beat (L ROM read ports), rather than L rows in
 parallel: the code stream stays in the artifact's natural row-major order, every lane shares one
 activation-buffer word (one read port), and one accumulator serves all lanes. The price is that a
@@ -97,7 +102,7 @@ class Engine(wiring.Component):
     cached ROM words, `EngineConfig.check_codebook`), or None with rom_init_file (the ROM is the
     `$readmemh` module `vq4all_codebook_rom`, see rtl.rom).
 
-    Ports: the streams layer (layer_layout), acts (lanes*d*8 bits), codes (lanes*code_bits),
+    Ports: the streams layer (layer_layout), acts (lanes*d*8 bits), codes (codes_per_beat*code_bits),
     scales (requant: mult_bits), results (signed result_bits, out); the status outputs error
     (1 bit) and rejected (REJECTED_BITS), registered. docs/stream-protocol.md has the contract."""
 
