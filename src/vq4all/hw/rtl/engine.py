@@ -85,6 +85,11 @@ def greater_than(value, const: int):
     return result
 
 
+def pick(sel, pair):
+    """A 2-way Mux over a pair of slot registers: an `assign` in Verilog (an Array read may not be)."""
+    return Mux(sel, pair[1], pair[0])
+
+
 def layer_layout(config: EngineConfig) -> data.StructLayout:
     """The `layer` descriptor: m in the least significant m_bits, rows above it, then (with pack)
     the values in a row's last sub-vector in tail_bits bits, then (with requant) the layer's
@@ -138,17 +143,16 @@ class Engine(wiring.Component):
 
     def elaborate(self, platform):
         c = self.config
-        L = c.lanes
-        ports = c.codes_per_beat  # ROM read ports: one per code of a beat
+        L, a = c.lanes, c.code_bits
         m = Module()
         if self._words is not None:
             split = (c.d, c.width, c.stored_width) if c.split_rom else None
             m.submodules.rom = rom = CodebookROM(
-                k=c.k, word_bits=c.word_bits, ports=ports, words=self._words, split=split
+                k=c.k, word_bits=c.word_bits, ports=c.codes_per_beat, words=self._words, split=split
             )
         else:  # in this (top) module, so that generate.engine_verilog can make its file a top parameter
             rom, m.submodules.rom = readmemh_rom(
-                k=c.k, word_bits=c.word_bits, ports=ports, init_file=self._rom_init_file
+                k=c.k, word_bits=c.word_bits, ports=c.codes_per_beat, init_file=self._rom_init_file
             )
         # two activation slots (ping-pong): the next layer's input loads while this one computes
         beat_bits = max(1, (c.beats_max - 1).bit_length())
@@ -158,36 +162,6 @@ class Engine(wiring.Component):
         m.submodules.mac = mac = MACLanes(d=c.d, width=c.width, lanes=L, split=c.pack)
         m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=c.result_bits, depth=c.fifo_depth)
 
-        # the one stall: a result is due in the FIFO and the FIFO is full
-        adv = Signal()
-        write = mac.out_valid & mac.out_last  # a row's last beat reaches the accumulator
-        rq_valid = Signal()  # (requant) a result leaves the second requant stage
-        m.d.comb += adv.eq(~((rq_valid if c.requant else write) & ~out.w_rdy))
-        slots = self._loader(m, buf, beat_bits)
-        if c.pack:
-            from .packed import packed_computer
-
-            total, tag, tag_delay = packed_computer(self, m, slots, rom, buf, mac, adv)
-        else:
-            total, tag, tag_delay = self._computer(m, slots, rom, buf, mac, adv)
-        if not c.requant:
-            m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(total)]
-        else:
-            requant_stages(m, c, adv, tag, tag_delay, write, total, rq_valid, out)
-        m.d.comb += [
-            self.results.valid.eq(out.r_rdy),
-            self.results.payload.eq(out.r_data),
-            out.r_en.eq(self.results.ready),
-        ]
-        return m
-
-    def _loader(self, m, buf, beat_bits) -> SimpleNamespace:
-        """The descriptor check, the activation loader and the two slots' registers, shared by both
-        computers. Returns the slot registers and the handshake signals the computer uses: it
-        drives `released` (its slot's last code beat is taken this cycle) and `cp_slot` (the slot
-        it computes), and reads `computing` (a register equal to loaded[cp_slot])."""
-        c = self.config
-        L = c.lanes
         lg = L.bit_length() - 1
         # Control without arithmetic between a register and a decision: every "is this the last
         # beat / row / activation beat" is a flag register computed a cycle ahead from down
@@ -196,23 +170,19 @@ class Engine(wiring.Component):
         # The schedule is unchanged cycle for cycle: the same beats are taken on the same edges.
         #
         # per slot: its layer's descriptor as (beats - 1, rows - 1) with beats = ceil(m / lanes),
-        # flags for beats == 1 and rows == 1, the lanes used by a row's last beat (with pack: the
-        # values in a row's last sub-vector); `owned` from descriptor to the layer's last code
-        # beat, `loaded` once its activations are all in
-        s = SimpleNamespace(
-            beats_m1=[Signal(beat_bits, name=f"beats_m1_{i}") for i in range(2)],
-            rows_m1=[Signal(c.rows_bits, name=f"rows_m1_{i}") for i in range(2)],
-            one_beat=[Signal(name=f"one_beat_{i}") for i in range(2)],
-            one_row=[Signal(name=f"one_row_{i}") for i in range(2)],
-            tail=[Signal(L, name=f"tail_mask_{i}") for i in range(2)],
-            tail_values=[Signal(c.tail_bits, name=f"tail_values_{i}") for i in range(2)],
-            shift=[Signal(SHIFT_BITS, name=f"shift_{i}") for i in range(2)],
-            owned=[Signal(name=f"owned_{i}") for i in range(2)],
-            loaded=[Signal(name=f"loaded_{i}") for i in range(2)],
-            cp_slot=Signal(name="cp_slot"),
-            released=Signal(name="released"),
-            computing=Signal(name="computing"),
-        )
+        # flags for beats == 1 and rows == 1, the lanes used by a row's last beat; `owned` from
+        # descriptor to the layer's last code beat, `loaded` once its activations are all in
+        slot_beats_m1 = [Signal(beat_bits, name=f"beats_m1_{i}") for i in range(2)]
+        slot_rows_m1 = [Signal(c.rows_bits, name=f"rows_m1_{i}") for i in range(2)]
+        slot_one_beat = [Signal(name=f"one_beat_{i}") for i in range(2)]
+        slot_one_row = [Signal(name=f"one_row_{i}") for i in range(2)]
+        slot_tail = [Signal(L, name=f"tail_mask_{i}") for i in range(2)]
+        slot_shift = [Signal(SHIFT_BITS, name=f"shift_{i}") for i in range(2)]
+        # with pack: the values in a row's last sub-vector (the descriptor's tail field)
+        slot_tail_values = [Signal(c.tail_bits, name=f"tail_values_{i}") for i in range(2)] if c.pack else None
+        owned = [Signal(name=f"owned_{i}") for i in range(2)]
+        loaded = [Signal(name=f"loaded_{i}") for i in range(2)]
+
         # Both walkers count down, and beat b of a row lives at activation address beats-1-b, so
         # the down counters are the buffer addresses themselves (no up counter alongside).
         # loader: takes a descriptor into the free slot, then its ceil(m / lanes) activation beats;
@@ -221,38 +191,80 @@ class Engine(wiring.Component):
         ld_busy = Signal(name="ld_busy")
         ld_left = Signal(beat_bits, name="ld_left")
         ld_last = Signal(name="ld_last")
+        # computer: walks the loaded slot's rows x beats code beats; beat_left / row_left = beats /
+        # rows after the current one, last_beat / last_row their "== 0" as registers, row_first
+        # = "this beat is its row's first" (the requant multiplier is taken with it)
+        cp_slot = Signal(name="cp_slot")
+        beat_left = Signal(beat_bits, name="beat_left")
+        row_left = Signal(c.rows_bits, name="row_left")
+        last_beat = Signal(name="last_beat")
+        last_row = Signal(name="last_row")
+        last_all = Signal(name="last_all")  # last_beat & last_row: the slot's last code beat
+        row_first = Signal(name="row_first", init=1)
+
+        tail_mask = pick(cp_slot, slot_tail)
+
+        # the one stall: a result is due in the FIFO and the FIFO is full
+        adv = Signal()
+        write = mac.out_valid & mac.out_last  # a row's last beat reaches the accumulator
+        rq_valid = Signal()  # (requant) a result leaves the second requant stage
+        m.d.comb += adv.eq(~((rq_valid if c.requant else write) & ~out.w_rdy))
+
+        # a register equal to loaded[cp_slot] (kept alongside, below), so that no slot mux sits
+        # between the registers and `fire`
+        computing = Signal(name="computing")
+        fire = Signal()  # a code beat is accepted this cycle
+        # Comb signals are plain expressions (no If/Switch in the comb domain): a comb signal
+        # assigned under If becomes an `always @*` that Icarus never runs at time 0 when all its
+        # inputs are registers (amaranth-lang/amaranth#1629), leaving e.g. layer.ready at X.
+        # with requant, a row's first code beat is taken together with the row's multiplier
+        scale_ok = (self.scales.valid | ~row_first) if c.requant else 1
         m.d.comb += [
-            self.layer.ready.eq(~ld_busy & ~pick(ld_slot, s.owned)),
+            self.layer.ready.eq(~ld_busy & ~pick(ld_slot, owned)),
             self.acts.ready.eq(ld_busy),
             buf.w_en.eq(ld_busy & self.acts.valid),
             buf.w_addr.eq(Cat(ld_left, ld_slot)),
             buf.w_data.eq(self.acts.payload),
-        ]
+        ] + (
+            []  # the packing computer drives codes.ready (rtl/packed.py)
+            if c.pack
+            else [
+                self.codes.ready.eq(computing & adv & scale_ok),
+                fire.eq(computing & self.codes.valid & adv & scale_ok),
+            ]
+        )
+        if c.requant and not c.pack:
+            m.d.comb += self.scales.ready.eq(computing & adv & self.codes.valid & row_first)
 
         # the descriptor check (EngineConfig.descriptor_problem): the m and rows fields can hold
         # more than max_m and max_rows (they are max_m.bit_length(), max_rows.bit_length() bits),
         # and a larger m would overrun the beat counter and the activation slot, so such a
         # descriptor is taken, flagged and otherwise ignored like an empty one; so is a requant
-        # shift the reference refuses (0, 63), and on a packing engine a tail outside 1..d or a
-        # row shorter than d values
+        # shift the reference refuses (0, 63); with pack, a tail outside 1..d or a row shorter than d
         lm, lr = self.layer.payload.m, self.layer.payload.rows
         empty, bad = Signal(name="layer_empty"), Signal(name="layer_bad")
-        bad_shift = bad_tail = 0
+        bad_shift = 0
         if c.requant:
             ls = self.layer.payload.shift
             bad_shift = ~empty & ((ls == 0) | greater_than(ls, MAX_SHIFT))
         if c.pack:
             lt = self.layer.payload.tail
             bad_tail = ~empty & ((lt == 0) | greater_than(lt, c.d) | ((lm == 1) & (lt != c.d)))
+
+        def limits():
+            return greater_than(lm, c.max_m) | greater_than(lr, c.max_rows) | bad_shift
+
         m.d.comb += [
             empty.eq((lm == 0) | (lr == 0)),
-            bad.eq(greater_than(lm, c.max_m) | greater_than(lr, c.max_rows) | bad_shift | bad_tail),
+            bad.eq(limits() | bad_tail if c.pack else limits()),
         ]
         taken = self.layer.valid & self.layer.ready
         take = taken & ~empty & ~bad  # an empty layer is taken and ignored
         with m.If(taken & bad):
             m.d.sync += [self.error.eq(1), self.rejected.eq(self.rejected + 1)]
         loaded_last = ld_busy & self.acts.valid & ld_last
+        # the computed slot's last code beat (the packing computer drives its own)
+        released = Signal(name="released") if c.pack else fire & last_all
         # (m - 1) >> log2(lanes) = ceil(m / lanes) - 1 for m >= 1 (a taken layer has m >= 1)
         new_beats_m1 = ((lm - 1) >> lg)[:beat_bits]
         with m.If(take):
@@ -265,68 +277,59 @@ class Engine(wiring.Component):
         # takes a slot that is not owned, the computer only releases a loaded one)
         for i in range(2):
             with m.If(take & (ld_slot == i)):
-                m.d.sync += s.owned[i].eq(1)
+                m.d.sync += owned[i].eq(1)
             # A slot's descriptor registers take every descriptor transferred while the loader
             # points at it, empty and rejected ones included (their values are never used: the
             # slot stays free, and the next descriptor overwrites them), so that the descriptor
             # check is not on the path to their enables.
             with m.If(taken & (ld_slot == i)):
                 m.d.sync += [
-                    s.beats_m1[i].eq(new_beats_m1),
-                    s.rows_m1[i].eq(lr - 1),
-                    s.one_beat[i].eq(lm <= L),
-                    s.one_row[i].eq(lr == 1),
+                    slot_beats_m1[i].eq(new_beats_m1),
+                    slot_rows_m1[i].eq(lr - 1),
+                    slot_one_beat[i].eq(lm <= L),
+                    slot_one_row[i].eq(lr == 1),
                     # lane l works in a row's last beat iff l <= (m - 1) mod L
-                    s.tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L))),
+                    slot_tail[i].eq(Cat(((lm - 1) & (L - 1)) >= lane for lane in range(L))),
                 ]
                 if c.pack:
-                    m.d.sync += s.tail_values[i].eq(self.layer.payload.tail)
+                    m.d.sync += slot_tail_values[i].eq(self.layer.payload.tail)
                 if c.requant:  # a shift above shift_cap rounds to 0 like shift_cap itself (EngineConfig.shift_cap)
                     ls = self.layer.payload.shift
-                    m.d.sync += s.shift[i].eq(Mux(ls > c.shift_cap, c.shift_cap, ls))
+                    m.d.sync += slot_shift[i].eq(Mux(ls > c.shift_cap, c.shift_cap, ls))
             with m.If(loaded_last & (ld_slot == i)):
-                m.d.sync += s.loaded[i].eq(1)
-            with m.If(s.released & (s.cp_slot == i)):
-                m.d.sync += [s.owned[i].eq(0), s.loaded[i].eq(0)]
-        with m.If(s.released):  # the computer moves to the other slot: is it loaded (or loading its last beat)?
-            m.d.sync += s.computing.eq(pick(~s.cp_slot, s.loaded) | (loaded_last & (ld_slot != s.cp_slot)))
-        with m.Elif(loaded_last & (ld_slot == s.cp_slot)):
-            m.d.sync += s.computing.eq(1)
-        return s
+                m.d.sync += loaded[i].eq(1)
+            with m.If(released & (cp_slot == i)):
+                m.d.sync += [owned[i].eq(0), loaded[i].eq(0)]
+        with m.If(released):  # the computer moves to the other slot: is it loaded (or loading its last beat)?
+            m.d.sync += computing.eq(pick(~cp_slot, loaded) | (loaded_last & (ld_slot != cp_slot)))
+        with m.Elif(loaded_last & (ld_slot == cp_slot)):
+            m.d.sync += computing.eq(1)
 
-    def _computer(self, m, s, rom, buf, mac, adv):
-        """The lane engine's computer: walks the computed slot's rows x beats code beats, reads
-        the ROM and the activation word, feeds the MAC, accumulates. Returns (total: the row's
-        wrapped sum when a row's last beat reaches the accumulator, the requant tag at code-beat
-        acceptance, its delay to the requant stage)."""
-        c = self.config
-        L, a = c.lanes, c.code_bits
-        beat_bits = len(s.beats_m1[0])
-        # computer: walks the loaded slot's rows x beats code beats; beat_left / row_left = beats /
-        # rows after the current one, last_beat / last_row their "== 0" as registers, row_first
-        # = "this beat is its row's first" (the requant multiplier is taken with it)
-        cp_slot, computing = s.cp_slot, s.computing
-        beat_left = Signal(beat_bits, name="beat_left")
-        row_left = Signal(c.rows_bits, name="row_left")
-        last_beat = Signal(name="last_beat")
-        last_row = Signal(name="last_row")
-        last_all = Signal(name="last_all")  # last_beat & last_row: the slot's last code beat
-        row_first = Signal(name="row_first", init=1)
-        tail_mask = pick(cp_slot, s.tail)
+        if c.pack:  # the packing computer (rtl/packed.py) instead of the lane computer below
+            from .packed import packed_computer
 
-        fire = Signal()  # a code beat is accepted this cycle
-        # Comb signals are plain expressions (no If/Switch in the comb domain): a comb signal
-        # assigned under If becomes an `always @*` that Icarus never runs at time 0 when all its
-        # inputs are registers (amaranth-lang/amaranth#1629), leaving e.g. layer.ready at X.
-        # with requant, a row's first code beat is taken together with the row's multiplier
-        scale_ok = (self.scales.valid | ~row_first) if c.requant else 1
-        m.d.comb += [
-            self.codes.ready.eq(computing & adv & scale_ok),
-            fire.eq(computing & self.codes.valid & adv & scale_ok),
-            s.released.eq(fire & last_all),  # the computed slot's last code beat
-        ]
-        if c.requant:
-            m.d.comb += self.scales.ready.eq(computing & adv & self.codes.valid & row_first)
+            slots = SimpleNamespace(
+                beats_m1=slot_beats_m1,
+                rows_m1=slot_rows_m1,
+                tail_values=slot_tail_values,
+                shift=slot_shift,
+                cp_slot=cp_slot,
+                computing=computing,
+                released=released,
+            )
+            total, packed_tag = packed_computer(self, m, slots, rom, buf, mac, adv)
+            if not c.requant:
+                m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(total)]
+            else:
+                self._requant(
+                    m, adv, fire, row_first, cp_slot, slot_shift, write, total, rq_valid, out, mac.latency, packed_tag
+                )
+            m.d.comb += [
+                self.results.valid.eq(out.r_rdy),
+                self.results.payload.eq(out.r_data),
+                out.r_en.eq(self.results.ready),
+            ]
+            return m
 
         # The computer's counters start a slot from its registers: on the edge that releases the
         # previous slot (the next one's descriptor was taken at least a cycle earlier, or it is
@@ -335,11 +338,11 @@ class Engine(wiring.Component):
         # so the last waiting cycle always copies the final values).
         def start_slot(slot):
             m.d.sync += [
-                beat_left.eq(pick(slot, s.beats_m1)),
-                row_left.eq(pick(slot, s.rows_m1)),
-                last_beat.eq(pick(slot, s.one_beat)),
-                last_row.eq(pick(slot, s.one_row)),
-                last_all.eq(pick(slot, s.one_beat) & pick(slot, s.one_row)),
+                beat_left.eq(pick(slot, slot_beats_m1)),
+                row_left.eq(pick(slot, slot_rows_m1)),
+                last_beat.eq(pick(slot, slot_one_beat)),
+                last_row.eq(pick(slot, slot_one_row)),
+                last_all.eq(pick(slot, slot_one_beat) & pick(slot, slot_one_row)),
             ]
 
         with m.If(fire):
@@ -349,11 +352,11 @@ class Engine(wiring.Component):
                 start_slot(~cp_slot)
             with m.Elif(last_beat):  # the next row of the same slot
                 m.d.sync += [
-                    beat_left.eq(pick(cp_slot, s.beats_m1)),
-                    last_beat.eq(pick(cp_slot, s.one_beat)),
+                    beat_left.eq(pick(cp_slot, slot_beats_m1)),
+                    last_beat.eq(pick(cp_slot, slot_one_beat)),
                     row_left.eq(row_left - 1),
                     last_row.eq(row_left == 1),
-                    last_all.eq(pick(cp_slot, s.one_beat) & (row_left == 1)),
+                    last_all.eq(pick(cp_slot, slot_one_beat) & (row_left == 1)),
                 ]
             with m.Else():
                 m.d.sync += [
@@ -390,46 +393,56 @@ class Engine(wiring.Component):
                 m.d.sync += acc.eq(0)
             with m.Else():
                 m.d.sync += acc.eq(total)
-        tag = None
-        if c.requant:  # the row's multiplier (taken with its first beat, then held) and the layer's shift
-            row_mult = Signal(c.mult_bits)
+        if not c.requant:
+            m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(total)]
+        else:
+            self._requant(m, adv, fire, row_first, cp_slot, slot_shift, write, total, rq_valid, out, mac.latency)
+        m.d.comb += [
+            self.results.valid.eq(out.r_rdy),
+            self.results.payload.eq(out.r_data),
+            out.r_en.eq(self.results.ready),
+        ]
+        return m
+
+    def _requant(
+        self, m, adv, fire, row_first, cp_slot, slot_shift, write, total, rq_valid, out, mac_latency, packed_tag=None
+    ):
+        """The output stage (reference.requantize): the row's multiplier and the layer's shift
+        travel with every beat through the read and MAC stages (rows may be shorter than the
+        pipeline), then two registered stages: (1) acc * multiplier, (2) + 2^(shift-1), arithmetic
+        shift right, saturate to out_bits; the FIFO takes stage 2's result. packed_tag: the
+        packing computer's (multiplier, shift) at the MAC's input (rtl/packed.py), which then
+        travels through the MAC's stages only."""
+        c = self.config
+        if packed_tag is None:
+            row_mult = Signal(c.mult_bits)  # the current row's multiplier, held after its first beat
             with m.If(fire & row_first):
                 m.d.sync += row_mult.eq(self.scales.payload)
-            tag = Cat(Mux(row_first, self.scales.payload, row_mult), pick(cp_slot, s.shift))
-        return total, tag, 1 + mac.latency  # the read stage, then the MAC's stages
-
-
-def pick(sel, pair):
-    """A 2-way Mux over a pair of slot registers: an `assign` in Verilog (an Array read may not be)."""
-    return Mux(sel, pair[1], pair[0])
-
-
-def requant_stages(m, c: EngineConfig, adv, tag, delay: int, write, total, rq_valid, out) -> None:
-    """The output stage (reference.requantize): `tag` (the row's multiplier in the low mult_bits,
-    the layer's shift above) travels `delay` registered stages with its beat (rows may be shorter
-    than the pipeline) to where `write` and `total` (the row's wrapped sum) appear, then two
-    registered stages: (1) acc * multiplier, (2) + 2^(shift-1), arithmetic shift right, saturate
-    to out_bits; the FIFO `out` takes stage 2's result, with `rq_valid` high."""
-    tag_bits = c.mult_bits + SHIFT_BITS
-    for i in range(delay):
-        nxt = Signal(tag_bits, name=f"rq_tag_{i + 1}")
+        tag = Signal(c.mult_bits + SHIFT_BITS, name="rq_tag_0")
+        if packed_tag is None:
+            m.d.comb += tag.eq(Cat(Mux(row_first, self.scales.payload, row_mult), pick(cp_slot, slot_shift)))
+        else:
+            m.d.comb += tag.eq(packed_tag)
+        stages = 1 + mac_latency if packed_tag is None else mac_latency
+        for i in range(stages):  # (the read stage, then) the MAC's stages
+            nxt = Signal(len(tag), name=f"rq_tag_{i + 1}")
+            with m.If(adv):
+                m.d.sync += nxt.eq(tag)
+            tag = nxt
+        mult, shift = tag[: c.mult_bits], tag[c.mult_bits :]
+        # stage 1: the exact product (acc_bits + mult_bits bits, signed)
+        v1 = Signal(name="rq_valid_1")
+        prod = Signal(signed(c.acc_bits + c.mult_bits + 1))
+        shift1 = Signal(SHIFT_BITS)
         with m.If(adv):
-            m.d.sync += nxt.eq(tag)
-        tag = nxt
-    mult, shift = tag[: c.mult_bits], tag[c.mult_bits :]
-    # stage 1: the exact product (acc_bits + mult_bits bits, signed)
-    v1 = Signal(name="rq_valid_1")
-    prod = Signal(signed(c.acc_bits + c.mult_bits + 1))
-    shift1 = Signal(SHIFT_BITS)
-    with m.If(adv):
-        m.d.sync += [v1.eq(write), prod.eq(total * mult.as_unsigned()), shift1.eq(shift)]
-    # stage 2: round half up, shift, saturate
-    lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
-    rounded = Signal(signed(c.acc_bits + c.mult_bits + 2))
-    shifted = Signal(signed(c.acc_bits + c.mult_bits + 2))
-    half = Const(1, 1) << (shift1 - 1)[:SHIFT_BITS]  # 2^(shift-1); shift is 1..62
-    m.d.comb += [rounded.eq(prod + half), shifted.eq(rounded >> shift1)]
-    y = Signal(signed(c.out_bits))
-    with m.If(adv):
-        m.d.sync += [rq_valid.eq(v1), y.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))]
-    m.d.comb += [out.w_en.eq(rq_valid & out.w_rdy), out.w_data.eq(y)]
+            m.d.sync += [v1.eq(write), prod.eq(total * mult.as_unsigned()), shift1.eq(shift)]
+        # stage 2: round half up, shift, saturate
+        lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
+        rounded = Signal(signed(c.acc_bits + c.mult_bits + 2))
+        shifted = Signal(signed(c.acc_bits + c.mult_bits + 2))
+        half = Const(1, 1) << (shift1 - 1)[:SHIFT_BITS]  # 2^(shift-1); shift is 1..62
+        m.d.comb += [rounded.eq(prod + half), shifted.eq(rounded >> shift1)]
+        y = Signal(signed(c.out_bits))
+        with m.If(adv):
+            m.d.sync += [rq_valid.eq(v1), y.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))]
+        m.d.comb += [out.w_en.eq(rq_valid & out.w_rdy), out.w_data.eq(y)]

@@ -72,33 +72,36 @@ class MACLanes(wiring.Component):
         valid, last = Signal(name="valid_p"), Signal(name="last_p")
         with m.If(self.adv):
             m.d.sync += [valid.eq(self.valid), last.eq(self.last)]
-        m.d.comb += self.out_sum.eq(self._tree(m, terms, "tree"))
-        if self.split:
-            before = Signal(len(terms), name="before_p")
+        before = None
+        if self.split:  # the second tree's terms: the products up to the row end, the rest zero
+            flags = Signal(len(terms), name="before_p")
             with m.If(self.adv):
-                m.d.sync += before.eq(self.before)
-            flagged = [Mux(before[i], t, 0) for i, t in enumerate(terms)]
-            m.d.comb += self.out_before.eq(self._tree(m, flagged, "tree_before"))
+                m.d.sync += flags.eq(self.before)
+            before = [Mux(flags[i], t, 0) for i, t in enumerate(terms)]
+        # stages 2..: one registered level of pairwise sums per cycle (an odd term passes through
+        # its register unchanged, so every path has the same length)
         for level in range(self.levels):
+            terms = self._level(m, terms, level, "tree")
+            if before is not None:
+                before = self._level(m, before, level, "tree_before")
             v, la = Signal(name=f"valid_t{level}"), Signal(name=f"last_t{level}")
             with m.If(self.adv):
                 m.d.sync += [v.eq(valid), la.eq(last)]
             valid, last = v, la
-        m.d.comb += [self.out_valid.eq(valid), self.out_last.eq(last)]
+        assert len(terms) == 1
+        m.d.comb += [self.out_sum.eq(terms[0]), self.out_valid.eq(valid), self.out_last.eq(last)]
+        if before is not None:
+            m.d.comb += self.out_before.eq(before[0])
         return m
 
-    def _tree(self, m, terms, name):
-        """One registered level of pairwise sums per cycle over `terms` (an odd term passes through
-        its register unchanged, so every path has the same length); the final sum's register."""
-        for level in range(self.levels):
-            bits = ACT_BITS + self.width + level + 1
-            nxt = []
-            for i in range(0, len(terms), 2):
-                s = Signal(signed(bits), name=f"{name}{level}_{i // 2}")
-                pair = terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                with m.If(self.adv):
-                    m.d.sync += s.eq(pair)
-                nxt.append(s)
-            terms = nxt
-        assert len(terms) == 1
-        return terms[0]
+    def _level(self, m, terms, level, name):
+        """One registered level of pairwise sums over `terms` (an odd last term passes through)."""
+        bits = ACT_BITS + self.width + level + 1
+        nxt = []
+        for i in range(0, len(terms), 2):
+            s = Signal(signed(bits), name=f"{name}{level}_{i // 2}")
+            pair = terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+            with m.If(self.adv):
+                m.d.sync += s.eq(pair)
+            nxt.append(s)
+        return nxt

@@ -49,9 +49,11 @@ from .engine import greater_than, pick
 
 def packed_computer(engine, m, s, rom, buf, mac, adv):
     """Build the packing computer into module `m` of `engine` (an Engine with config.pack), given
-    the shared slot registers `s` (`Engine._loader`), the two-port ROM and activation buffer, the
-    split MAC and the stall `adv`. Returns (total, tag, tag_delay) as `Engine._computer` does:
-    total is the row's wrapped sum when a row-end beat reaches the accumulator."""
+    the slot registers and handshakes `s` (beats_m1, rows_m1, tail_values, shift: per slot;
+    cp_slot, computing: the registers the engine keeps; released: driven here), the two-port ROM
+    and activation buffer, the split MAC and the stall `adv`. Returns (total: the row's wrapped
+    sum when a row-end beat reaches the accumulator, tag: with requant the row's multiplier and
+    the layer's shift at the MAC's input, for `Engine._requant`, else None)."""
     c = engine.config
     d, w, a = c.d, c.width, c.code_bits
     q_slots = c.queue_slots
@@ -217,4 +219,4 @@ def packed_computer(engine, m, s, rom, buf, mac, adv):
         for i in range(d):
             end_shift = end_shift | Mux(end[i], head[i][w + ACT_BITS + 2 :], 0)
         tag = Cat(engine.scales.payload, end_shift)
-    return total, tag, mac.latency
+    return total, tag
