@@ -103,3 +103,24 @@ def test_cli_generate_split_rom_writes_the_inline_forms_only(codebook_file, tmp_
     proc = run_cli("rtl", "generate", "--codebook", str(path), "--out-dir", str(tmp_path / "b"), "--rom-width", "9")
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "--rom-width 9: must be an integer in 1..8" in lines[0]
+
+
+def test_cli_generate_packing_engine(codebook_file, tmp_path):
+    """--pack: the row-packing engine, two codes per `codes` beat and a `tail` descriptor field;
+    with --lanes 2 it is one line (packing is lanes 1 only)."""
+    path, cb = codebook_file
+    out = tmp_path / "pack"
+    proc = run_cli("rtl", "generate", "--codebook", str(path), "--out-dir", str(out), "--pack", "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["config"]["pack"] and info["config"]["lanes"] == 1
+    manifest = json.loads((out / "manifest.json").read_text())
+    widths = {p["name"]: p["width"] for p in manifest["ports"]}
+    config = EngineConfig(k=256, pack=True)
+    assert widths["codes__payload"] == 2 * 8
+    assert widths["layer__payload"] == config.m_bits + config.rows_bits + config.tail_bits
+    proc = run_cli(
+        "rtl", "generate", "--codebook", str(path), "--out-dir", str(tmp_path / "b"), "--pack", "--lanes", "2"
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "pack=True needs lanes=1" in lines[0], proc.stderr
