@@ -290,7 +290,7 @@ def test_feature_weight_adds_the_layer_outputs_mismatch_to_the_first_step_loss(d
     from vq4all.network import count_inputs, take_rows
     from vq4all.train import _Run, feature_loss
 
-    base = CompressConfig(steps=1, batch_size=8, calibration=64, pnc=False, checkpoint_every=0)
+    base = CompressConfig(steps=1, batch_size=8, calibration=64, pnc=False, checkpoint_every=0, search="plain")
     plain = compress(digits, codebook, base)
     weighted = compress(digits, codebook, CompressConfig(**{**base.to_dict(), "feature_weight": 0.5}))
     student = digits.with_weights({})

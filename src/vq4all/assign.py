@@ -184,6 +184,7 @@ def quantize_(
     n: int,
     init: str = "equal",
     granularity: str = "channel",
+    weights: dict | None = None,
     device=None,
     progress: bool = False,
 ) -> dict[str, CandidateWeight]:
@@ -191,6 +192,8 @@ def quantize_(
 
     Each weight gets a `CandidateWeight` parametrization over its sub-vectors' n nearest
     codewords. The FP weight stays as the parametrization's `original`, frozen and unused.
+    weights: {key: h [row] or None}, position weights of the candidate search
+    (`vq4all.importance.input_mean_squares`; None or a missing key: the plain distance).
     Returns {key: CandidateWeight}.
     """
     if not 1 <= n <= codebook.k:
@@ -205,7 +208,8 @@ def quantize_(
         split(getattr(module, attr).detach().cpu().numpy(), codebook.d, granularity, name=f"weight '{key}'")
         for key, (module, attr) in owners.items()
     ]
-    found = candidates(splits, codebook.values(), n, device=device, progress=progress)
+    position_weights = [(weights or {}).get(key) for key in owners]
+    found = candidates(splits, codebook.values(), n, weights=position_weights, device=device, progress=progress)
     out = {}
     for (key, (module, attr)), s, (cand, dist) in zip(owners.items(), splits, found):
         param = CandidateWeight(values, cand, dist, s.scales, s.shape, s.pad, init)

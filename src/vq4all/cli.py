@@ -186,6 +186,7 @@ def cmd_compress(args) -> int:
         "steps": args.steps,
         "seed": args.seed,
         "init": args.init,
+        "search": args.search,
         "lr": args.lr,
         "reg": args.reg,
         "batch_size": args.batch_size,
@@ -783,6 +784,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the same budget, then freeze every sub-vector by --finish at the end",
     )
     c.add_argument("--init", choices=rules.INITS, help=f"initial ratios (default {CompressConfig.init})")
+    c.add_argument(
+        "--search",
+        choices=rules.SEARCHES,
+        help="how each sub-vector's n candidates are chosen: nearest by the distance weighted by the mean square "
+        "of the layer's inputs on the calibration data (activations), or by the plain distance (plain); "
+        f"default {CompressConfig.search}",
+    )
     c.add_argument(
         "--schedule",
         choices=rules.SCHEDULES,

@@ -25,6 +25,7 @@ from .rules import (
     MAX_STEPS,
     MODES,
     SCHEDULES,
+    SEARCHES,
     check_choice,
     check_d,
     check_int,
@@ -118,6 +119,9 @@ class CompressConfig(_Manifested):
     """How a network is rebuilt from the universal codebook and trained (METHOD.md steps 4-7).
 
     n candidates per sub-vector, initial ratios "equal" (paper) or "inverse_distance" (VQ4DiT);
+    search: how the n candidates are chosen, "activations" (nearest by the distance weighted by
+    the mean square of each position's input on the calibration data, `vq4all.importance`; the
+    plain distance where a layer has no such statistic) or "plain" (the paper's nearest);
     PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same
     budget, then freeze every sub-vector by `finish`). schedule "threshold" is the paper's PNC (alpha alone);
     "linear" also freezes, after each step, the most confident active sub-vectors until the
@@ -139,6 +143,7 @@ class CompressConfig(_Manifested):
     schedule: str = "threshold"
     finish: str = "argmax"
     init: str = "equal"
+    search: str = "activations"
     steps: int = 300
     batch_size: int = 32
     calibration: int | None = None
@@ -167,6 +172,7 @@ class CompressConfig(_Manifested):
         if not 0.0 < _real(self.alpha) < 1.0:
             raise VQ4AllError(f"alpha={shown(self.alpha)} must be between 0 and 1 (e.g. --alpha 0.99)")
         check_choice("init", self.init, INITS)
+        check_choice("search", self.search, SEARCHES)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("finish", self.finish, FINISH_RULES)
         for name in ("lr", "lr_fp", "reg", "task_weight", "feature_weight", "temperature"):

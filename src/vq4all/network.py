@@ -363,3 +363,26 @@ def take_rows(inputs, idx: torch.Tensor):
     if isinstance(inputs, dict):
         return {k: v[idx] for k, v in inputs.items()}
     return [inputs[i] for i in idx.tolist()]
+
+
+def forward_batches(net, inputs, batch_size: int, progress=None) -> list:
+    """The teacher `net.model`'s outputs on `inputs` (a tensor, dict of tensors or list) in
+    batches of batch_size, without gradients; `progress`: a tqdm description, or None for no
+    bar. A model that fails on the inputs is one line (VQ4AllError), not a traceback: the user's
+    calibration inputs do not fit the user's model."""
+    from tqdm import tqdm
+
+    count = count_inputs(inputs)
+    starts = range(0, count, batch_size)
+    outputs = []
+    try:
+        with torch.no_grad():
+            for i in tqdm(starts, desc=progress or "", unit="batch", disable=progress is None, leave=False):
+                outputs.append(net.forward(net.model, take_rows(inputs, torch.arange(i, min(i + batch_size, count)))))
+    except (RuntimeError, TypeError, ValueError, IndexError) as e:
+        detail = printable(" ".join(str(e).split()), 300)
+        raise VQ4AllError(
+            f"{net.name}: the model fails on its calibration inputs ({type(e).__name__}: {detail}): "
+            "give inputs of the shape and dtype its forward takes"
+        ) from None
+    return outputs

@@ -122,21 +122,44 @@ def nearest(
 
 
 def candidates(
-    splits, codewords: np.ndarray, n: int = 1, *, device=None, progress: bool = False
+    splits, codewords: np.ndarray, n: int = 1, *, weights=None, device=None, progress: bool = False
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The n nearest codewords of every sub-vector of several split weights, in one search.
+    """The n nearest codewords of every sub-vector of several split weights.
 
     splits: `vq4all.subvectors.Split` objects; codewords: [k, d] float32 real values.
+    weights: None, or one entry per split: None (plain squared distance) or h [row] float, a
+    weight per position of the split's rows (`vq4all.importance`): the distance of codeword c to
+    the sub-vector v in row columns [j*d, j*d + d) is then sum_e h[j*d + e] (v_e - c_e)^2,
+    with h divided by its mean (the ranking does not depend on it) and floored at 1e-6 of it.
     Returns one (indices [out_features * m, n] int64, squared distances float32) per split,
     sub-vectors in row-major order. The last sub-vector of a ragged row holds only d - pad real
     values and the decoder drops the rest, so those tails are matched on their real values only.
+    Plain splits share one search; a weighted split searches each column of sub-vectors with the
+    codebook scaled by sqrt(h) (the same work, m calls).
     """
     d = codewords.shape[1]
-    flat = np.concatenate([s.subvectors.reshape(-1, d) for s in splits]) if splits else np.zeros((0, d), np.float32)
+    weights = [None] * len(splits) if weights is None else list(weights)
+    if len(weights) != len(splits):
+        raise VQ4AllError(f"candidates: {len(weights)} weights for {len(splits)} splits")
+    plain = [s for s, w in zip(splits, weights) if w is None]
+    flat = np.concatenate([s.subvectors.reshape(-1, d) for s in plain]) if plain else np.zeros((0, d), np.float32)
     idx, dist = nearest(flat, codewords, n, device=device, progress=progress)
+    bar = None
+    if progress and any(w is not None for w in weights):
+        from tqdm import tqdm
+
+        total = sum(s.subvectors.shape[0] * s.subvectors.shape[1] for s, w in zip(splits, weights) if w is not None)
+        bar = tqdm(
+            total=total, desc=f"weighted nearest (k={len(codewords)}, n={n})", unit="vec", unit_scale=True, leave=False
+        )
     out, start = [], 0
-    for s in splits:
+    for s, w in zip(splits, weights):
         out_features, m, _ = s.subvectors.shape
+        if w is not None:
+            out.append(_weighted(s, codewords, n, w, device))
+            if bar is not None:
+                bar.update(out_features * m)
+            continue
         cand, cdist = idx[start : start + out_features * m].copy(), dist[start : start + out_features * m].copy()
         start += out_features * m
         if s.pad:
@@ -144,4 +167,25 @@ def candidates(
             last = np.arange(out_features) * m + m - 1
             cand[last], cdist[last] = nearest(s.subvectors[:, -1, :keep], codewords[:, :keep], n, device=device)
         out.append((cand, cdist))
+    if bar is not None:
+        bar.close()
     return out
+
+
+def _weighted(s, codewords: np.ndarray, n: int, h, device) -> tuple[np.ndarray, np.ndarray]:
+    """`candidates` for one split whose row positions weigh h [row] (see there)."""
+    out_features, m, d = s.subvectors.shape
+    h = np.asarray(h, dtype=np.float64).reshape(-1)
+    row = m * d - s.pad
+    if h.shape != (row,) or not np.isfinite(h).all() or (h < 0).any():
+        raise VQ4AllError(f"candidates: position weights must be {row} finite values >= 0, got shape {h.shape}")
+    mean = h.mean() if h.size and h.mean() > 0 else 1.0
+    r = np.sqrt(np.maximum(h / mean, 1e-6)).astype(np.float32)
+    r = np.concatenate([r, np.ones(s.pad, np.float32)])  # padding positions are never matched
+    cand = np.empty((out_features, m, n), np.int64)
+    cdist = np.empty((out_features, m, n), np.float32)
+    for j in range(m):
+        keep = d - s.pad if j == m - 1 else d
+        rj = r[j * d : j * d + keep]
+        cand[:, j], cdist[:, j] = nearest(s.subvectors[:, j, :keep] * rj, codewords[:, :keep] * rj, n, device=device)
+    return cand.reshape(-1, n), cdist.reshape(-1, n)

@@ -44,8 +44,9 @@ from .assign import CandidateWeight, freeze_quota, quantize_, ratio_penalty, unq
 from .blockwise import block_plan, cache_root, check_calibration, reconstruct, uses_blockwise
 from .config import CompressConfig
 from .errors import MAX_NAME_CHARS, ArtifactError, VQ4AllError, printable
+from .importance import input_mean_squares
 from .io import atomic_write_bytes
-from .network import count_inputs, take_rows
+from .network import count_inputs, forward_batches, take_rows
 from .rules import int_problem, shown
 
 CHECKPOINT_FORMAT = "vq4all-checkpoint"
@@ -549,21 +550,7 @@ def distill(
     labels = net.calibration_labels(config.calibration, seed=config.seed)
     if plan is not None:
         check_calibration(count_inputs(inputs), config)
-    with torch.no_grad():
-        n_data = count_inputs(inputs)
-        try:
-            chunks = [
-                net.forward(net.model, take_rows(inputs, torch.arange(i, min(i + 64, n_data))))
-                for i in range(0, n_data, 64)
-            ]
-        except (RuntimeError, TypeError, ValueError, IndexError) as e:
-            # the user's inputs do not fit the user's model: say so in one line, not a traceback
-            detail = printable(" ".join(str(e).split()), 300)
-            raise VQ4AllError(
-                f"{net.name}: the model fails on its calibration inputs ({type(e).__name__}: {detail}): "
-                "give inputs of the shape and dtype its forward takes"
-            ) from None
-        teacher_out = torch.cat(chunks)
+    teacher_out = torch.cat(forward_batches(net, inputs, 64))
     if plan is not None:
         reconstruct(run, plan, inputs, cache_dir=block_cache, checkpoint=checkpoint, progress=progress)
         run.finetune, run.budget = True, config.finetune_steps
@@ -602,6 +589,11 @@ def compress(
         inputs = net.calibration(config.calibration, seed=config.seed)
         check_calibration(count_inputs(inputs), config)
         cache_root(block_cache)
+    position_weights = None
+    if config.search == "activations":  # the candidates' distance weighs each position's inputs
+        if inputs is None:
+            inputs = net.calibration(config.calibration, seed=config.seed)
+        position_weights = input_mean_squares(net, keys, inputs, config.batch_size, progress=progress)
     student = net.with_weights({})
     params = quantize_(
         student,
@@ -610,6 +602,7 @@ def compress(
         n=config.n,
         init=config.init,
         granularity=config.scale_granularity,
+        weights=position_weights,
         progress=progress,
     )
     run = _Run(net, config, student, params, [p.logits for p in params.values()], codebook.sha256)
