@@ -98,3 +98,22 @@ def test_input_mean_squares_follow_the_definition():
     assert weighs(conv) and weighs(model[3]) and not weighs(depthwise) and not weighs(torch.nn.Embedding(4, 8))
     with pytest.raises(VQ4AllError, match="the model fails on its calibration inputs"):
         input_mean_squares(Net(model), keys, torch.randn(2, 4, 5, 5), 4)
+
+
+def test_hard_assignment_by_activations_on_a_zoo_network(tmp_path):
+    """api.hard_assign(search="activations") on digits_cnn: the artifact records the search;
+    conv1 (one input channel: every position of its rows weighs the same) keeps the plain codes,
+    the layers behind it change; a bad search is one line."""
+    from vq4all import api, zoo
+    from vq4all.artifact import Codebook
+
+    net = zoo.load("digits_cnn")
+    cb = Codebook(np.random.default_rng(0).integers(-127, 128, (1024, 8)).astype(np.int8), np.array([0.01], np.float32))
+    plain = api.hard_assign(net, cb)
+    weighted = api.hard_assign(net, cb, search="activations", calibration=64)
+    assert plain.config["search"] == "plain" and weighted.config["search"] == "activations"
+    codes = {layer.param: layer.codes for layer in plain.layers}
+    changed = {layer.param: not np.array_equal(layer.codes, codes[layer.param]) for layer in weighted.layers}
+    assert changed == {"conv1.weight": False, "conv2.weight": True, "fc1.weight": True, "fc2.weight": True}, changed
+    with pytest.raises(VQ4AllError, match="search"):
+        api.hard_assign(net, cb, search="fast")

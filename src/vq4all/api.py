@@ -127,22 +127,41 @@ def compress(
 
 
 def hard_assign(
-    model, codebook, *, keys=None, granularity: str = "channel", name: str | None = None, progress: bool = False
+    model,
+    codebook,
+    *,
+    keys=None,
+    granularity: str = "channel",
+    name: str | None = None,
+    search: str = "plain",
+    calibration: int | None = None,
+    progress: bool = False,
 ) -> NetworkArtifact:
     """Codes by hard assignment (every sub-vector takes its nearest codeword; no training).
 
     `keys`, `name` as for `compress`; granularity: the weight scales ("channel", "tensor",
-    "none"). Returns the NetworkArtifact (codes, scales, FP leftovers) for `save`.
+    "none"). search: "plain" (nearest by squared distance) or "activations" (nearest by the
+    distance weighted by each position's input mean square on `calibration` inputs of the
+    network, default its `default_calibration`: `vq4all.importance`; a zoo network brings its
+    data, a model of your own needs `vq4all.Network(model, calibration=...)`). Returns the
+    NetworkArtifact (codes, scales, FP leftovers) for `save`.
     """
     from .hard import hard_assign as _hard_assign
+    from .importance import input_mean_squares
+    from .rules import SEARCHES, check_choice
 
+    check_choice("search", search, SEARCHES)
     cb = _codebook(codebook)
     net = _network(model, keys=keys, name=name)
     compressible = net.compressible_keys(cb.d)
     check_finite(net.model, compressible)
     _say_left_fp(net, cb.d)
+    weights = None
+    if search == "activations":
+        inputs = net.calibration(calibration or net.default_calibration, seed=0)
+        weights = input_mean_squares(net, compressible, inputs, 32, progress=progress)
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
-    art = _hard_assign(net.name, state, compressible, cb, granularity, progress=progress)
+    art = _hard_assign(net.name, state, compressible, cb, granularity, weights=weights, progress=progress)
     left_fp = net.skipped_keys(cb.d)
     if left_fp:
         art.config["left_fp"] = left_fp

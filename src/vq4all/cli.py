@@ -135,10 +135,16 @@ def cmd_assign(args) -> int:
     check_writable(args.out)
     check_not_input(args.out, args.codebook, args.weights, args.calibration)
     cb = load_codebook(args.codebook)
-    net = _network(args, calibration=False)
+    net = _network(args, calibration=args.search == "activations")
     with warnings.catch_warnings():  # the left-FP warning: this command's own line says it
         warnings.simplefilter("ignore")
-        art = api.hard_assign(net, cb, granularity=args.scale_granularity or "channel", progress=not args.json)
+        art = api.hard_assign(
+            net,
+            cb,
+            granularity=args.scale_granularity or "channel",
+            search=args.search or "plain",
+            progress=not args.json,
+        )
     left_fp = art.config.get("left_fp", {})
     api.save(art, args.out)
     info = {"file": args.out, "network": net.name, "layers": len(art.layers), "left_fp": left_fp, **network_sizes(art)}
@@ -753,6 +759,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_network_args(a)
     a.add_argument("--codebook", required=True)
     a.add_argument("--scale-granularity", choices=rules.GRANULARITIES)
+    a.add_argument(
+        "--search",
+        choices=rules.SEARCHES,
+        help="nearest codeword by the plain distance (default), or weighted by the mean square of each layer's "
+        "inputs on the network's calibration data (activations; --model needs --calibration)",
+    )
     a.add_argument("--out", required=True)
     a.set_defaults(func=cmd_assign)
 

@@ -16,12 +16,19 @@ from .subvectors import split
 
 
 def assign(
-    weights: dict, codebook: Codebook, granularity: str = "channel", *, device=None, progress: bool = False
+    weights: dict,
+    codebook: Codebook,
+    granularity: str = "channel",
+    *,
+    position_weights: dict | None = None,
+    device=None,
+    progress: bool = False,
 ) -> list[LayerCodes]:
     """Nearest-codeword codes for each weight ({state-dict key: [out_features, ...] array/tensor}).
 
     One search over the sub-vectors of all layers at once (`vq4all.search.candidates`, which
-    matches the ragged tails of rows on their real values only).
+    matches the ragged tails of rows on their real values only). position_weights: {key: h
+    [row] or None}, the distance's weight per row position (`vq4all.importance`); None: plain.
     """
     if not weights:
         raise VQ4AllError(
@@ -31,7 +38,8 @@ def assign(
         key: split(np.asarray(w, dtype=np.float32), codebook.d, granularity, name=f"weight '{key}'")
         for key, w in weights.items()
     }
-    found = candidates(list(splits.values()), codebook.values(), 1, device=device, progress=progress)
+    per_split = [(position_weights or {}).get(key) for key in splits]
+    found = candidates(list(splits.values()), codebook.values(), 1, weights=per_split, device=device, progress=progress)
     dtype = code_dtype(codebook.k)
     layers = []
     for (key, s), (cand, _dist) in zip(splits.items(), found):
@@ -51,14 +59,19 @@ def hard_assign(
     codebook: Codebook,
     granularity: str = "channel",
     *,
+    weights: dict | None = None,
     device=None,
     progress: bool = False,
 ) -> NetworkArtifact:
     """A network artifact by hard assignment: `compressible` keys become codes, the rest of
-    `state_dict` ({key: tensor/array}) is kept as FP leftovers."""
-    weights = {key: state_dict[key] for key in compressible}
-    layers = assign(weights, codebook, granularity, device=device, progress=progress)
-    leftovers = {key: np.array(value) for key, value in state_dict.items() if key not in weights}
-    return NetworkArtifact(
-        network, codebook.sha256, codebook.k, layers, leftovers, {"method": "hard", "scale_granularity": granularity}
-    )
+    `state_dict` ({key: tensor/array}) is kept as FP leftovers. weights: {key: h [row] or None},
+    position weights of the search (`assign`'s position_weights)."""
+    tensors = {key: state_dict[key] for key in compressible}
+    layers = assign(tensors, codebook, granularity, position_weights=weights, device=device, progress=progress)
+    leftovers = {key: np.array(value) for key, value in state_dict.items() if key not in tensors}
+    config = {
+        "method": "hard",
+        "scale_granularity": granularity,
+        "search": "plain" if weights is None else "activations",
+    }
+    return NetworkArtifact(network, codebook.sha256, codebook.k, layers, leftovers, config)
