@@ -799,8 +799,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--search",
         choices=rules.SEARCHES,
-        help="how each sub-vector's n candidates are chosen: nearest by the distance weighted by the mean square "
-        "of the layer's inputs on the calibration data (activations), or by the plain distance (plain); "
+        help="how each sub-vector's n candidates are chosen: nearest by the plain distance (plain), or by the "
+        "distance weighted by the mean square of the layer's inputs on the calibration data (activations); "
         f"default {CompressConfig.search}",
     )
     c.add_argument(

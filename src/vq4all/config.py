@@ -119,9 +119,10 @@ class CompressConfig(_Manifested):
     """How a network is rebuilt from the universal codebook and trained (METHOD.md steps 4-7).
 
     n candidates per sub-vector, initial ratios "equal" (paper) or "inverse_distance" (VQ4DiT);
-    search: how the n candidates are chosen, "activations" (nearest by the distance weighted by
-    the mean square of each position's input on the calibration data, `vq4all.importance`; the
-    plain distance where a layer has no such statistic) or "plain" (the paper's nearest);
+    search: how the n candidates are chosen, "plain" (the paper's nearest) or "activations"
+    (nearest by the distance weighted by the mean square of each position's input on the
+    calibration data, `vq4all.importance`; the plain distance where a layer has no such
+    statistic);
     PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same
     budget, then freeze every sub-vector by `finish`). schedule "threshold" is the paper's PNC (alpha alone);
     "linear" also freezes, after each step, the most confident active sub-vectors until the
@@ -143,7 +144,7 @@ class CompressConfig(_Manifested):
     schedule: str = "threshold"
     finish: str = "argmax"
     init: str = "equal"
-    search: str = "activations"
+    search: str = "plain"  # "activations" matched or trailed it once trained (benches/results/blockwise)
     steps: int = 300
     batch_size: int = 32
     calibration: int | None = None
