@@ -410,6 +410,18 @@ def synth_md(report) -> list[str]:
     return lines
 
 
+def _resource_cells(entry: dict) -> str:
+    """LUT/LC | FF | block RAM | DSP | Fmax | critical path cells of a synthesis result (empty when it did not fit)."""
+    if not entry.get("fits"):
+        return " |  |  |  |  | "
+    cp = entry.get("critical_path")
+    path = f"{_signal(cp['to_cell'])} ({cp['logic_steps']})" if cp else ""
+    return (
+        f"{entry.get('lut', '')} | {entry.get('ff', '')} | {entry.get('bram', '')}/{entry.get('bram_available', '')} | "
+        f"{entry.get('dsp', '-')} | {entry['fmax_mhz']:.1f} | {path}"
+    )
+
+
 def split_md(report) -> list[str]:
     """The split-ROM runs (EngineConfig.rom_width) next to the whole ROM of the same K and device."""
     runs = report.get("split_rom") or []
@@ -425,14 +437,7 @@ def split_md(report) -> list[str]:
         base = whole.get((r["device"], r["k"], r["lanes"]))
         rows = ([(base, 8, "-")] if base is not None else []) + [(r, r["rom_width"], r.get("exceptions", "?"))]
         for entry, bits, exceptions in rows:
-            cp = entry.get("critical_path")
-            path = f"{_signal(cp['to_cell'])} ({cp['logic_steps']})" if cp else ""
-            cells = (
-                f"{entry.get('lut', '')} | {entry.get('ff', '')} | {entry.get('bram', '')}/{entry.get('bram_available', '')} | "
-                f"{entry.get('dsp', '-')} | {entry['fmax_mhz']:.1f} | {path}"
-                if entry.get("fits")
-                else " |  |  |  |  | "
-            )
+            cells = _resource_cells(entry)
             lines.append(
                 f"| {entry['device']} | {entry['k']} | {entry['lanes']} | {bits} | {exceptions} | {_res(entry)} | {cells} |"
             )
@@ -456,14 +461,7 @@ def pack_md(report) -> list[str]:
     for r in runs:
         base = lanes1.get((r["device"], r["k"], r["rom_width"]))
         for entry, name in ([(base, "lanes 1")] if base is not None else []) + [(r, "lanes 1, packing rows")]:
-            cp = entry.get("critical_path")
-            path = f"{_signal(cp['to_cell'])} ({cp['logic_steps']})" if cp else ""
-            cells = (
-                f"{entry.get('lut', '')} | {entry.get('ff', '')} | {entry.get('bram', '')}/{entry.get('bram_available', '')} | "
-                f"{entry.get('dsp', '-')} | {entry['fmax_mhz']:.1f} | {path}"
-                if entry.get("fits")
-                else " |  |  |  |  | "
-            )
+            cells = _resource_cells(entry)
             lines.append(
                 f"| {entry['device']} | {entry['k']} | {r['rom_width'] or 8} | {name} | {_res(entry)} | {cells} |"
             )
