@@ -372,6 +372,8 @@ def throughput_md(report, per_layer: bool) -> list[str]:
 
 
 def _res(r) -> str:
+    if r.get("timed_out"):
+        return f"not finished: {r['timed_out']}"
     if r.get("missing"):
         return "not measured (not in the synthesis cache: rerun without --quick/--synth-from-cache)"
     if r.get("implied_by"):
@@ -616,7 +618,9 @@ def goals(report) -> list[str]:
             lines.append(f"- **{r['device']} K={r['k']} lanes={r['lanes']}, rom_width={r['rom_width']}**: {_res(r)}.")
     for r in report.get("pack_synth") or []:
         rom = f", ROM split to {r['rom_width']} bits" if r.get("rom_width") else ""
-        if r.get("fits") is not None:
+        if r.get("timed_out"):
+            lines.append(f"- **{r['device']} K={r['k']}, packing rows{rom}**: {_res(r)}.")
+        elif r.get("fits") is not None:
             got = (
                 f"fits, {r['fmax_mhz']:.1f} MHz, {r['lut']} LUT/LC, {r['bram']}/{r.get('bram_available', '?')} block RAM"
                 if r["fits"]

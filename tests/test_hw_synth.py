@@ -117,3 +117,21 @@ def test_variant_runs_read_the_sweep_cache(tmp_path):
     assert got[1]["fits"] is None and got[1]["missing"]
     with pytest.raises(VQ4AllError, match="only with the codebook itself"):
         variant_runs(sha, [("ecp5-85k", 65536, 1, 6)], cache)
+
+
+def test_a_tool_that_runs_out_of_time_is_a_result_not_a_crash(monkeypatch, tmp_path):
+    """yosys or nextpnr past timeout_s: run() returns fits None with what timed out, so a sweep
+    records it (the table says "not finished") and goes on with the next configuration."""
+    import subprocess
+
+    from vq4all.hw import synth
+
+    def too_slow(cmd, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, kwargs.get("timeout"))
+
+    monkeypatch.setattr(synth.subprocess, "run", too_slow)
+    codebook = Codebook(np.random.default_rng(0).integers(-127, 128, (16, 8)).astype(np.int8))
+    out = synth.run(
+        DEVICES["ice40-up5k"], EngineConfig(k=16, max_m=8, max_rows=8), codebook, timeout_s=5, workdir=str(tmp_path)
+    )
+    assert out["fits"] is None and out["timed_out"] == "yosys did not finish within 5 s"

@@ -230,8 +230,9 @@ def run(
     keep: str | None = None,
 ) -> dict:
     """Synthesise and route one engine (ROM inline: `codebook`, an int8 artifact.Codebook [k, d])
-    on one device. Returns a dict with fits (bool), the
-    summary figures (when it fits), overflow (when it does not), harness_ffs and seconds per step.
+    on one device. Returns a dict with fits (bool, or None with `timed_out` when yosys or nextpnr
+    ran past timeout_s), the summary figures (when it fits), overflow (when it does not),
+    harness_ffs and seconds per step.
 
     freq_mhz: nextpnr's target (timing-driven placement aims at it; the achieved Fmax is reported
     either way with --timing-allow-fail). keep: a folder to copy the nextpnr report and log into
@@ -246,40 +247,49 @@ def run(
         out["seconds_rtlil"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         script = f"read_rtlil design.il; {device.yosys_script} -top vq4all_synth_top -json netlist.json"
-        yosys = subprocess.run(
-            tool("yosys") + ["-q", "-l", "yosys.log", "-p", script],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        try:
+            yosys = subprocess.run(
+                tool("yosys") + ["-q", "-l", "yosys.log", "-p", script],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:  # a result too: this flow cannot build it in the time given
+            out.update(fits=None, timed_out=f"yosys did not finish within {timeout_s:.0f} s")
+            return out
         out["seconds_yosys"] = round(time.perf_counter() - t, 2)
         if yosys.returncode != 0:
             raise VQ4AllError(f"yosys failed on {device.name} {config.key()}: {(yosys.stderr or yosys.stdout)[-2000:]}")
         netlist = json.loads((tmp / "netlist.json").read_text())
         ffs = netlist_ffs(netlist)
         t = time.perf_counter()
-        pnr = subprocess.run(
-            tool(f"nextpnr-{device.family}")
-            + list(device.nextpnr_args)
-            + [
-                "--json",
-                "netlist.json",
-                "--report",
-                "report.json",
-                "--timing-allow-fail",
-                "--freq",
-                str(freq_mhz),
-                "--seed",
-                str(seed),
-                "--log",
-                "nextpnr.log",
-            ],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        try:
+            pnr = subprocess.run(
+                tool(f"nextpnr-{device.family}")
+                + list(device.nextpnr_args)
+                + [
+                    "--json",
+                    "netlist.json",
+                    "--report",
+                    "report.json",
+                    "--timing-allow-fail",
+                    "--freq",
+                    str(freq_mhz),
+                    "--seed",
+                    str(seed),
+                    "--log",
+                    "nextpnr.log",
+                ],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            out.update(fits=None, ff=ffs, timed_out=f"nextpnr did not finish within {timeout_s:.0f} s")
+            out["seconds_nextpnr"] = round(time.perf_counter() - t, 2)
+            return out
         out["seconds_nextpnr"] = round(time.perf_counter() - t, 2)
         log = (tmp / "nextpnr.log").read_text() if (tmp / "nextpnr.log").exists() else pnr.stderr
         if keep:
@@ -382,11 +392,11 @@ def sweep(
                         + (
                             f"{entry.get('fmax_mhz', 0):.1f} MHz, lut {entry.get('lut')}, bram {entry.get('bram')}"
                             if entry["fits"]
-                            else f"overflow {entry['overflow']}"
+                            else entry.get("timed_out") or f"overflow {entry['overflow']}"
                         )
-                        + f" ({entry['seconds_yosys'] + entry['seconds_nextpnr']:.0f} s)"
+                        + f" ({entry.get('seconds_yosys', 0) + entry.get('seconds_nextpnr', 0):.0f} s)"
                     )
-                if not entry["fits"] and "implied_by" not in entry:
+                if entry["fits"] is False and "implied_by" not in entry:
                     over = entry["overflow"].get("all") or [[entry["overflow"]["cell"]]]
                     bram_overflow = f"k={k} ({', '.join(o[0] for o in over)})"
                 results.append({**entry, "k": k, "lanes": lane_count})
