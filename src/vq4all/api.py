@@ -140,14 +140,16 @@ def hard_assign(
     """Codes by hard assignment (every sub-vector takes its nearest codeword; no training).
 
     `keys`, `name` as for `compress`; granularity: the weight scales ("channel", "tensor",
-    "none"). search: "plain" (nearest by squared distance) or "activations" (nearest by the
-    distance weighted by each position's input mean square on `calibration` inputs of the
-    network, default its `default_calibration`: `vq4all.importance`; a zoo network brings its
-    data, a model of your own needs `vq4all.Network(model, calibration=...)`). Returns the
+    "none"). search: "plain" (nearest by squared distance), "activations" (nearest by the
+    distance weighted by each position's input mean square, `vq4all.importance`) or "hessian"
+    (each row coded left to right under its inputs' second moments, the rest of the row
+    absorbing each sub-vector's error, `vq4all.hessian`); the statistics come from
+    `calibration` inputs of the network, default its `default_calibration` (a zoo network
+    brings its data, a model of your own needs `vq4all.Network(model, calibration=...)`). Returns the
     NetworkArtifact (codes, scales, FP leftovers) for `save`.
     """
     from .hard import hard_assign as _hard_assign
-    from .importance import input_mean_squares
+    from .importance import search_statistics
     from .rules import SEARCHES, check_choice
 
     check_choice("search", search, SEARCHES)
@@ -157,11 +159,13 @@ def hard_assign(
     check_finite(net.model, compressible)
     _say_left_fp(net, cb.d)
     weights = None
-    if search == "activations":
+    if search != "plain":
         inputs = net.calibration(calibration or net.default_calibration, seed=0)
-        weights = input_mean_squares(net, compressible, inputs, 32, progress=progress)
+        weights = search_statistics(search, net, compressible, inputs, 32, progress=progress)
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
-    art = _hard_assign(net.name, state, compressible, cb, granularity, weights=weights, progress=progress)
+    art = _hard_assign(
+        net.name, state, compressible, cb, granularity, weights=weights, search=search, progress=progress
+    )
     left_fp = net.skipped_keys(cb.d)
     if left_fp:
         art.config["left_fp"] = left_fp

@@ -192,8 +192,9 @@ def quantize_(
 
     Each weight gets a `CandidateWeight` parametrization over its sub-vectors' n nearest
     codewords. The FP weight stays as the parametrization's `original`, frozen and unused.
-    weights: {key: h [row] or None}, position weights of the candidate search
-    (`vq4all.importance.input_mean_squares`; None or a missing key: the plain distance).
+    weights: {key: statistic or None}, what the candidate search follows: h [row]
+    (`vq4all.importance.input_mean_squares`) or H [groups, row, row]
+    (`vq4all.hessian.input_moments`); None or a missing key: the plain distance.
     Returns {key: CandidateWeight}.
     """
     if not 1 <= n <= codebook.k:

@@ -135,7 +135,7 @@ def cmd_assign(args) -> int:
     check_writable(args.out)
     check_not_input(args.out, args.codebook, args.weights, args.calibration)
     cb = load_codebook(args.codebook)
-    net = _network(args, calibration=args.search == "activations")
+    net = _network(args, calibration=args.search not in (None, "plain"))
     with warnings.catch_warnings():  # the left-FP warning: this command's own line says it
         warnings.simplefilter("ignore")
         art = api.hard_assign(
@@ -762,8 +762,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--search",
         choices=rules.SEARCHES,
-        help="nearest codeword by the plain distance (default), or weighted by the mean square of each layer's "
-        "inputs on the network's calibration data (activations; --model needs --calibration)",
+        help="nearest codeword by the plain distance (default), weighted by the mean square of each layer's "
+        "inputs (activations), or under the inputs' second moments with each row coded left to right and the "
+        "rest of the row absorbing the error (hessian); both use the network's calibration data "
+        "(--model needs --calibration)",
     )
     a.add_argument("--out", required=True)
     a.set_defaults(func=cmd_assign)
@@ -799,9 +801,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--search",
         choices=rules.SEARCHES,
-        help="how each sub-vector's n candidates are chosen: nearest by the plain distance (plain), or by the "
-        "distance weighted by the mean square of the layer's inputs on the calibration data (activations); "
-        f"default {CompressConfig.search}",
+        help="how each sub-vector's n candidates are chosen: nearest by the plain distance (plain), by the "
+        "distance weighted by the mean square of the layer's inputs on the calibration data (activations), or "
+        "under the inputs' second moments with each row coded left to right, the rest absorbing the error "
+        f"(hessian); default {CompressConfig.search}",
     )
     c.add_argument(
         "--schedule",

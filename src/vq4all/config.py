@@ -121,8 +121,10 @@ class CompressConfig(_Manifested):
     n candidates per sub-vector, initial ratios "equal" (paper) or "inverse_distance" (VQ4DiT);
     search: how the n candidates are chosen, "plain" (the paper's nearest) or "activations"
     (nearest by the distance weighted by the mean square of each position's input on the
-    calibration data, `vq4all.importance`; the plain distance where a layer has no such
-    statistic);
+    calibration data, `vq4all.importance`) or "hessian" (the layer's input second moments
+    E[x x^T] on the calibration data, each row coded left to right with the rest of the row
+    absorbing each sub-vector's error, GPTQ-style: `vq4all.hessian`); the plain distance where
+    a layer has no such statistic;
     PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same
     budget, then freeze every sub-vector by `finish`). schedule "threshold" is the paper's PNC (alpha alone);
     "linear" also freezes, after each step, the most confident active sub-vectors until the

@@ -27,8 +27,9 @@ def assign(
     """Nearest-codeword codes for each weight ({state-dict key: [out_features, ...] array/tensor}).
 
     One search over the sub-vectors of all layers at once (`vq4all.search.candidates`, which
-    matches the ragged tails of rows on their real values only). position_weights: {key: h
-    [row] or None}, the distance's weight per row position (`vq4all.importance`); None: plain.
+    matches the ragged tails of rows on their real values only). position_weights: {key: None,
+    h [row] (`vq4all.importance`) or H [groups, row, row] (`vq4all.hessian`)}: the statistic
+    the search follows; None: plain.
     """
     if not weights:
         raise VQ4AllError(
@@ -60,18 +61,20 @@ def hard_assign(
     granularity: str = "channel",
     *,
     weights: dict | None = None,
+    search: str | None = None,
     device=None,
     progress: bool = False,
 ) -> NetworkArtifact:
     """A network artifact by hard assignment: `compressible` keys become codes, the rest of
     `state_dict` ({key: tensor/array}) is kept as FP leftovers. weights: {key: h [row] or None},
-    position weights of the search (`assign`'s position_weights)."""
+    position weights of the search (`assign`'s position_weights); search: the name the artifact
+    records for how they were made (default: "plain" without weights, else "activations")."""
     tensors = {key: state_dict[key] for key in compressible}
     layers = assign(tensors, codebook, granularity, position_weights=weights, device=device, progress=progress)
     leftovers = {key: np.array(value) for key, value in state_dict.items() if key not in tensors}
     config = {
         "method": "hard",
         "scale_granularity": granularity,
-        "search": "plain" if weights is None else "activations",
+        "search": search or ("plain" if weights is None else "activations"),
     }
     return NetworkArtifact(network, codebook.sha256, codebook.k, layers, leftovers, config)

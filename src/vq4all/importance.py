@@ -84,3 +84,17 @@ def input_mean_squares(net, keys, inputs, batch_size: int, *, progress: bool = F
             h = np.repeat(h, int(np.prod(module.kernel_size)))
         out[key] = h.astype(np.float32)
     return out
+
+
+def search_statistics(search: str, net, keys, inputs, batch_size: int, *, progress: bool = False) -> dict | None:
+    """What the candidate search `search` (rules.SEARCHES) follows for the weights `keys`:
+    None for "plain", else {key: statistic or None} gathered on `inputs` through the teacher:
+    h [row] for "activations" (`input_mean_squares`), H [groups, row, row] for "hessian"
+    (`vq4all.hessian.input_moments`)."""
+    if search == "plain":
+        return None
+    if search == "activations":
+        return input_mean_squares(net, keys, inputs, batch_size, progress=progress)
+    from .hessian import input_moments
+
+    return input_moments(net, keys, inputs, batch_size, progress=progress)

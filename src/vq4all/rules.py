@@ -18,9 +18,10 @@ MIN_D, MAX_D = 1, 64
 CODEBOOK_DTYPES = ("int8", "float16")  # stored codeword precision (int8 with one float32 scale)
 GRANULARITIES = ("none", "tensor", "channel")  # weight scale: 1, one per tensor, one per output row
 INITS = ("equal", "inverse_distance")  # initial candidate ratios: the paper's, VQ4DiT's
-# how a sub-vector's n candidates are ranked: plain squared distance, or weighted by the mean
-# square of the layer's inputs at each position (vq4all.importance)
-SEARCHES = ("plain", "activations")
+# how a sub-vector's n candidates are ranked: plain squared distance, weighted by the mean
+# square of the layer's inputs at each position (vq4all.importance), or by the layer's input
+# second moments with each row coded left to right, the rest absorbing the error (vq4all.hessian)
+SEARCHES = ("plain", "activations", "hessian")
 FINISH_RULES = ("argmax", "nearest")  # how a sub-vector frozen without passing alpha chooses
 SCHEDULES = ("threshold", "linear")  # PNC alone, or PNC plus a frozen-fraction quota
 DISTILL_LOSSES = ("kl", "cosine", "mse")

@@ -32,7 +32,7 @@ def default_device() -> torch.device:
 _GROUP = 64
 
 
-def _smallest(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def smallest(scores: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The min(n, C) smallest of each row of scores [B, C], ascending: (values, columns).
 
     torch's min/argmin/topk along a row run about 10x slower on CPU than a plain `amin`
@@ -100,7 +100,7 @@ def nearest(
                 cb, nb = cs[c0 : c0 + cols], c_norm[c0 : c0 + cols]
                 s = scores[: xb.shape[0], : cb.shape[0]]
                 torch.addmm(nb.unsqueeze(0), xb, cb.T, beta=1.0, alpha=-2.0, out=s)
-                val, idx = _smallest(s, n)
+                val, idx = smallest(s, n)
                 idx = idx + c0
                 if best_val is None:
                     best_val, best_idx = val, idx
@@ -110,7 +110,7 @@ def nearest(
                 else:
                     both_val = torch.cat([best_val, val], 1)
                     both_idx = torch.cat([best_idx, idx], 1)
-                    best_val, pick = _smallest(both_val, n)
+                    best_val, pick = smallest(both_val, n)
                     best_idx = both_idx.gather(1, pick)
             out_idx[r0 : r0 + rows] = best_idx
             out_dist[r0 : r0 + rows] = (best_val + (xb * xb).sum(1, keepdim=True)).clamp_min_(0)
@@ -127,10 +127,13 @@ def candidates(
     """The n nearest codewords of every sub-vector of several split weights.
 
     splits: `vq4all.subvectors.Split` objects; codewords: [k, d] float32 real values.
-    weights: None, or one entry per split: None (plain squared distance) or h [row] float, a
+    weights: None, or one entry per split: None (plain squared distance); h [row] float, a
     weight per position of the split's rows (`vq4all.importance`): the distance of codeword c to
     the sub-vector v in row columns [j*d, j*d + d) is then sum_e h[j*d + e] (v_e - c_e)^2,
-    with h divided by its mean (the ranking does not depend on it) and floored at 1e-6 of it.
+    with h divided by its mean (the ranking does not depend on it) and floored at 1e-6 of it;
+    or H [groups, row, row], the input second moments of `vq4all.hessian`, whose search codes
+    each row left to right and lets the rest of the row absorb each sub-vector's error
+    (`vq4all.hessian.sequential_candidates`).
     Returns one (indices [out_features * m, n] int64, squared distances float32) per split,
     sub-vectors in row-major order. The last sub-vector of a ragged row holds only d - pad real
     values and the decoder drops the rest, so those tails are matched on their real values only.
@@ -156,7 +159,12 @@ def candidates(
     for s, w in zip(splits, weights):
         out_features, m, _ = s.subvectors.shape
         if w is not None:
-            out.append(_weighted(s, codewords, n, w, device))
+            if np.ndim(w) == 3:
+                from .hessian import sequential_candidates
+
+                out.append(sequential_candidates(s, codewords, n, w, device=device))
+            else:
+                out.append(_weighted(s, codewords, n, w, device))
             if bar is not None:
                 bar.update(out_features * m)
             continue

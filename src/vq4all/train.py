@@ -44,7 +44,7 @@ from .assign import CandidateWeight, freeze_quota, quantize_, ratio_penalty, unq
 from .blockwise import block_plan, cache_root, check_calibration, reconstruct, uses_blockwise
 from .config import CompressConfig
 from .errors import MAX_NAME_CHARS, ArtifactError, VQ4AllError, printable
-from .importance import input_mean_squares
+from .importance import search_statistics
 from .io import atomic_write_bytes
 from .network import count_inputs, forward_batches, take_rows
 from .rules import int_problem, shown
@@ -590,10 +590,10 @@ def compress(
         check_calibration(count_inputs(inputs), config)
         cache_root(block_cache)
     position_weights = None
-    if config.search == "activations":  # the candidates' distance weighs each position's inputs
+    if config.search != "plain":  # the candidates' distance follows the layers' inputs
         if inputs is None:
             inputs = net.calibration(config.calibration, seed=config.seed)
-        position_weights = input_mean_squares(net, keys, inputs, config.batch_size, progress=progress)
+        position_weights = search_statistics(config.search, net, keys, inputs, config.batch_size, progress=progress)
     student = net.with_weights({})
     params = quantize_(
         student,
