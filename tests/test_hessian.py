@@ -115,25 +115,31 @@ def test_uncorrelated_inputs_give_the_plain_search(row):
     assert np.allclose(hdist, pdist * (1 + DAMP) * 2.5, rtol=1e-4, atol=1e-6)  # the metric is H's scale
 
 
-def test_distances_are_the_error_left_after_the_rest_of_the_row_compensates():
-    """For the first sub-vector of each row, the reported distance of every candidate c equals
-    min over the rest of the row of (w' - w)^T H (w' - w) with w'[:d] = c: the Schur complement
-    e^T (H_bb - H_br H_rr^-1 H_rb) e, computed here directly from the damped H."""
+@pytest.mark.parametrize("ordered", [False, True])
+def test_distances_are_the_error_left_after_the_rest_of_the_row_compensates(ordered):
+    """For the first sub-vector coded in each row (the leftmost, or with `ordered` the one whose
+    inputs carry the most energy), the reported distance of every candidate c equals min over
+    the rest of the row of (w' - w)^T H (w' - w) with that sub-vector of w' = c: the Schur
+    complement e^T (H_bb - H_br H_rr^-1 H_rb) e, computed here directly from the damped H."""
     rng = np.random.default_rng(3)
     cw = codewords(64, 4, seed=5)
     w = rng.standard_normal((3, 12)).astype(np.float32)
-    mix = rng.standard_normal((12, 12))
+    mix = np.repeat([0.5, 1.0, 2.0], 4)[:, None] * rng.standard_normal((12, 12))  # block 2 carries the most
     h = mix @ mix.T / 12 + 0.05 * np.eye(12)
     s = split(w, 4)
-    cand, dist = sequential_candidates(s, cw, 5, h[None])
+    cand, dist = sequential_candidates(s, cw, 5, h[None], ordered=ordered)
+    first = 2 if ordered else 0
+    assert np.argmax([np.trace(h[j * 4 : j * 4 + 4, j * 4 : j * 4 + 4]) for j in range(3)]) == 2
     hd = h + DAMP * np.mean(np.diag(h)) * np.eye(12)
-    schur = hd[:4, :4] - hd[:4, 4:] @ np.linalg.solve(hd[4:, 4:], hd[4:, :4])
+    b, r = np.arange(first * 4, first * 4 + 4), np.setdiff1d(np.arange(12), np.arange(first * 4, first * 4 + 4))
+    schur = hd[np.ix_(b, b)] - hd[np.ix_(b, r)] @ np.linalg.solve(hd[np.ix_(r, r)], hd[np.ix_(r, b)])
     m = s.subvectors.shape[1]
     for o in range(3):
-        e = cw[cand[o * m]].astype(np.float64) - s.subvectors[o, 0]
+        v = s.subvectors[o, first]
+        e = cw[cand[o * m + first]].astype(np.float64) - v
         want = np.einsum("ci,ij,cj->c", e, schur, e)
-        assert np.allclose(dist[o * m], want, rtol=1e-4, atol=1e-6)
-        brute = np.einsum("ci,ij,cj->c", cw - s.subvectors[o, 0], schur, cw - s.subvectors[o, 0])
+        assert np.allclose(dist[o * m + first], want, rtol=1e-4, atol=1e-6)
+        brute = np.einsum("ci,ij,cj->c", cw - v, schur, cw - v)
         assert np.allclose(np.sort(brute)[:5], want, rtol=1e-4, atol=1e-6)  # and they are the 5 best
 
 

@@ -502,3 +502,34 @@ def test_calibration_left_unset_takes_the_networks_default(digits, codebook, mon
     asked.clear()
     result = compress(digits, codebook, CompressConfig(steps=1, calibration=40, checkpoint_every=0))
     assert set(asked) == {40} and result.report["config"]["calibration"] == 40
+
+
+def test_hessian_search_gives_the_training_its_candidates(digits, codebook, monkeypatch):
+    """compress(search="hessian"): every weight's candidates are those of the hessian search on
+    the run's calibration inputs (the first: the hard-assigned hessian code), and the artifact
+    records the search."""
+    import vq4all.train as train_module
+    from vq4all.hessian import input_moments
+    from vq4all.search import candidates
+    from vq4all.subvectors import split
+
+    seen = {}
+    real = train_module.quantize_
+
+    def spy(*args, **kwargs):
+        params = real(*args, **kwargs)
+        seen.update({key: p.cand.clone() for key, p in params.items()})
+        return params
+
+    monkeypatch.setattr(train_module, "quantize_", spy)
+    cfg = CompressConfig(steps=2, calibration=64, n=2, search="hessian", mode="end_to_end", checkpoint_every=0)
+    result = compress(digits, codebook, cfg)
+    keys = digits.compressible_keys(codebook.d)
+    moments = input_moments(digits, keys, digits.calibration(64, seed=0), cfg.batch_size)
+    state = digits.model.state_dict()
+    assert set(seen) == set(keys)
+    for key in keys:
+        s = split(state[key].numpy(), codebook.d, name=key)
+        ((want, _),) = candidates([s], codebook.values(), 2, weights=[moments[key]])
+        assert np.array_equal(seen[key].numpy(), want), key
+    assert result.artifact.config["compress"]["search"] == "hessian"

@@ -210,11 +210,12 @@ def _factor(h: torch.Tensor) -> torch.Tensor:
     raise VQ4AllError("input moments stay singular after damping: use --search plain for this network")
 
 
-def sequential_candidates(s, codewords: np.ndarray, n: int, h: np.ndarray, *, device=None):
+def sequential_candidates(s, codewords: np.ndarray, n: int, h: np.ndarray, *, ordered: bool = False, device=None):
     """The n candidates of every sub-vector of split `s` under the error-feedback metric of H
     (module doc). s: `vq4all.subvectors.Split` ([out, m, d] normalised sub-vectors);
     codewords [k, d] float32; h: [groups, row, row] (`input_moments`); device: the nearest
-    search's (the factorisation and the row updates run in float64 on the CPU).
+    search's (the factorisation and the row updates run in float64 on the CPU); ordered: code
+    the sub-vectors of a row by their inputs' energy, largest first (else left to right).
     Returns (indices [out * m, n] int64, distances [out * m, n] float32), row-major, nearest
     first: distances are the metric's, in the normalised units of the sub-vectors."""
     out_features, m, d = s.subvectors.shape
@@ -224,15 +225,24 @@ def sequential_candidates(s, codewords: np.ndarray, n: int, h: np.ndarray, *, de
         raise VQ4AllError(f"input moments must be [groups, {row}, {row}] with groups dividing {out_features}")
     groups = h.shape[0]
     per_group = out_features // groups
+    # the sub-vectors in order of their inputs' energy (trace of H's diagonal block), largest
+    # first: the ones that matter most are coded while the most columns are left to absorb
+    # their error (GPTQ's "act order", at sub-vector granularity so sub-vectors stay whole)
+    spans = [(j * d, min(row, j * d + d)) for j in range(m)]
+    energy = [float(h[:, c0:c1, c0:c1].diagonal(dim1=-2, dim2=-1).sum()) for c0, c1 in spans]
+    order = sorted(range(m), key=lambda j: -energy[j]) if ordered else list(range(m))
+    perm = torch.cat([torch.arange(*spans[j]) for j in order])
+    h = h[:, perm][:, :, perm]
     u = _factor(h)
     cw = torch.as_tensor(np.asarray(codewords, dtype=np.float64))
     n = min(n, cw.shape[0])
-    rows = torch.as_tensor(s.subvectors.reshape(out_features, m * d)[:, :row], dtype=torch.float64).clone()
-    rows = rows.view(groups, per_group, row)
+    rows = torch.as_tensor(s.subvectors.reshape(out_features, m * d)[:, :row], dtype=torch.float64)
+    rows = rows[:, perm].clone().view(groups, per_group, row)
     cand = torch.empty((groups, per_group, m, n), dtype=torch.int64)
     dist = torch.empty((groups, per_group, m, n), dtype=torch.float32)
-    for j in range(m):
-        c0, c1 = j * d, min(row, j * d + d)
+    c1 = 0
+    for j in order:  # c0:c1 are the block's columns in the permuted row
+        c0, c1 = c1, c1 + spans[j][1] - spans[j][0]
         metric = torch.linalg.inv(u[:, c0:c1, c0:c1])  # [groups, t, t]: |(v - c) A|^2 is the metric
         cj = cw[:, : c1 - c0]
         if groups == 1:  # the plain search between v A and c A
