@@ -47,7 +47,8 @@ def test_moments_of_linear_and_convolutions_follow_the_definition():
     )
     x = torch.randn(7, 3, 5, 5)
     keys = ["0.weight", "1.weight", "3.weight", "3.bias"]
-    h = input_moments(Net(model), keys, x, 3)
+    with pytest.warns(UserWarning, match="no input moments for 3.bias .*the plain search codes them"):
+        h = input_moments(Net(model), keys, x, 3)
     with torch.no_grad():  # in the same batches of 3, so float32 rounds the same way
         hidden = torch.cat([model[0](x[i : i + 3]) for i in range(0, 7, 3)])
         flat = torch.cat([model[:3](x[i : i + 3]) for i in range(0, 7, 3)])
@@ -68,8 +69,20 @@ def test_moments_of_linear_and_convolutions_follow_the_definition():
     assert h["3.bias"] is None  # not a weight a layer multiplies by: no statistic
     assert F.conv2d.__name__ == "conv2d" and F.linear.__name__ == "linear"  # the interception is undone
     with pytest.raises(VQ4AllError, match="the model fails on its calibration inputs"):
-        input_moments(Net(model), keys, torch.randn(2, 5, 5, 5), 4)
+        input_moments(Net(model), keys[:3], torch.randn(2, 5, 5, 5), 4)
     assert F.conv2d.__name__ == "conv2d"  # undone after a failure too
+
+
+def test_moments_past_the_memory_bound_leave_the_plain_search(monkeypatch):
+    """Once the moments held reach MAX_BYTES, later layers get None (the plain search) and the
+    warning names them; the earlier ones keep theirs."""
+    import vq4all.hessian as hessian
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+    monkeypatch.setattr(hessian, "MAX_BYTES", 8 * 8 * 8)  # room for the first 8 x 8 float64 only
+    with pytest.warns(UserWarning, match=r"no input moments for 1\.weight"):
+        h = input_moments(Net(model), ["0.weight", "1.weight"], torch.randn(4, 8), 4)
+    assert h["0.weight"].shape == (1, 8, 8) and h["1.weight"] is None
 
 
 def test_a_linear_layers_tokens_count_by_their_relative_error():

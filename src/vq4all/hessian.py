@@ -41,16 +41,18 @@ and `conv2d` while the calibration inputs run, so padding a module applies befor
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import VQ4AllError
+from .errors import VQ4AllError, printable
 from .network import forward_batches
 from .search import nearest, smallest
 
 MAX_ROW = 4096  # H is row x row float64 (128 MiB at 4096) and is inverted: longer rows go plain
+MAX_BYTES = 4 << 30  # all layers' moments together; the layers past it keep the plain search
 MAX_POSITIONS = 4096  # input positions of one sample taken into H (a seeded random subset)
 DAMP = 0.01  # added to H's diagonal, times its mean: H stays invertible with dead inputs
 
@@ -136,6 +138,9 @@ def _intercept(targets: dict[int, tuple[str, torch.Tensor]], moments: dict, seed
         if row > MAX_ROW:
             return
         if key not in moments:
+            held = sum(m.sum.numel() * 8 for m in moments.values())
+            if held + groups * row * row * 8 > MAX_BYTES:
+                return
             moments[key] = _Moments(groups, row)
         if moments[key].sum.shape != (groups, row, row):
             return
@@ -179,7 +184,8 @@ def input_moments(net, keys, inputs, batch_size: int, *, seed: int = 0, progress
     zoo/user network `net`: E[x x^T] of the inputs each weight row multiplies, over `inputs`
     (what `net.calibration(...)` returns) run through the teacher `net.model` in batches of
     batch_size. Row o of a weight with G groups uses H[o // (out_features // G)]. A weight this
-    module cannot read (see the module doc) gets None."""
+    module cannot read (see the module doc), or past MAX_BYTES of moments in all, gets None, and
+    one warning names those weights: they keep the plain search."""
     state = dict(net.model.named_parameters())
     targets = {id(state[k]): (k, state[k]) for k in keys if k in state}
     moments: dict[str, _Moments] = {}
@@ -193,6 +199,14 @@ def input_moments(net, keys, inputs, batch_size: int, *, seed: int = 0, progress
             out[key] = None
             continue
         out[key] = (m.sum / m.count).numpy()
+    plain = [printable(key, 120) for key, h in out.items() if h is None]
+    if plain:
+        shown = ", ".join(plain[:8]) + (f" and {len(plain) - 8} more" if len(plain) > 8 else "")
+        warnings.warn(
+            f"hessian search: no input moments for {shown} (not a Linear/Conv1d/Conv2d weight, rows over "
+            f"{MAX_ROW} values, or past {MAX_BYTES >> 30} GiB of moments): the plain search codes them",
+            stacklevel=2,
+        )
     return out
 
 
