@@ -142,7 +142,7 @@ def hard_assign(
     `keys`, `name` as for `compress`; granularity: the weight scales ("channel", "tensor",
     "none"). search: "plain" (nearest by squared distance), "activations" (nearest by the
     distance weighted by each position's input mean square, `vq4all.importance`) or "hessian"
-    (each row coded left to right under its inputs' second moments, the rest of the row
+    (each row coded one sub-vector at a time under its inputs' second moments, the rest of the row
     absorbing each sub-vector's error, `vq4all.hessian`); the statistics come from
     `calibration` inputs of the network, default its `default_calibration` (a zoo network
     brings its data, a model of your own needs `vq4all.Network(model, calibration=...)`). Returns the

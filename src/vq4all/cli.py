@@ -763,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--search",
         choices=rules.SEARCHES,
         help="nearest codeword by the plain distance (default), weighted by the mean square of each layer's "
-        "inputs (activations), or under the inputs' second moments with each row coded left to right and the "
+        "inputs (activations), or under the inputs' second moments with each row coded one sub-vector at a time and the "
         "rest of the row absorbing the error (hessian); both use the network's calibration data "
         "(--model needs --calibration)",
     )
@@ -803,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=rules.SEARCHES,
         help="how each sub-vector's n candidates are chosen: nearest by the plain distance (plain), by the "
         "distance weighted by the mean square of the layer's inputs on the calibration data (activations), or "
-        "under the inputs' second moments with each row coded left to right, the rest absorbing the error "
+        "under the inputs' second moments with each row coded one sub-vector at a time, the rest absorbing the error "
         f"(hessian); default {CompressConfig.search}",
     )
     c.add_argument(

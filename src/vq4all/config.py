@@ -122,7 +122,7 @@ class CompressConfig(_Manifested):
     search: how the n candidates are chosen, "plain" (the paper's nearest) or "activations"
     (nearest by the distance weighted by the mean square of each position's input on the
     calibration data, `vq4all.importance`) or "hessian" (the layer's input second moments
-    E[x x^T] on the calibration data, each row coded left to right with the rest of the row
+    E[x x^T] on the calibration data, each row coded one sub-vector at a time with the rest of the row
     absorbing each sub-vector's error, GPTQ-style: `vq4all.hessian`); the plain distance where
     a layer has no such statistic;
     PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same

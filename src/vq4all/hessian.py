@@ -10,7 +10,8 @@ codeword that is close in L2 but shifts the sum of the taps moves that output by
 the output itself. EfficientNet-Lite0's first two blocks lose all their signal that way at 2 bits.
 
 `sequential_candidates` therefore follows the GPTQ/OBQ recipe, a sub-vector (d columns) at a
-time from the left of the row: the sub-vector's candidates are its nearest codewords under the
+time, those whose inputs carry the most energy (trace of their diagonal block of H) first, as
+GPTQ's "act order": the sub-vector's candidates are its nearest codewords under the
 metric that charges an error e_b the output error left after the not-yet-coded columns have
 compensated for it, e_b^T ([H^-1]_bb)^-1 e_b, and once the block is coded (its nearest
 candidate), the rest of the row absorbs that error: w_rest -= e_b [H^-1]_bb^-1 [H^-1]_b,rest. With
@@ -224,7 +225,7 @@ def _factor(h: torch.Tensor) -> torch.Tensor:
     raise VQ4AllError("input moments stay singular after damping: use --search plain for this network")
 
 
-def sequential_candidates(s, codewords: np.ndarray, n: int, h: np.ndarray, *, ordered: bool = False, device=None):
+def sequential_candidates(s, codewords: np.ndarray, n: int, h: np.ndarray, *, ordered: bool = True, device=None):
     """The n candidates of every sub-vector of split `s` under the error-feedback metric of H
     (module doc). s: `vq4all.subvectors.Split` ([out, m, d] normalised sub-vectors);
     codewords [k, d] float32; h: [groups, row, row] (`input_moments`); device: the nearest

@@ -132,7 +132,7 @@ def candidates(
     the sub-vector v in row columns [j*d, j*d + d) is then sum_e h[j*d + e] (v_e - c_e)^2,
     with h divided by its mean (the ranking does not depend on it) and floored at 1e-6 of it;
     or H [groups, row, row], the input second moments of `vq4all.hessian`, whose search codes
-    each row left to right and lets the rest of the row absorb each sub-vector's error
+    each row one sub-vector at a time and lets the rest of the row absorb each sub-vector's error
     (`vq4all.hessian.sequential_candidates`).
     Returns one (indices [out_features * m, n] int64, squared distances float32) per split,
     sub-vectors in row-major order. The last sub-vector of a ragged row holds only d - pad real
