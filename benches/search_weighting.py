@@ -23,6 +23,7 @@ from vq4all import api, zoo
 from vq4all.artifact import load_codebook
 from vq4all.evaluate import evaluate_artifact
 from vq4all.io import atomic_write_bytes
+from vq4all.rules import SEARCHES
 
 NETWORKS = ("digits_cnn", "mtcnn_pnet", "crepe_tiny", "efficientnet_lite0", "minilm_l6")
 
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
             )
             print(f"[search_weighting] {name} {search}: {result['metric']} {result['value']:.4f}", flush=True)
             write(out, rows, cb, args.calibration)
+    write(out, rows, cb, args.calibration)
     return 0
 
 
@@ -80,7 +82,9 @@ def write(out: Path, rows: list, cb, calibration: int) -> None:
         "| network | search | metric | value | FP | also | bits/weight | seconds |",
         "|---|---|---|---:|---:|---|---:|---:|",
     ]
-    for r in rows:
+    networks = list(dict.fromkeys(r["network"] for r in rows))  # first-measured order
+    order = {s: i for i, s in enumerate(SEARCHES)}
+    for r in sorted(rows, key=lambda r: (networks.index(r["network"]), order.get(r["search"], len(order)))):
         lines.append(
             f"| {r['network']} | {r['search']} | {r['metric']} | {r['value']:.4f} | {r['fp_value']:.4f} | "
             f"{also(r.get('extras', {}))} | {r['bits_per_weight']:.3f} | {r['seconds']:.0f} |"
