@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from support.toynet import Net
 from vq4all.errors import VQ4AllError
 from vq4all.hessian import DAMP, input_moments, sequential_candidates
 from vq4all.search import candidates
@@ -17,18 +18,6 @@ from vq4all.subvectors import join, split
 
 def codewords(k=256, d=4, seed=0):
     return np.random.default_rng(seed).standard_normal((k, d)).astype(np.float32)
-
-
-class Net:
-    """What input_moments uses of vq4all.network.Network."""
-
-    name = "toy"
-
-    def __init__(self, model):
-        self.model = model
-
-    def forward(self, model, x):
-        return model(x)
 
 
 def moments_of(rows: torch.Tensor) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from support.toynet import Net
 from vq4all.errors import VQ4AllError
 from vq4all.importance import input_mean_squares, weighs
 from vq4all.search import candidates
@@ -67,18 +68,6 @@ def test_weighting_lowers_the_output_error_when_inputs_have_outliers():
         wq = join(cw[cand[:, 0]].reshape(s.subvectors.shape), s.scales, s.shape, s.pad)
         errors.append(float((((w - wq) @ x[1000:].T) ** 2).mean()))
     assert errors[1] < 0.8 * errors[0], errors
-
-
-class Net:
-    """A minimal network wrapper: what input_mean_squares uses of vq4all.network.Network."""
-
-    name = "toy"
-
-    def __init__(self, model):
-        self.model = model
-
-    def forward(self, model, x):
-        return model(x)
 
 
 def test_input_mean_squares_follow_the_definition():
