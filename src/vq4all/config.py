@@ -146,7 +146,7 @@ class CompressConfig(_Manifested):
     schedule: str = "threshold"
     finish: str = "argmax"
     init: str = "equal"
-    search: str = "plain"  # "activations" matched or trailed it once trained (benches/results/blockwise)
+    search: str = "plain"  # "activations"/"hessian" candidates matched or trailed it once trained (blockwise table)
     steps: int = 300
     batch_size: int = 32
     calibration: int | None = None
