@@ -66,8 +66,8 @@ def hard_assign(
     progress: bool = False,
 ) -> NetworkArtifact:
     """A network artifact by hard assignment: `compressible` keys become codes, the rest of
-    `state_dict` ({key: tensor/array}) is kept as FP leftovers. weights: {key: h [row] or None},
-    position weights of the search (`assign`'s position_weights); search: the name the artifact
+    `state_dict` ({key: tensor/array}) is kept as FP leftovers. weights: {key: statistic or
+    None}, what the search follows (`assign`'s position_weights); search: the name the artifact
     records for how they were made (default: "plain" without weights, else "activations")."""
     tensors = {key: state_dict[key] for key in compressible}
     layers = assign(tensors, codebook, granularity, position_weights=weights, device=device, progress=progress)
