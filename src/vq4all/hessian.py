@@ -54,7 +54,7 @@ from .search import nearest, smallest
 
 MAX_ROW = 4096  # H is row x row float64 (128 MiB at 4096) and is inverted: longer rows go plain
 MAX_BYTES = 4 << 30  # all layers' moments together; the layers past it keep the plain search
-MAX_POSITIONS = 4096  # input positions of one sample taken into H (a seeded random subset)
+MAX_POSITIONS = 4096  # positions of one conv sample or one Linear call taken into H (seeded random subset)
 DAMP = 0.01  # added to H's diagonal, times its mean: H stays invertible with dead inputs
 
 
