@@ -61,20 +61,20 @@ def hard_assign(
     granularity: str = "channel",
     *,
     weights: dict | None = None,
-    search: str | None = None,
+    search: str = "plain",
     device=None,
     progress: bool = False,
 ) -> NetworkArtifact:
     """A network artifact by hard assignment: `compressible` keys become codes, the rest of
     `state_dict` ({key: tensor/array}) is kept as FP leftovers. weights: {key: statistic or
     None}, what the search follows (`assign`'s position_weights); search: the name the artifact
-    records for how they were made (default: "plain" without weights, else "activations")."""
+    records for how they were made (rules.SEARCHES)."""
     tensors = {key: state_dict[key] for key in compressible}
     layers = assign(tensors, codebook, granularity, position_weights=weights, device=device, progress=progress)
     leftovers = {key: np.array(value) for key, value in state_dict.items() if key not in tensors}
     config = {
         "method": "hard",
         "scale_granularity": granularity,
-        "search": search or ("plain" if weights is None else "activations"),
+        "search": search,
     }
     return NetworkArtifact(network, codebook.sha256, codebook.k, layers, leftovers, config)

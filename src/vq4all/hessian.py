@@ -134,7 +134,9 @@ def _intercept(targets: dict[int, tuple[str, torch.Tensor]], moments: dict, seed
         hit = targets.get(id(weight))
         return hit[0] if hit is not None and hit[1] is weight else None
 
-    def record(key, groups, rows_of, weight=None):
+    def record(key, groups, rows_of, outputs=None):
+        """Add rows_of [groups, positions, row] to moments[key]; outputs [positions, out]: a Linear
+        call's outputs (bias removed), which weigh its tokens (`token_weights`)."""
         row = rows_of.shape[-1]
         if row > MAX_ROW:
             return
@@ -146,14 +148,15 @@ def _intercept(targets: dict[int, tuple[str, torch.Tensor]], moments: dict, seed
         if moments[key].sum.shape != (groups, row, row):
             return
         keep = _subsample(rows_of, generator)
-        moments[key].add(rows_of[..., keep, :], None if weight is None else weight[keep])
+        weight = None if outputs is None else token_weights(outputs)[keep]
+        moments[key].add(rows_of[..., keep, :], weight)
 
     def linear(x, weight, bias=None):
         out = originals["linear"](x, weight, bias)
         key = target(weight)
         if key is not None:
             y = (out.detach() if bias is None else out.detach() - bias.detach()).reshape(-1, weight.shape[0])
-            record(key, 1, x.detach().reshape(1, -1, x.shape[-1]), token_weights(y))
+            record(key, 1, x.detach().reshape(1, -1, x.shape[-1]), y)
         return out
 
     def conv(name):

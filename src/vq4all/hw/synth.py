@@ -218,6 +218,14 @@ def summarize(device: Device, parsed: dict, ffs: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- one run
+def _tool(args: list[str], cwd, timeout_s: float) -> subprocess.CompletedProcess | None:
+    """One synthesis tool run in `cwd`, its output captured as text; None when it ran past timeout_s."""
+    try:
+        return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def run(
     device: Device,
     config,
@@ -247,15 +255,8 @@ def run(
         out["seconds_rtlil"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
         script = f"read_rtlil design.il; {device.yosys_script} -top vq4all_synth_top -json netlist.json"
-        try:
-            yosys = subprocess.run(
-                tool("yosys") + ["-q", "-l", "yosys.log", "-p", script],
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-            )
-        except subprocess.TimeoutExpired:  # a result too: this flow cannot build it in the time given
+        yosys = _tool(tool("yosys") + ["-q", "-l", "yosys.log", "-p", script], tmp, timeout_s)
+        if yosys is None:  # a result too: this flow cannot build it in the time given
             out.update(fits=None, timed_out=f"yosys did not finish within {timeout_s:.0f} s")
             return out
         out["seconds_yosys"] = round(time.perf_counter() - t, 2)
@@ -264,29 +265,26 @@ def run(
         netlist = json.loads((tmp / "netlist.json").read_text())
         ffs = netlist_ffs(netlist)
         t = time.perf_counter()
-        try:
-            pnr = subprocess.run(
-                tool(f"nextpnr-{device.family}")
-                + list(device.nextpnr_args)
-                + [
-                    "--json",
-                    "netlist.json",
-                    "--report",
-                    "report.json",
-                    "--timing-allow-fail",
-                    "--freq",
-                    str(freq_mhz),
-                    "--seed",
-                    str(seed),
-                    "--log",
-                    "nextpnr.log",
-                ],
-                cwd=tmp,
-                capture_output=True,
-                text=True,
-                timeout=timeout_s,
-            )
-        except subprocess.TimeoutExpired:
+        pnr = _tool(
+            tool(f"nextpnr-{device.family}")
+            + list(device.nextpnr_args)
+            + [
+                "--json",
+                "netlist.json",
+                "--report",
+                "report.json",
+                "--timing-allow-fail",
+                "--freq",
+                str(freq_mhz),
+                "--seed",
+                str(seed),
+                "--log",
+                "nextpnr.log",
+            ],
+            tmp,
+            timeout_s,
+        )
+        if pnr is None:
             out.update(fits=None, ff=ffs, timed_out=f"nextpnr did not finish within {timeout_s:.0f} s")
             out["seconds_nextpnr"] = round(time.perf_counter() - t, 2)
             return out
