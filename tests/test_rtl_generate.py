@@ -107,7 +107,7 @@ def test_cli_generate_split_rom_writes_the_inline_forms_only(codebook_file, tmp_
 
 def test_cli_generate_packing_engine(codebook_file, tmp_path):
     """--pack: the row-packing engine, two codes per `codes` beat and a `tail` descriptor field;
-    with --lanes 2 it is one line (packing is lanes 1 only)."""
+    --lanes 2 doubles the codes and results beats; with --lanes 4 it is one line (packing is lanes 1 or 2)."""
     path, cb = codebook_file
     out = tmp_path / "pack"
     proc = run_cli("rtl", "generate", "--codebook", str(path), "--out-dir", str(out), "--pack", "--json")
@@ -122,5 +122,12 @@ def test_cli_generate_packing_engine(codebook_file, tmp_path):
     proc = run_cli(
         "rtl", "generate", "--codebook", str(path), "--out-dir", str(tmp_path / "b"), "--pack", "--lanes", "2"
     )
+    assert proc.returncode == 0, proc.stderr
+    widths = {p["name"]: p["width"] for p in json.loads((tmp_path / "b" / "manifest.json").read_text())["ports"]}
+    assert widths["codes__payload"] == 4 * 8  # 2 * lanes codes
+    assert widths["results__payload"] == 2 * 32 + 2  # two results and their count
+    proc = run_cli(
+        "rtl", "generate", "--codebook", str(path), "--out-dir", str(tmp_path / "c"), "--pack", "--lanes", "4"
+    )
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1 and "pack=True needs lanes=1" in lines[0], proc.stderr
+    assert proc.returncode == 2 and len(lines) == 1 and "pack=True needs lanes 1 or 2" in lines[0], proc.stderr

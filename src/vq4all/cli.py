@@ -561,6 +561,10 @@ def _run_hw_text(r: dict) -> str:
 
 
 LANES = power_of_two(1, MAX_LANES)
+PACK_HELP = (
+    "row packing (lanes 1 or 2): 2 x lanes codes per cycle and no padding products, so rows that are not a "
+    "multiple of d keep the MACs busy; rows must be at least d values"
+)
 SEED = int_in(*COMPRESS_INT_RANGES["seed"])
 
 
@@ -607,7 +611,7 @@ def _add_hw_parsers(sub, with_json) -> None:
     g.add_argument(
         "--pack",
         action="store_true",
-        help="row packing (lanes 1): two codes per cycle and no padding products, so rows that are not a multiple of d keep the MACs busy; rows must be at least d values",
+        help=PACK_HELP,
     )
     g.set_defaults(func=cmd_rtl_generate)
 
@@ -640,7 +644,7 @@ def _add_hw_parsers(sub, with_json) -> None:
     s.add_argument(
         "--pack",
         action="store_true",
-        help="row packing (lanes 1): two codes per cycle and no padding products, so rows that are not a multiple of d keep the MACs busy; rows must be at least d values",
+        help=PACK_HELP,
     )
     s.set_defaults(func=cmd_sim, network=None, name=None)
 
@@ -668,7 +672,7 @@ def _add_hw_parsers(sub, with_json) -> None:
     h.add_argument(
         "--pack",
         action="store_true",
-        help="row packing (lanes 1): two codes per cycle and no padding products, so rows that are not a multiple of d keep the MACs busy; rows must be at least d values",
+        help=PACK_HELP,
     )
     h.set_defaults(func=cmd_run_hw)
 

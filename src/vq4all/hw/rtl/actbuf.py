@@ -17,8 +17,9 @@ from amaranth.lib.wiring import In, Out
 
 class ActivationBuffer(wiring.Component):
     """depth words of `word_bits`; write: w_addr/w_data/w_en (one cycle); read: r_addr with r_en,
-    r_data registered one cycle later and held while r_en is low. With read_ports=2 (the packing
-    engine reads two sub-vectors per cycle) a second port r1_addr/r1_data shares r_en."""
+    r_data registered one cycle later and held while r_en is low. With read_ports=N > 1 (the packing
+    engine reads 2 * lanes sub-vectors per cycle) ports r1_addr/r1_data .. r{N-1}_addr/r{N-1}_data
+    share r_en."""
 
     def __init__(self, *, depth: int, word_bits: int, read_ports: int = 1):
         self.depth, self.word_bits, self.read_ports = depth, word_bits, read_ports
@@ -30,8 +31,8 @@ class ActivationBuffer(wiring.Component):
             "r_addr": In(range(depth)),
             "r_data": Out(unsigned(word_bits)),
         }
-        if read_ports == 2:
-            ports |= {"r1_addr": In(range(depth)), "r1_data": Out(unsigned(word_bits))}
+        for i in range(1, read_ports):
+            ports |= {f"r{i}_addr": In(range(depth)), f"r{i}_data": Out(unsigned(word_bits))}
         super().__init__(ports)
 
     def elaborate(self, platform):
@@ -49,7 +50,18 @@ class ActivationBuffer(wiring.Component):
             r.addr.eq(self.r_addr),
             self.r_data.eq(r.data),
         ]
-        if self.read_ports == 2:
-            r1 = mem.read_port(domain="sync")
-            m.d.comb += [r1.en.eq(self.r_en), r1.addr.eq(self.r1_addr), self.r1_data.eq(r1.data)]
+        for i in range(1, self.read_ports):
+            r = mem.read_port(domain="sync")
+            m.d.comb += [
+                r.en.eq(self.r_en),
+                r.addr.eq(getattr(self, f"r{i}_addr")),
+                getattr(self, f"r{i}_data").eq(r.data),
+            ]
         return m
+
+
+def read_port(buf: ActivationBuffer, i: int):
+    """(addr, data) of read port i of `buf`: port 0 is r_addr/r_data, port i > 0 r{i}_addr/r{i}_data."""
+    if i == 0:
+        return buf.r_addr, buf.r_data
+    return getattr(buf, f"r{i}_addr"), getattr(buf, f"r{i}_data")

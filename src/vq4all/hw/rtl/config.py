@@ -26,6 +26,7 @@ SHIFT_BITS = 6  # the requantization shift (1..62) in the layer descriptor
 MAX_SHIFT = 62  # the largest shift reference.requantize accepts (the 6-bit field also holds 63)
 REJECTED_BITS = 8  # the `rejected` output: rejected descriptors since reset, modulo 256
 MAX_LANES = 16
+MAX_PACK_LANES = 2  # row packing reads 2 * lanes codewords per cycle: one two-port ROM copy per lane
 STREAMS = ("layer", "acts", "codes", "scales")  # the input streams; "scales" only with requant
 
 
@@ -50,11 +51,12 @@ class EngineConfig:
     logic beside the memory (`rtl.rom.split_words`). Exact for every codebook; it saves block RAM
     when few values fall outside rom_width bits (the inline ROM only: the $readmemh file holds
     whole words);
-    pack: pack rows (lanes 1 only, `rtl.packed`): two codes per code beat from the layer's codes
-    flattened row-major, two ROM read ports, and a queue that drops each row's last sub-vector's
-    padding, so the MAC takes d real values per cycle across row ends; the descriptor gains a
-    `tail` field (values in a row's last sub-vector, 1..d) and rows must be at least d values
-    long.
+    pack: pack rows (lanes 1 or 2, `rtl.packed`): 2 * lanes codes per code beat from the layer's
+    codes flattened row-major, 2 * lanes ROM read ports (lanes 2: two copies of the two-port
+    ROM), and a queue that drops each row's last sub-vector's padding, so the MAC takes lanes * d
+    real values per cycle across row ends; the descriptor gains a `tail` field (values in a row's
+    last sub-vector, 1..d), rows must be at least d values long, and at lanes 2 a results beat
+    carries 1 or 2 results and a scales beat 2 multipliers (docs/stream-protocol.md).
     """
 
     k: int
@@ -117,10 +119,10 @@ class EngineConfig:
             raise VQ4AllError(
                 f"engine rom_width={self.rom_width} must be 0 (whole values in the ROM) or between 1 and width={self.width}"
             )
-        if self.pack and self.lanes != 1:
+        if self.pack and self.lanes > MAX_PACK_LANES:
             raise VQ4AllError(
-                f"engine pack=True needs lanes=1, got lanes={self.lanes} (row packing reads two codewords per "
-                "cycle for one lane; more lanes would need a second copy of the ROM)"
+                f"engine pack=True needs lanes 1 or {MAX_PACK_LANES}, got lanes={self.lanes} (row packing reads "
+                "2 * lanes codewords per cycle: lanes 4 would need four copies of the ROM)"
             )
 
     # ---- derived widths
@@ -167,15 +169,39 @@ class EngineConfig:
 
     @property
     def codes_per_beat(self) -> int:
-        """Codes in one `codes` beat: 2 when packing rows, else lanes."""
-        return 2 if self.pack else self.lanes
+        """Codes in one `codes` beat: 2 * lanes when packing rows, else lanes."""
+        return 2 * self.lanes if self.pack else self.lanes
+
+    @property
+    def results_per_beat(self) -> int:
+        """Most results in one `results` beat: lanes when packing rows (a MAC beat of lanes * d
+        values ends up to lanes rows, rows being at least d values long), else 1."""
+        return self.lanes if self.pack else 1
+
+    @property
+    def count_bits(self) -> int:
+        """Width of a `results` beat's count field (results in the beat, 1..results_per_beat):
+        0 when a beat always carries one result."""
+        return self.results_per_beat.bit_length() if self.results_per_beat > 1 else 0
+
+    @property
+    def results_bits(self) -> int:
+        """Width of a `results` beat: results_per_beat results of result_bits (result i in bits
+        [i * result_bits, (i + 1) * result_bits)), then the count field above them."""
+        return self.results_per_beat * self.result_bits + self.count_bits
+
+    @property
+    def scales_per_beat(self) -> int:
+        """Multipliers in one `scales` beat (requant): lanes when packing rows, else 1."""
+        return self.lanes if self.pack else 1
 
     @property
     def queue_slots(self) -> int:
-        """The packing engine's value queue: 6 * d values. A code beat is taken while the queue's
-        fill plus the values in flight is at most 4 d, which keeps at least d values queued for
-        every MAC beat even when a beat brings only d + 1 (a sub-vector and a 1-value tail)."""
-        return 6 * self.d
+        """The packing engine's value queue: 6 * lanes * d values. A code beat is taken while the
+        queue's fill plus the values in flight is at most 4 * lanes * d, which keeps at least
+        lanes * d values queued for every MAC beat even when a beat brings only lanes * (d + 1)
+        (sub-vectors alternating with 1-value tails)."""
+        return 6 * self.lanes * self.d
 
     @property
     def tree_levels(self) -> int:

@@ -90,6 +90,54 @@ def pick(sel, pair):
     return Mux(sel, pair[1], pair[0])
 
 
+def delayed(m, adv, value, stages: int, name: str):
+    """`value` registered `stages` times on `adv` (Signals name_1 .. name_<stages>): a beat's tag
+    travelling beside a pipeline that advances on the same stall."""
+    for i in range(stages):
+        nxt = Signal(len(value), name=f"{name}_{i + 1}")
+        with m.If(adv):
+            m.d.sync += nxt.eq(value)
+        value = nxt
+    return value
+
+
+def requant_stages(m, c: EngineConfig, adv, valid, totals, mults, shift, rq_valid, carry=None):
+    """The requantization stages (reference.requantize) for totals[i] (signed acc_bits) with
+    mults[i] (unsigned mult_bits) and one shift (1..62), side by side: (1) the exact product
+    total * multiplier, registered; (2) + 2^(shift-1), arithmetic shift right, saturate to
+    out_bits, registered. rq_valid (a Signal made by the caller) is `valid` two stages later;
+    `carry` (any Value) travels alongside. Returns (ys: signed out_bits Signals, the carried
+    Signal or None). Everything advances on `adv`."""
+    one = len(totals) == 1
+    v1 = Signal(name="rq_valid_1")
+    shift1 = Signal(SHIFT_BITS, name="rq_shift_1")
+    with m.If(adv):
+        m.d.sync += [v1.eq(valid), shift1.eq(shift), rq_valid.eq(v1)]
+    carried = None
+    if carry is not None:
+        c1, carried = Signal(len(carry), name="rq_carry_1"), Signal(len(carry), name="rq_carry_2")
+        with m.If(adv):
+            m.d.sync += [c1.eq(carry), carried.eq(c1)]
+    lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
+    half = Const(1, 1) << (shift1 - 1)[:SHIFT_BITS]  # 2^(shift-1); shift is 1..62
+    ys = []
+    for i, (total, mult) in enumerate(zip(totals, mults)):
+        tag = "" if one else str(i)
+        # stage 1: the exact product (acc_bits + mult_bits bits, signed)
+        prod = Signal(signed(c.acc_bits + c.mult_bits + 1), name=f"rq_prod{tag}")
+        with m.If(adv):
+            m.d.sync += prod.eq(total * mult.as_unsigned())
+        # stage 2: round half up, shift, saturate
+        rounded = Signal(signed(c.acc_bits + c.mult_bits + 2), name=f"rq_rounded{tag}")
+        shifted = Signal(signed(c.acc_bits + c.mult_bits + 2), name=f"rq_shifted{tag}")
+        m.d.comb += [rounded.eq(prod + half), shifted.eq(rounded >> shift1)]
+        y = Signal(signed(c.out_bits), name=f"rq_y{tag}")
+        with m.If(adv):
+            m.d.sync += y.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))
+        ys.append(y)
+    return ys, carried
+
+
 def layer_layout(config: EngineConfig) -> data.StructLayout:
     """The `layer` descriptor: m in the least significant m_bits, rows above it, then (with pack)
     the values in a row's last sub-vector in tail_bits bits, then (with requant) the layer's
@@ -132,8 +180,10 @@ class Engine(wiring.Component):
             "codes": In(stream.Signature(unsigned(c.codes_per_beat * c.code_bits))),
         }
         if c.requant:  # one multiplier per output row, taken with the row's first code beat
-            ports["scales"] = In(stream.Signature(unsigned(c.mult_bits)))
-        ports["results"] = Out(stream.Signature(signed(c.result_bits)))
+            ports["scales"] = In(stream.Signature(unsigned(c.scales_per_beat * c.mult_bits)))
+        # one signed result per beat, or (packing at lanes > 1) results_per_beat results and a count
+        results_shape = signed(c.result_bits) if c.results_per_beat == 1 else unsigned(c.results_bits)
+        ports["results"] = Out(stream.Signature(results_shape))
         # status, registered: `error` is sticky from the first rejected descriptor to reset,
         # `rejected` counts them (mod 2^REJECTED_BITS) so that each one is visible to the host
         ports["error"] = Out(1)
@@ -157,10 +207,12 @@ class Engine(wiring.Component):
         # two activation slots (ping-pong): the next layer's input loads while this one computes
         beat_bits = max(1, (c.beats_max - 1).bit_length())
         m.submodules.actbuf = buf = ActivationBuffer(
-            depth=2 << beat_bits, word_bits=L * c.d * ACT_BITS, read_ports=2 if c.pack else 1
+            depth=2 << beat_bits, word_bits=L * c.d * ACT_BITS, read_ports=c.codes_per_beat if c.pack else 1
         )
-        m.submodules.mac = mac = MACLanes(d=c.d, width=c.width, lanes=L, split=c.pack)
-        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=c.result_bits, depth=c.fifo_depth)
+        m.submodules.mac = mac = MACLanes(
+            d=c.d, width=c.width, lanes=L, splits=L if c.pack else 0, last_bits=L.bit_length() if c.pack else 1
+        )
+        m.submodules.fifo = out = fifo.SyncFIFOBuffered(width=c.results_bits, depth=c.fifo_depth)
 
         lg = L.bit_length() - 1
         # Control without arithmetic between a register and a decision: every "is this the last
@@ -180,6 +232,12 @@ class Engine(wiring.Component):
         slot_shift = [Signal(SHIFT_BITS, name=f"shift_{i}") for i in range(2)]
         # with pack: the values in a row's last sub-vector (the descriptor's tail field)
         slot_tail_values = [Signal(c.tail_bits, name=f"tail_values_{i}") for i in range(2)] if c.pack else None
+        # with pack at lanes > 1: sub-vectors per row - 1 (the beat count is per lanes sub-vectors),
+        # and the padding sub-vectors of a row's last activation word, (-m) mod lanes
+        sub_bits = max(1, (c.max_m - 1).bit_length())
+        pack_wide = c.pack and L > 1
+        slot_m_m1 = [Signal(sub_bits, name=f"m_m1_{i}") for i in range(2)] if pack_wide else slot_beats_m1
+        slot_pad = [Signal(lg, name=f"pad_{i}") for i in range(2)] if pack_wide else None
         owned = [Signal(name=f"owned_{i}") for i in range(2)]
         loaded = [Signal(name=f"loaded_{i}") for i in range(2)]
 
@@ -206,7 +264,7 @@ class Engine(wiring.Component):
 
         # the one stall: a result is due in the FIFO and the FIFO is full
         adv = Signal()
-        write = mac.out_valid & mac.out_last  # a row's last beat reaches the accumulator
+        write = mac.out_valid & mac.out_last.any()  # a beat ending a row reaches the accumulator
         rq_valid = Signal()  # (requant) a result leaves the second requant stage
         m.d.comb += adv.eq(~((rq_valid if c.requant else write) & ~out.w_rdy))
 
@@ -293,6 +351,8 @@ class Engine(wiring.Component):
                 ]
                 if c.pack:
                     m.d.sync += slot_tail_values[i].eq(self.layer.payload.tail)
+                if pack_wide:
+                    m.d.sync += [slot_m_m1[i].eq(lm - 1), slot_pad[i].eq(-lm)]
                 if c.requant:  # a shift above shift_cap rounds to 0 like shift_cap itself (EngineConfig.shift_cap)
                     ls = self.layer.payload.shift
                     m.d.sync += slot_shift[i].eq(Mux(ls > c.shift_cap, c.shift_cap, ls))
@@ -309,7 +369,8 @@ class Engine(wiring.Component):
             from .packed import packed_computer
 
             slots = SimpleNamespace(
-                beats_m1=slot_beats_m1,
+                m_m1=slot_m_m1,
+                pad=slot_pad,
                 rows_m1=slot_rows_m1,
                 tail_values=slot_tail_values,
                 shift=slot_shift,
@@ -317,13 +378,7 @@ class Engine(wiring.Component):
                 computing=computing,
                 released=released,
             )
-            total, packed_tag = packed_computer(self, m, slots, rom, buf, mac, adv)
-            if not c.requant:
-                m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(total)]
-            else:
-                self._requant(
-                    m, adv, fire, row_first, cp_slot, slot_shift, write, total, rq_valid, out, mac.latency, packed_tag
-                )
+            packed_computer(self, m, slots, rom, buf, mac, adv, out, rq_valid)
             m.d.comb += [
                 self.results.valid.eq(out.r_rdy),
                 self.results.payload.eq(out.r_data),
@@ -404,45 +459,17 @@ class Engine(wiring.Component):
         ]
         return m
 
-    def _requant(
-        self, m, adv, fire, row_first, cp_slot, slot_shift, write, total, rq_valid, out, mac_latency, packed_tag=None
-    ):
-        """The output stage (reference.requantize): the row's multiplier and the layer's shift
-        travel with every beat through the read and MAC stages (rows may be shorter than the
-        pipeline), then two registered stages: (1) acc * multiplier, (2) + 2^(shift-1), arithmetic
-        shift right, saturate to out_bits; the FIFO takes stage 2's result. packed_tag: the
-        packing computer's (multiplier, shift) at the MAC's input (rtl/packed.py), which then
-        travels through the MAC's stages only."""
+    def _requant(self, m, adv, fire, row_first, cp_slot, slot_shift, write, total, rq_valid, out, mac_latency):
+        """The lane engine's output stage (reference.requantize): the row's multiplier and the
+        layer's shift travel with every beat through the read and MAC stages (rows may be shorter
+        than the pipeline), then `requant_stages`; the FIFO takes stage 2's result."""
         c = self.config
-        if packed_tag is None:
-            row_mult = Signal(c.mult_bits)  # the current row's multiplier, held after its first beat
-            with m.If(fire & row_first):
-                m.d.sync += row_mult.eq(self.scales.payload)
+        row_mult = Signal(c.mult_bits)  # the current row's multiplier, held after its first beat
+        with m.If(fire & row_first):
+            m.d.sync += row_mult.eq(self.scales.payload)
         tag = Signal(c.mult_bits + SHIFT_BITS, name="rq_tag_0")
-        if packed_tag is None:
-            m.d.comb += tag.eq(Cat(Mux(row_first, self.scales.payload, row_mult), pick(cp_slot, slot_shift)))
-        else:
-            m.d.comb += tag.eq(packed_tag)
-        stages = 1 + mac_latency if packed_tag is None else mac_latency
-        for i in range(stages):  # (the read stage, then) the MAC's stages
-            nxt = Signal(len(tag), name=f"rq_tag_{i + 1}")
-            with m.If(adv):
-                m.d.sync += nxt.eq(tag)
-            tag = nxt
+        m.d.comb += tag.eq(Cat(Mux(row_first, self.scales.payload, row_mult), pick(cp_slot, slot_shift)))
+        tag = delayed(m, adv, tag, 1 + mac_latency, "rq_tag")  # the read stage, then the MAC's stages
         mult, shift = tag[: c.mult_bits], tag[c.mult_bits :]
-        # stage 1: the exact product (acc_bits + mult_bits bits, signed)
-        v1 = Signal(name="rq_valid_1")
-        prod = Signal(signed(c.acc_bits + c.mult_bits + 1))
-        shift1 = Signal(SHIFT_BITS)
-        with m.If(adv):
-            m.d.sync += [v1.eq(write), prod.eq(total * mult.as_unsigned()), shift1.eq(shift)]
-        # stage 2: round half up, shift, saturate
-        lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
-        rounded = Signal(signed(c.acc_bits + c.mult_bits + 2))
-        shifted = Signal(signed(c.acc_bits + c.mult_bits + 2))
-        half = Const(1, 1) << (shift1 - 1)[:SHIFT_BITS]  # 2^(shift-1); shift is 1..62
-        m.d.comb += [rounded.eq(prod + half), shifted.eq(rounded >> shift1)]
-        y = Signal(signed(c.out_bits))
-        with m.If(adv):
-            m.d.sync += [rq_valid.eq(v1), y.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))]
+        (y,), _ = requant_stages(m, c, adv, write, [total], [mult], shift, rq_valid)
         m.d.comb += [out.w_en.eq(rq_valid & out.w_rdy), out.w_data.eq(y)]

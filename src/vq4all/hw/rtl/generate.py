@@ -42,6 +42,13 @@ PORT_NOTES = {
     "error": "sticky until rst: a layer descriptor was rejected (m > max_m, rows > max_rows, or a bad shift)",
     "rejected": "rejected layer descriptors since rst, modulo 2^width; steps the cycle after each one's transfer",
 }
+# the packing engine's streams differ (EngineConfig.pack, docs/stream-protocol.md)
+PACK_PORT_NOTES = {
+    "layer__payload": "layer descriptor: m in bits [0, m_bits), rows, tail (values in a row's last sub-vector), (shift)",
+    "codes__payload": "2*lanes codes of the layer's codes flattened row-major, the first in the least significant bits",
+    "scales__payload": "requant: lanes multipliers, rows lanes*t.. of a layer in beat t, taken as row ends need them",
+}
+PACK_WIDE_RESULTS = "1..lanes output rows, row i in bits [i*result_bits, ...), their count in the top bits"
 ROM_PARAMETER = "ROM_INIT_FILE"  # the $readmemh top's parameter: the ROM file vq4all_codebook_rom loads
 
 
@@ -53,6 +60,10 @@ def ports(engine: Engine) -> list[dict]:
         {"name": "clk", "direction": "input", "width": 1, "note": PORT_NOTES["clk"]},
         {"name": "rst", "direction": "input", "width": 1, "note": PORT_NOTES["rst"]},
     ]
+    config = engine.config
+    notes = PORT_NOTES | (PACK_PORT_NOTES if config.pack else {})
+    if config.results_per_beat > 1:
+        notes["results__payload"] = PACK_WIDE_RESULTS
     for path, member, value in engine.signature.flatten(engine):
         name = "__".join(str(p) for p in path)
         width = len(value.as_value()) if hasattr(value, "as_value") else len(value)
@@ -61,7 +72,7 @@ def ports(engine: Engine) -> list[dict]:
                 "name": name,
                 "direction": "input" if member.flow.name == "In" else "output",
                 "width": width,
-                "note": PORT_NOTES.get(name, "valid/ready handshake"),
+                "note": notes.get(name, "valid/ready handshake"),
             }
         )
     return out

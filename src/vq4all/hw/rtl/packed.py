@@ -43,54 +43,62 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux, Signal, signed
 
+from .actbuf import read_port
 from .config import ACT_BITS, SHIFT_BITS
-from .engine import greater_than, pick
+from .engine import delayed, greater_than, pick, requant_stages
 
 
-def packed_computer(engine, m, s, rom, buf, mac, adv):
+def packed_computer(engine, m, s, rom, buf, mac, adv, out, rq_valid):
     """Build the packing computer into module `m` of `engine` (an Engine with config.pack), given
-    the slot registers and handshakes `s` (beats_m1, rows_m1, tail_values, shift: per slot;
-    cp_slot, computing: the registers the engine keeps; released: driven here), the two-port ROM
-    and activation buffer, the split MAC and the stall `adv`. Returns (total: the row's wrapped
-    sum when a row-end beat reaches the accumulator, tag: with requant the row's multiplier and
-    the layer's shift at the MAC's input, for `Engine._requant`, else None)."""
+    the slot registers and handshakes `s` (per slot: m_m1 = m - 1, pad = (-m) mod lanes (lanes > 1),
+    rows_m1, tail_values, shift; cp_slot, computing: the registers the engine keeps; released:
+    driven here), the ROM and activation buffer with 2 * lanes read ports each, the split MAC, the
+    stall `adv`, the result FIFO `out` (written here) and rq_valid (requant: its second stage's
+    valid, which the engine's `adv` reads)."""
     c = engine.config
-    d, w, a = c.d, c.width, c.code_bits
+    d, w, a, L = c.d, c.width, c.code_bits, c.lanes
+    lg = L.bit_length() - 1
+    n = c.codes_per_beat  # 2 * lanes codes per code beat
+    B = L * d  # values per MAC beat
     q_slots = c.queue_slots
-    beat_bits = len(s.beats_m1[0])
+    beat_bits = len(buf.r_addr) - 1  # the activation word address below the slot bit
     cp_slot, computing = s.cp_slot, s.computing
     shift_bits = SHIFT_BITS if c.requant else 0
     entry_bits = w + ACT_BITS + 2 + shift_bits  # value, activation, row end, layer end, (shift)
 
-    # ---- the code walker: two codes per beat. c0 = activation address of the beat's first code
-    # (m - 1 - j for sub-vector j, counting down like the lane engine), row_left = rows after
-    # the first code's row.
-    m_m1 = pick(cp_slot, s.beats_m1)  # m - 1 (lanes 1: one sub-vector per activation word)
+    # ---- the code walker: n codes per beat. cnt[i] = m - 1 - j for code i's sub-vector j of its
+    # row (counting down like the lane engine), rows[i] = rows after code i's row; a chain of
+    # n steps, each one row wrap at most (a row has at least one sub-vector)
+    m_m1 = pick(cp_slot, s.m_m1)
     tail = pick(cp_slot, s.tail_values)
-    c0 = Signal(beat_bits, name="pk_c0")
-    c1 = Signal(beat_bits, name="pk_c1")
+    c0 = Signal(len(s.m_m1[0]), name="pk_c0")
     row_left = Signal(c.rows_bits, name="pk_row_left")
-    rows_after1 = Signal(c.rows_bits, name="pk_rows_after1")
-    z0, z1 = c0 == 0, c1 == 0  # the code ends its row
-    lend0 = Signal(name="pk_lend0")
-    has1 = Signal(name="pk_has1")
-    lend1 = Signal(name="pk_lend1")
-    m.d.comb += [
-        c1.eq(Mux(z0, m_m1, c0 - 1)),
-        rows_after1.eq(Mux(z0, row_left - 1, row_left)),
-        lend0.eq(z0 & (row_left == 0)),
-        has1.eq(~lend0),
-        lend1.eq(has1 & z1 & (rows_after1 == 0)),
-    ]
-    layer_done = lend0 | lend1
-    len0 = Mux(z0, tail, d)
-    len1 = Mux(has1, Mux(z1, tail, d), 0)
+    cnt, rows, has, ends, lends, lens = [c0], [row_left], [Const(1, 1)], [], [], []
+    for i in range(n):
+        z = cnt[i] == 0  # the code ends its row
+        lend = Signal(name=f"pk_lend{i}")
+        m.d.comb += lend.eq(has[i] & z & (rows[i] == 0))
+        ends.append(has[i] & z)
+        lends.append(lend)
+        lens.append(Mux(has[i], Mux(z, tail, d), 0))
+        nxt_c = Signal(len(c0), name=f"pk_c{i + 1}")
+        nxt_r = Signal(c.rows_bits, name=f"pk_rows_after{i + 1}")
+        nxt_h = Signal(name=f"pk_has{i + 1}")
+        m.d.comb += [
+            nxt_c.eq(Mux(z, m_m1, cnt[i] - 1)),
+            nxt_r.eq(Mux(z, rows[i] - 1, rows[i])),
+            nxt_h.eq(has[i] & ~lend),
+        ]
+        cnt.append(nxt_c)
+        rows.append(nxt_r)
+        has.append(nxt_h)
+    layer_done = Cat(*lends).any()
 
     # ---- flow control: count = queue fill + values read but not yet queued
     count_bits = q_slots.bit_length()
     fill = Signal(count_bits, name="pk_fill")
     count = Signal(count_bits, name="pk_count")
-    room = ~greater_than(count, q_slots - 2 * d)
+    room = ~greater_than(count, q_slots - n * d)
     fire = Signal(name="pk_fire")
     m.d.comb += [
         engine.codes.ready.eq(computing & room),
@@ -99,48 +107,49 @@ def packed_computer(engine, m, s, rom, buf, mac, adv):
     ]
 
     def start_slot(slot):
-        m.d.sync += [c0.eq(pick(slot, s.beats_m1)), row_left.eq(pick(slot, s.rows_m1))]
+        m.d.sync += [c0.eq(pick(slot, s.m_m1)), row_left.eq(pick(slot, s.rows_m1))]
 
     with m.If(fire):
         with m.If(layer_done):
             m.d.sync += cp_slot.eq(~cp_slot)
             start_slot(~cp_slot)
         with m.Else():
-            m.d.sync += [
-                c0.eq(Mux(z1, m_m1, c1 - 1)),
-                row_left.eq(Mux(z1, rows_after1 - 1, rows_after1)),
-            ]
+            m.d.sync += [c0.eq(cnt[n]), row_left.eq(rows[n])]
     with m.Elif(~computing):
         start_slot(cp_slot)
 
-    # ---- read stage: both codewords and both activation sub-vectors, every cycle (a read nobody
-    # takes is ignored: the in-flight flags below say which are real)
-    m.d.comb += [
-        rom.en.eq(1),
-        buf.r_en.eq(1),
-        buf.r_addr.eq(Cat(c0, cp_slot)),
-        buf.r1_addr.eq(Cat(c1, cp_slot)),
-        rom.addr[0].eq(engine.codes.payload[:a]),
-        rom.addr[1].eq(engine.codes.payload[a : 2 * a]),
-    ]
+    # ---- read stage: every codeword and activation sub-vector of the beat, every cycle (a read
+    # nobody takes is ignored: the in-flight flags below say which are real). Sub-vector j of a
+    # row sits in activation word beats - 1 - (j >> lg), lane j mod lanes; with its down count
+    # cnt = m - 1 - j and pad = lanes * beats - m, that is word (cnt + pad) >> lg, lane
+    # lanes - 1 - ((cnt + pad) mod lanes).
+    m.d.comb += [rom.en.eq(1), buf.r_en.eq(1)]
+    pad = pick(cp_slot, s.pad) if L > 1 else 0
+    fl_lane = []
+    for i in range(n):
+        addr, _ = read_port(buf, i)
+        at = Signal(len(c0) + 1, name=f"pk_at{i}")
+        m.d.comb += [
+            at.eq(cnt[i] + pad),
+            addr.eq(Cat(at[lg : lg + beat_bits], cp_slot)),
+            rom.addr[i].eq(engine.codes.payload[i * a : (i + 1) * a]),
+        ]
+        if L > 1:
+            lane = Signal(lg, name=f"pk_fl_lane{i}")
+            m.d.sync += lane.eq(~at[:lg])
+            fl_lane.append(lane)
     fl_valid = Signal(name="pk_fl_valid")
-    fl_end = [Signal(name=f"pk_fl_end{i}") for i in range(2)]
-    fl_lend = [Signal(name=f"pk_fl_lend{i}") for i in range(2)]
-    fl_has1 = Signal(name="pk_fl_has1")
+    fl_end = [Signal(name=f"pk_fl_end{i}") for i in range(n)]
+    fl_lend = [Signal(name=f"pk_fl_lend{i}") for i in range(n)]
+    fl_has = [Signal(name=f"pk_fl_has{i}") for i in range(n)]
     fl_tail = Signal(c.tail_bits, name="pk_fl_tail")
     fl_shift = Signal(SHIFT_BITS, name="pk_fl_shift")
-    m.d.sync += [
-        fl_valid.eq(fire),
-        fl_end[0].eq(z0),
-        fl_end[1].eq(has1 & z1),
-        fl_lend[0].eq(lend0),
-        fl_lend[1].eq(lend1),
-        fl_has1.eq(has1),
-        fl_tail.eq(tail),
-        fl_shift.eq(pick(cp_slot, s.shift)),
-    ]
+    m.d.sync += [fl_valid.eq(fire), fl_tail.eq(tail), fl_shift.eq(pick(cp_slot, s.shift))]
+    for i in range(n):
+        m.d.sync += [fl_end[i].eq(ends[i]), fl_lend[i].eq(lends[i]), fl_has[i].eq(has[i])]
 
-    # ---- the two sub-vectors as queue entries, padding dropped
+    # ---- the beat's sub-vectors as queue entries, padding dropped, each placed right after the
+    # previous one's kept values
     def entries(word, acts, end, lend, present):
         """d entries (value e of the codeword `word` with activation e of `acts`), those past a
         row end's tail zeroed; the row-end and layer-end flags on the row's last value."""
@@ -154,69 +163,144 @@ def packed_computer(engine, m, s, rom, buf, mac, adv):
             out.append(Mux(keep, Cat(*fields), 0))
         return Cat(*out)
 
-    first = entries(rom.data[0], buf.r_data, fl_end[0], fl_lend[0], 1)
-    second = entries(rom.data[1], buf.r1_data, fl_end[1], fl_lend[1], fl_has1)
-    len0_fl = Mux(fl_end[0], fl_tail, d)
-    len1_fl = Mux(fl_has1, Mux(fl_end[1], fl_tail, d), 0)
-    pushed = Signal(2 * d * entry_bits, name="pk_pushed")
+    pushed = Signal(n * d * entry_bits, name="pk_pushed")
     push_len = Signal(count_bits, name="pk_push_len")
-    m.d.comb += [
-        pushed.eq(Mux(fl_valid, first | (second << (len0_fl * entry_bits)), 0)),
-        push_len.eq(Mux(fl_valid, len0_fl + len1_fl, 0)),
-    ]
+    parts, offset = [], Const(0, count_bits)
+    for i in range(n):
+        _, data = read_port(buf, i)
+        acts = data.word_select(fl_lane[i], d * ACT_BITS) if L > 1 else data
+        parts.append(entries(rom.data[i], acts, fl_end[i], fl_lend[i], fl_has[i]) << (offset * entry_bits))
+        nxt = Signal(count_bits, name=f"pk_offset{i + 1}")  # a Signal: the next offset builds on it
+        m.d.comb += nxt.eq(offset + Mux(fl_has[i], Mux(fl_end[i], fl_tail, d), 0))
+        offset = nxt
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merged | part
+    m.d.comb += [pushed.eq(Mux(fl_valid, merged, 0)), push_len.eq(Mux(fl_valid, offset, 0))]
 
-    # ---- the queue and the MAC beat at its head
+    # ---- the queue and the MAC beat at its head: B = lanes * d entries, or a layer's last
+    # entries (a beat never holds two layers' values, so at most lanes row ends and one shift)
     queue = Signal(q_slots * entry_bits, name="pk_queue")
-    head = [queue[i * entry_bits : (i + 1) * entry_bits] for i in range(d)]
-    value = [h[:w] for h in head]
-    act = [h[w : w + ACT_BITS] for h in head]
+    head = [queue[i * entry_bits : (i + 1) * entry_bits] for i in range(B)]
     end = [h[w + ACT_BITS] for h in head]
     lend = [h[w + ACT_BITS + 1] for h in head]
-    any_end = Cat(*end).any()
-    full = fill >= d
-    can = full | Cat(*lend).any()  # d entries, or a layer's last (shorter) beat
-    scale_ok = (engine.scales.valid | ~any_end) if c.requant else 1
+    # upto[i]: no layer end among entries 0..i-1, i.e. entry i belongs to the beat
+    upto = [Const(1, 1)]
+    for i in range(1, B):
+        nxt = Signal(name=f"pk_upto{i}")
+        m.d.comb += nxt.eq(upto[-1] & ~lend[i - 1])
+        upto.append(nxt)
+    any_lend = Cat(*lend).any()
+    beat_len = Const(B, count_bits)  # entries in the beat: up to the first layer end, else B
+    for i in reversed(range(B)):
+        beat_len = Mux(lend[i], i + 1, beat_len)
+    full = fill >= B
+    can = full | any_lend
+    # kept row ends, and ends_before[i] = row ends among entries 0..i-1 (at most lanes: rows are
+    # at least d values long)
+    kept = [end[i] & upto[i] for i in range(B)]
+    ends_bits = L.bit_length()
+    ends_before = [Const(0, ends_bits)]
+    for i in range(1, B + 1):
+        nxt = Signal(ends_bits, name=f"pk_ends_before{i}")
+        m.d.comb += nxt.eq(ends_before[-1] + kept[i - 1])
+        ends_before.append(nxt)
+    n_ends = Signal(ends_bits, name="pk_ends")
+    m.d.comb += n_ends.eq(ends_before[B])
+
     pop = Signal(name="pk_pop")
     popped = Signal(count_bits, name="pk_popped")
     base = Signal(count_bits, name="pk_base")
+    scale_ok, tag = _scales(engine, m, c, adv, can, pop, n_ends, any_lend, head[0], w) if c.requant else (1, None)
     m.d.comb += [
         pop.eq(adv & can & scale_ok),
-        popped.eq(Mux(pop, Mux(full, d, fill), 0)),
+        popped.eq(Mux(pop, beat_len, 0)),
         base.eq(fill - popped),
     ]
     m.d.sync += [
         queue.eq((queue >> (popped * entry_bits)) | (pushed << (base * entry_bits))),
         fill.eq(base + push_len),
-        count.eq(count + Mux(fire, len0 + len1, 0) - popped),
+        count.eq(count + Mux(fire, sum(lens[1:], lens[0]), 0) - popped),
     ]
-    # before[i]: entry i is at or before the beat's row end (no row end among entries 0..i-1)
-    before = [Const(1, 1)]
-    for i in range(1, d):
-        before.append(before[-1] & ~end[i - 1])
     m.d.comb += [
         mac.adv.eq(adv),
         mac.valid.eq(pop),
-        mac.last.eq(any_end),
-        mac.mask.eq(1),
-        mac.codewords[0].eq(Cat(*value)),
-        mac.acts.eq(Cat(*act)),
-        mac.before.eq(Cat(*before)),
+        mac.last.eq(n_ends),
+        mac.mask.eq(-1),
+        mac.codewords.as_value().eq(Cat(*(Mux(upto[i], head[i][:w], 0) for i in range(B)))),
+        mac.acts.eq(Cat(*(head[i][w : w + ACT_BITS] for i in range(B)))),
     ]
+    # before[k][i]: entry i is at or before the beat's (k + 1)-th row end
+    for k in range(L):
+        m.d.comb += mac.before[k].eq(Cat(*(ends_before[i] <= k for i in range(B))))
 
-    # ---- accumulate: a row-end beat emits acc + the sum up to its row end and keeps the rest
+    # ---- accumulate: a beat ending rows emits them in order (the first is acc + the sum up to
+    # its end, the next the sum between the two ends) and keeps the rest
+    out_ends = mac.out_last
+    upto_end = [mac.out_before[k].as_signed() for k in range(L)]
     acc = Signal(signed(c.acc_bits), name="pk_acc")
-    total = Signal(signed(c.acc_bits), name="pk_total")
-    m.d.comb += total.eq(acc + Mux(mac.out_last, mac.out_before, mac.out_sum))  # wraps like the reference
+    totals = []
+    for k in range(L):
+        total = Signal(signed(c.acc_bits), name="pk_total" if L == 1 else f"pk_total{k}")
+        part = acc + upto_end[0] if k == 0 else upto_end[k] - upto_end[k - 1]
+        m.d.comb += total.eq(Mux(out_ends > k, part, 0))  # wraps like the reference
+        totals.append(total)
+    last_upto = upto_end[0]
+    for k in range(1, L):
+        last_upto = Mux(out_ends == k + 1, upto_end[k], last_upto)
     with m.If(adv & mac.out_valid):
-        with m.If(mac.out_last):
-            m.d.sync += acc.eq(mac.out_sum - mac.out_before)
+        with m.If(out_ends == 0):
+            m.d.sync += acc.eq(acc + mac.out_sum)
         with m.Else():
-            m.d.sync += acc.eq(total)
-    tag = None
-    if c.requant:  # the row's multiplier is taken with its row-end beat; the shift rides in its entry
+            m.d.sync += acc.eq(mac.out_sum - last_upto)
+    write = mac.out_valid & (out_ends != 0)
+    count_field = [out_ends] if L > 1 else []
+    if not c.requant:
+        m.d.comb += [out.w_en.eq(write & out.w_rdy), out.w_data.eq(Cat(*totals, *count_field))]
+        return
+    tag = delayed(m, adv, tag, mac.latency, "rq_tag")  # the MAC's stages
+    mults = [tag[k * c.mult_bits : (k + 1) * c.mult_bits] for k in range(L)]
+    ys, carried = requant_stages(
+        m, c, adv, write, totals, mults, tag[L * c.mult_bits :], rq_valid, Cat(*count_field) if L > 1 else None
+    )
+    m.d.comb += [out.w_en.eq(rq_valid & out.w_rdy), out.w_data.eq(Cat(*ys, *([carried] if L > 1 else [])))]
+
+
+def _scales(engine, m, c, adv, can, pop, n_ends, any_lend, first, w):
+    """The requant engine's multipliers for a MAC beat ending n_ends rows: (scale_ok, tag).
+
+    `scales` beats hold lanes multipliers each, rows lanes * t .. lanes * t + lanes - 1 of a
+    layer in beat t (a layer's last beat may hold fewer), so a beat's row ends may take the rest
+    of a partly used `scales` beat and the start of the next. `held` keeps a partly used beat
+    (hv) with sl = its next unused lane; the stream's current beat is taken when a row end needs
+    it. scale_ok: the multipliers the beat needs are there (so it may pop). tag: Cat(the beat's
+    lanes multipliers, for its first n_ends row ends, the layer's shift from its first entry)."""
+    L, mb = c.lanes, c.mult_bits
+    lg = L.bit_length() - 1
+    payload, valid = engine.scales.payload, engine.scales.valid
+    shift = first[w + ACT_BITS + 2 :]
+    any_end = n_ends != 0
+    if L == 1:  # one multiplier per beat and at most one row end per MAC beat: take it with the end
         m.d.comb += engine.scales.ready.eq(adv & can & any_end)
-        end_shift = 0
-        for i in range(d):
-            end_shift = end_shift | Mux(end[i], head[i][w + ACT_BITS + 2 :], 0)
-        tag = Cat(engine.scales.payload, end_shift)
-    return total, tag
+        return valid | ~any_end, Cat(payload, shift)
+    held = Signal(L * mb, name="pk_held")
+    hv = Signal(name="pk_held_valid")
+    sl = Signal(lg, name="pk_held_lane")  # 0 whenever hv is 0
+    reach = Signal(lg + 2, name="pk_reach")  # lanes of the current beat used once this beat pops
+    m.d.comb += reach.eq(sl + n_ends)
+    current = Mux(hv, held, payload)
+    mults = []
+    for k in range(L):
+        lane = sl + k  # lane < 2 L
+        mults.append(Mux(lane < L, current.word_select(lane[:lg], mb), payload.word_select(lane[:lg], mb)))
+    need = any_end & (~hv | (reach > L))  # the stream's current beat is used by this MAC beat
+    m.d.comb += engine.scales.ready.eq(adv & can & need)
+    with m.If(pop & any_end):
+        # the last scales beat this MAC beat uses is kept, with its next lane reach mod lanes
+        # (reach - lanes when the beat ran into the next one), unless it is used up or the layer
+        # ends here
+        with m.If(any_lend | (reach == L)):
+            m.d.sync += [hv.eq(0), sl.eq(0)]
+        with m.Else():
+            m.d.sync += [hv.eq(1), sl.eq(reach[:lg]), held.eq(Mux(need, payload, held))]
+    return valid | ~need, Cat(*mults, shift)

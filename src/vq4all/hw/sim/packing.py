@@ -1,17 +1,20 @@
 """The packing engine's host side (`EngineConfig(pack=True)`, `rtl.packed`): its code beats and its
 cycle model.
 
-Code beats: the layer's codes [rows, m] flattened row-major, two per beat (code 2b in bits
-[0, code_bits), code 2b+1 above it), the last beat of a layer with an odd rows * m carrying one
-code (the upper half 0). Activation beats and results are the lane engine's at lanes 1.
+Code beats: the layer's codes [rows, m] flattened row-major, n = 2 * lanes per beat (code n b + i
+in bits [i code_bits, (i + 1) code_bits)), the last beat of a layer holding the rest (the unused
+codes 0). Activation beats are the lane engine's at the same lanes. At lanes 1 a `results` beat
+holds one result and a `scales` beat one multiplier, as on the lane engine; at lanes 2 a
+`scales` beat holds two multipliers, rows 2t and 2t + 1 of a layer (`pack_scales`), and a
+`results` beat 1 or 2 results with their count (`unpack_results`).
 
 Cycle model (`pack_schedule`): the packing engine's control replayed cycle by cycle at full speed
 (every stream valid whenever it has a beat, every result taken at once): the loader and the two
 activation slots as in the lane engine; the computer takes a code beat whenever the queue's
-count (fill + values in flight) is at most queue_slots - 2 d; the queue pops d values when it
-holds d, or a layer's last values once its layer-end value is among them; a row-end beat's
-result is taken latency + 2 cycles after its pop (the MAC pipeline, then the result FIFO). The
-simulations compare the engine's cycles with this model (equal at full speed).
+count (fill + values in flight) is at most queue_slots - 2 lanes d; the queue pops the values up
+to a layer end when one is among its first lanes * d, else lanes * d values once it holds them;
+a beat's results are taken latency + 2 cycles after its pop (the MAC pipeline, then the result
+FIFO). The simulations compare the engine's cycles with this model (equal at full speed).
 numpy only.
 """
 
@@ -20,13 +23,49 @@ from __future__ import annotations
 import numpy as np
 
 
-def pack_codes_flat(codes: np.ndarray, code_bits: int) -> list[int]:
-    """codes: [rows, m] -> ceil(rows * m / 2) beat words, two codes of the row-major flattened
-    codes per beat (the first in the low code_bits bits); a lone last code has 0 above it."""
-    flat = np.asarray(codes, dtype=np.int64).reshape(-1).tolist()
-    if len(flat) % 2:
-        flat.append(0)
-    return [flat[i] | flat[i + 1] << code_bits for i in range(0, len(flat), 2)]
+def pack_words(values, per_beat: int, bits: int) -> list[int]:
+    """values (ints, each < 2^bits) -> ceil(len / per_beat) beat words of per_beat fields of `bits`
+    bits (value i of a beat in bits [i * bits, (i + 1) * bits)); the last beat's unused fields 0."""
+    flat = [int(v) for v in values]
+    words = []
+    for at in range(0, len(flat), per_beat):
+        word = 0
+        for i, v in enumerate(flat[at : at + per_beat]):
+            word |= v << (i * bits)
+        words.append(word)
+    return words
+
+
+def pack_codes_flat(codes: np.ndarray, code_bits: int, per_beat: int = 2) -> list[int]:
+    """codes: [rows, m] -> ceil(rows * m / per_beat) beat words of per_beat (2 * lanes) codes of
+    the row-major flattened codes (the first in the low code_bits bits)."""
+    return pack_words(np.asarray(codes, dtype=np.int64).reshape(-1).tolist(), per_beat, code_bits)
+
+
+def pack_scales(multipliers, per_beat: int, mult_bits: int) -> list[int]:
+    """One layer's multipliers [rows] -> ceil(rows / per_beat) `scales` beat words (row
+    per_beat t + i in bits [i mult_bits, (i + 1) mult_bits) of beat t; a layer's beats never hold
+    another layer's rows)."""
+    return pack_words(np.asarray(multipliers, dtype=np.int64).reshape(-1).tolist(), per_beat, mult_bits)
+
+
+def unpack_results(payload: int, per_beat: int, result_bits: int) -> list[int]:
+    """A `results` beat -> its results as signed ints. per_beat 1: the beat is one signed result;
+    per_beat > 1: `count` (1..per_beat) in the bits above per_beat results, result i in bits
+    [i result_bits, (i + 1) result_bits); a count of 0 or above per_beat raises ValueError."""
+    mask = (1 << result_bits) - 1
+    payload = int(payload)
+    if per_beat == 1:
+        count = 1
+    else:
+        count = payload >> (per_beat * result_bits)
+        if not 1 <= count <= per_beat:
+            raise ValueError(f"results beat with count={count}, outside 1..{per_beat}")
+    out = []
+    for i in range(count):
+        value = (payload >> (i * result_bits)) & mask
+        out.append(value - (1 << result_bits) if value >> (result_bits - 1) else value)
+    return out
 
 
 def pack_tail(in_features: int, d: int) -> int:
@@ -39,7 +78,8 @@ def pack_schedule(config, layers: list) -> tuple[list[int], list[int]]:
     descriptor's transfer (cycle 0). layers: per descriptor on `layer`, in order, (rows, m, tail)
     for a layer or None for a bare one (empty or rejected: it only takes its cycle). taken[j]: the
     cycle descriptor j transfers; finish[i]: the cycle layer i's last result is taken."""
-    d, q_slots = config.d, config.queue_slots
+    d, q_slots, n = config.d, config.queue_slots, config.codes_per_beat
+    B = config.lanes * d  # values per MAC beat
     result_delay = config.latency + 2
     taken: list[int] = []
     finish: list[int] = []
@@ -64,35 +104,28 @@ def pack_schedule(config, layers: list) -> tuple[list[int], list[int]]:
         layer_ready = not ld_busy and not owned[ld_slot]
         take_desc = layer_ready and next_desc < len(layers)
         loaded_last = ld_busy and ld_left == 0
-        fire = computing and count <= q_slots - 2 * d
+        fire = computing and count <= q_slots - n * d
         beat: list[tuple[bool, int | None]] = []
         released = False
         if fire:
             index, rows, m, tail = slot_layer[cp_slot]
-            codes = []
-            lend0 = c0 == 0 and row_left == 0
-            codes.append((c0 == 0, lend0))
-            c1 = m - 1 if c0 == 0 else c0 - 1
-            rows_after1 = row_left - 1 if c0 == 0 else row_left
-            lend1 = False
-            if not lend0:
-                lend1 = c1 == 0 and rows_after1 == 0
-                codes.append((c1 == 0, lend1))
-            for row_end, layer_end in codes:
+            for _ in range(n):  # the beat's codes, up to the layer's last
+                row_end = c0 == 0
+                layer_end = row_end and row_left == 0
                 values = tail if row_end else d
                 beat += [(False, None)] * (values - 1) + [(row_end, index if layer_end else None)]
-            released = lend0 or lend1
-            if not released:
-                c0 = m - 1 if c1 == 0 else c1 - 1
-                row_left = rows_after1 - 1 if c1 == 0 else rows_after1
-        head = queue[:d]
-        full = len(queue) >= d
+                if layer_end:
+                    released = True
+                    break
+                c0, row_left = (m - 1, row_left - 1) if row_end else (c0 - 1, row_left)
+        head = queue[:B]
+        ends = [i for i, e in enumerate(head) if e[1] is not None]
         popped = 0
-        if full or any(e[1] is not None for e in head):
-            popped = d if full else len(queue)
-            for _row_end, layer_end in queue[:popped]:
-                if layer_end is not None:
-                    finish.append(cycle + result_delay)
+        if ends:  # a beat never holds two layers' values
+            popped = ends[0] + 1
+            finish.append(cycle + result_delay)
+        elif len(queue) >= B:
+            popped = B
         # ---- the edge
         queue = queue[popped:] + in_flight
         in_flight = beat
@@ -124,7 +157,7 @@ def pack_schedule(config, layers: list) -> tuple[list[int], list[int]]:
                 slot_layer[ld_slot] = (layer_count, rows, m, tail)
                 layer_count += 1
                 owned[ld_slot] = True
-                ld_busy, ld_left = True, m - 1
+                ld_busy, ld_left = True, -(-m // config.lanes) - 1  # ceil(m / lanes) activation beats
         cycle += 1
     origin = taken[0] if taken else 0
     return [t - origin for t in taken], [f - origin for f in finish]

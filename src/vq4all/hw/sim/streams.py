@@ -29,7 +29,7 @@ from vq4all.artifact import Codebook
 from vq4all.hw.rtl.config import REJECTED_BITS, SHIFT_BITS, EngineConfig
 from vq4all.reference import lookup_matmul_int, requantize
 
-from .packing import pack_codes_flat, pack_schedule, pack_tail
+from .packing import pack_codes_flat, pack_scales, pack_schedule, pack_tail, unpack_results
 
 
 def beats_per_row(m: int, lanes: int) -> int:
@@ -179,14 +179,14 @@ class StreamDriver:
             tail = pack_tail(job.x.size, config.d) if config.pack else 0
             descriptor = descriptor_word(config, m, rows, int(job.shift), tail)
             if config.requant:
-                self.queues["scales"] += [int(v) for v in np.asarray(job.multipliers).tolist()]
+                self.queues["scales"] += pack_scales(job.multipliers, config.scales_per_beat, config.mult_bits)
                 acc = requantize(acc, np.asarray(job.multipliers), int(job.shift), config.out_bits)
             self._layer_of.append(len(self.expected))
             self._problem.append(None)
             self.queues["layer"].append(descriptor)
             self.queues["acts"] += pack_acts(job.x, m, config.d, config.lanes)
             if config.pack:
-                self.queues["codes"] += pack_codes_flat(job.codes, config.code_bits)
+                self.queues["codes"] += pack_codes_flat(job.codes, config.code_bits, config.codes_per_beat)
             else:
                 self.queues["codes"] += pack_codes(job.codes, config.lanes, config.code_bits)
             self.expected.append(acc[0])
@@ -198,6 +198,9 @@ class StreamDriver:
         self.finished: list[int] = []  # cycle each layer's last result was taken
         self._ready = False
         self._boundaries = np.cumsum([job.codes.shape[0] for job in self.jobs]).tolist()
+        self.result_beats = 0  # `results` beats taken (a packing engine at lanes 2 may carry 2 per beat)
+        self.bad_result_beats = 0  # beats whose count field is out of range (counted as mismatches)
+        self.first_bad_result_beats: list[dict] = []
         self.rejected = 0  # rejected descriptors taken so far: what `rejected` shows a cycle later
         self.status_mismatches = 0  # cycles whose (error, rejected) differ from the model
         self.first_status_mismatches: list[dict] = []
@@ -261,11 +264,18 @@ class StreamDriver:
                 self.sent[s] += 1
                 self.presented[s] = False
         if results_valid and self._ready:
-            bits = self.config.result_bits
-            value = int(results_payload) & ((1 << bits) - 1)
-            self.results.append(value - (1 << bits) if value >> (bits - 1) else value)
-            if len(self.results) in self._boundaries:
-                self.finished.append(self.cycle)
+            self.result_beats += 1
+            try:
+                values = unpack_results(results_payload, self.config.results_per_beat, self.config.result_bits)
+            except ValueError as e:  # a bad count is the engine's fault: count it, keep going
+                self.bad_result_beats += 1
+                if len(self.first_bad_result_beats) < 5:
+                    self.first_bad_result_beats.append({"cycle": self.cycle, "problem": str(e)})
+                values = []
+            for value in values:
+                self.results.append(value)
+                if len(self.results) in self._boundaries:
+                    self.finished.append(self.cycle)
         self.cycle += 1
 
     def max_cycles(self) -> int:
@@ -358,11 +368,13 @@ class StreamDriver:
         return {
             "layers": layers,
             "outputs": sum(e["outputs"] for e in layers),
-            "mismatches": sum(e["mismatches"] for e in layers),
+            "mismatches": sum(e["mismatches"] for e in layers) + self.bad_result_beats,
             "cycles": self.cycle,
             "backpressure": self.p,
             "beats": dict(self.sent),
-            "result_beats": len(self.results),
+            "result_beats": self.result_beats,
+            "bad_result_beats": self.bad_result_beats,
+            "first_bad_result_beats": self.first_bad_result_beats,
             "descriptors": self.bare,
             "rejected": self.rejected,
             "status_mismatches": self.status_mismatches,
