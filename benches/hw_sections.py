@@ -141,21 +141,23 @@ def steady_state(cb, lanes: list[int]) -> list[dict]:
     the second GEMV's cycles (its load hidden behind the first's compute: the layer's cost in a
     stream) and its utilisation rows*in / (d*lanes*cycles). Engines: the lane engine at each of
     `lanes`, whose bound is that of row-local sub-vectors, in / (ceil(m/lanes)*lanes*d) (every
-    row takes ceil(m/lanes) beats of lanes*d value slots), then the row-packing engine (lanes 1,
-    EngineConfig.pack), whose bound is rows*in / (d*ceil(rows*in/d)) (no padding is issued)."""
+    row takes ceil(m/lanes) beats of lanes*d value slots), then the row-packing engine at lanes 1
+    and 2 (EngineConfig.pack), whose bound is rows*in / (lanes*d*ceil(rows*in/(lanes*d))) (no
+    padding is issued, and a MAC beat never holds two GEMVs' values)."""
     rows = []
     for name in STEADY_NETWORKS:
         job_list = jobs(cb, name)
         doubled = [Job(f"{j.name}#{copy}", j.x, j.codes) for j in job_list for copy in (0, 1)]
-        for lane_count, pack in [(n, False) for n in lanes] + [(1, True)]:
+        for lane_count, pack in [(n, False) for n in lanes] + [(n, True) for n in (1, 2)]:
             config = _config(cb, job_list, lane_count, pack=pack)
             rep = simulate(config, cb, doubled, simulator="icarus")
             layers = []
             for job, entry in zip(doubled[1::2], rep["layers"][1::2]):
                 out_f, m = job.codes.shape
                 in_f = int(job.x.size)
+                slots = lane_count * cb.d  # values per MAC beat
                 bound = (
-                    out_f * in_f / (cb.d * -(-out_f * in_f // cb.d))
+                    out_f * in_f / (slots * -(-out_f * in_f // slots))
                     if pack
                     else in_f / (beats_per_row(m, lane_count) * lane_count * cb.d)
                 )
@@ -448,21 +450,22 @@ def split_md(report) -> list[str]:
 
 
 def pack_md(report) -> list[str]:
-    """The row-packing engine's synthesis runs (EngineConfig.pack, lanes 1), each after the lane
-    engine of the same device, K, lanes 1 and ROM width."""
+    """The row-packing engine's synthesis runs (EngineConfig.pack, lanes 1 or 2), each after the
+    lane engine of the same device, K, lanes and ROM width."""
     runs = report.get("pack_synth") or []
     if not runs:
         return []
-    lanes1 = {(r["device"], r["k"], 0): r for r in report["synth"] if r["lanes"] == 1}
-    lanes1 |= {(r["device"], r["k"], r["rom_width"]): r for r in report.get("split_rom") or [] if r["lanes"] == 1}
+    lane_runs = {(r["device"], r["k"], r["lanes"], 0): r for r in report["synth"]}
+    lane_runs |= {(r["device"], r["k"], r["lanes"], r["rom_width"]): r for r in report.get("split_rom") or []}
     lines = [
         "| device | K | ROM memory bits per value | engine | result | LUT/LC | FF | block RAM | DSP | Fmax MHz | "
         "critical path: to (logic steps) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        base = lanes1.get((r["device"], r["k"], r["rom_width"]))
-        for entry, name in ([(base, "lanes 1")] if base is not None else []) + [(r, "lanes 1, packing rows")]:
+        base = lane_runs.get((r["device"], r["k"], r["lanes"], r["rom_width"]))
+        lanes = f"lanes {r['lanes']}"
+        for entry, name in ([(base, lanes)] if base is not None else []) + [(r, f"{lanes}, packing rows")]:
             cells = _resource_cells(entry)
             lines.append(
                 f"| {entry['device']} | {entry['k']} | {r['rom_width'] or 8} | {name} | {_res(entry)} | {cells} |"
@@ -593,7 +596,7 @@ def goals(report) -> list[str]:
         if not steady:
             continue
         low = [(n, x) for n, x in steady if x["utilization"] < UTIL_GOAL]
-        where = "the row-packing engine (lanes 1)" if pack else "the lane engine, lanes 1 and 2"
+        where = "the row-packing engine, lanes 1 and 2" if pack else "the lane engine, lanes 1 and 2"
         below = "; ".join(f"{x['layer']} lanes={n}: {x['utilization']:.3f} (bound {x['bound']:.3f})" for n, x in low)
         at_bound = all(abs(x["utilization"] - x["bound"]) < 5e-4 for _, x in low)
         lines.append(
@@ -709,11 +712,11 @@ def render(report) -> tuple[str, str]:
         *split_md(report),
         "",
         "## The row-packing engine\n",
-        "`EngineConfig(pack=True)` (lanes 1; `rtl/packed.py`): two codes per code beat, read through both ports "
-        "of the ROM (iCE40 block RAM has one read port, so the ROM is copied there, as for a second lane), a "
-        "queue of 6 d (value, activation) pairs without the padding of rows' last sub-vectors, and a second "
-        "adder tree for beats that hold a row end. Each run follows the lane engine of the same device, K and "
-        "ROM width at lanes 1; same harness and flow as above.\n",
+        "`EngineConfig(pack=True)` (`rtl/packed.py`): 2 x lanes codes per code beat, read through both ports "
+        "of the ROM, and at lanes 2 of a second copy (iCE40 block RAM has one read port, so the ROM is copied "
+        "there, as for a second lane), a queue of 6 x lanes x d (value, activation) pairs without the padding "
+        "of rows' last sub-vectors, and one more adder tree per row end a beat may hold. Each run follows the "
+        "lane engine of the same device, K, lanes and ROM width; same harness and flow as above.\n",
         *pack_md(report),
         "",
         *(
@@ -723,8 +726,9 @@ def render(report) -> tuple[str, str]:
                 "positions), all layers of a network in one Icarus run, real codes and inputs; the second GEMV's "
                 f"cycles are the layer's cost in a stream. Bold: below {UTIL_GOAL}. On the lane engine every row of "
                 "m sub-vectors takes ceil(m/lanes) beats, so no schedule of row-local sub-vectors beats the bound "
-                "in/(ceil(m/lanes)*lanes*d); the row-packing engine (`EngineConfig(pack=True)`, lanes 1: two "
-                "codeword reads per cycle, padding dropped before the MAC) is bound by rows*in/(d*ceil(rows*in/d)). "
+                "in/(ceil(m/lanes)*lanes*d); the row-packing engine (`EngineConfig(pack=True)`: 2 x lanes "
+                "codeword reads per cycle, padding dropped before the MAC, a MAC beat of lanes*d values never "
+                "holding two GEMVs') is bound by rows*in/(lanes*d*ceil(rows*in/(lanes*d))). "
                 f"{sum(r['mismatches'] for r in report['steady_state'])} mismatches.\n",
                 *steady_md(report),
                 "",

@@ -4,7 +4,7 @@ mismatches, cycles and MAC utilisation per layer, simulation time.
 
     .venv/bin/python benches/run_hw.py --codebook CB [--simulator verilator] \
         [--networks digits_cnn,crepe_tiny,mtcnn_onet] [--limits digits_cnn=all,crepe_tiny=8,mtcnn_onet=24] \
-        [--lanes digits_cnn=4,crepe_tiny=16,mtcnn_onet=16] [--pack] [--out benches/results/run_hw]
+        [--lanes digits_cnn=4,crepe_tiny=16,mtcnn_onet=16] [--pack [--pack-lanes 2]] [--out benches/results/run_hw]
 
 Each network is hard-assigned to the codebook (the artifact is cached under $VQ4ALL_CACHE/run_hw).
 First, the calibration table: the integer model on the whole evaluation set (host only) for
@@ -12,7 +12,7 @@ activation scales at the maximum, the 99.99th and the 99.9th percentile of |x| (
 requantised by the engine's output stage), and at 99.99 with every layer dequantised on the
 host instead. Then each network on the engine, for `limit` evaluation inputs evenly spaced over
 its set (the FP, float compressed and integer metrics are taken on the same inputs). --pack runs
-every network on the row-packing engine (EngineConfig.pack, lanes 1). Results are written after
+every network on the row-packing engine (EngineConfig.pack) at --pack-lanes (1 or 2). Results are written after
 each network: run_hw.json (everything) and run_hw.md (tables).
 """
 
@@ -189,7 +189,8 @@ def main(argv=None) -> int:
     p.add_argument("--limits", default="digits_cnn=all,crepe_tiny=8,mtcnn_onet=24")
     p.add_argument("--lanes", default="digits_cnn=4,crepe_tiny=16,mtcnn_onet=16")
     p.add_argument("--skip-calibration", action="store_true")
-    p.add_argument("--pack", action="store_true", help="run on the row-packing engine (lanes 1)")
+    p.add_argument("--pack", action="store_true", help="run on the row-packing engine (at --pack-lanes)")
+    p.add_argument("--pack-lanes", type=int, choices=(1, 2), default=1, help="lanes of the row-packing engine")
     p.add_argument(
         "--merge",
         action="store_true",
@@ -201,7 +202,7 @@ def main(argv=None) -> int:
     names = [n for n in args.networks.split(",") if n]
     limits, lanes = _pairs(args.limits, _limit), _pairs(args.lanes, int)
     if args.pack:
-        lanes = {name: 1 for name in names}
+        lanes = {name: args.pack_lanes for name in names}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {

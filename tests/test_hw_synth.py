@@ -75,7 +75,7 @@ def test_harness_keeps_every_input_bit_in_the_shift_chain():
 
 
 def test_sweep_reuses_the_cache_and_implies_larger_k_after_an_overflow(tmp_path):
-    from vq4all.hw.synth import cache_key, sweep, synth_config
+    from vq4all.hw.synth import DESIGNS, cache_key, memo_key, sweep, synth_config
 
     sha = "ab" * 32
     fit = {"fits": True, "fmax_mhz": 30.0, "lut": 1000, "ff": 700, "bram": 20, "seconds_yosys": 1, "seconds_nextpnr": 1}
@@ -83,9 +83,11 @@ def test_sweep_reuses_the_cache_and_implies_larger_k_after_an_overflow(tmp_path)
         "fits": False,
         "overflow": {"cell": "ICESTORM_RAM", "used": 40, "available": 30, "all": [["ICESTORM_RAM", 40, 30]]},
     }
+    small, large = synth_config(256, 1), synth_config(1024, 1)
     cache = {
-        cache_key("ice40-up5k", synth_config(256, 1), sha): {"device": "ice40-up5k", **fit},
-        cache_key("ice40-up5k", synth_config(1024, 1), sha): {"device": "ice40-up5k", **nofit},
+        cache_key("ice40-up5k", small, sha, "d256"): {"device": "ice40-up5k", **fit},
+        cache_key("ice40-up5k", large, sha, "d1024"): {"device": "ice40-up5k", **nofit},
+        DESIGNS: {memo_key(small, sha): "d256", memo_key(large, sha): "d1024"},
     }
     path = tmp_path / "synth_cache.json"
     path.write_text(json.dumps(cache))
@@ -104,14 +106,15 @@ def test_variant_runs_read_the_sweep_cache(tmp_path):
     """Split-ROM configurations share the sweep's cache: a cached one is returned with its
     rom_width (no synthesis), a missing one is marked as such under cache_only; the key names
     the split."""
-    from vq4all.hw.synth import cache_key, synth_config, variant_runs
+    from vq4all.hw.synth import DESIGNS, cache_key, memo_key, synth_config, variant_runs
 
     sha = "ab" * 32
     config = synth_config(65536, 1, rom_width=6)
     assert config.key().endswith("_rw6") and synth_config(65536, 1).key() != config.key()
     cached = {"device": "ecp5-85k", "config": config.to_dict(), "fits": True, "bram": 173, "exceptions": 336}
     cache = tmp_path / "cache.json"
-    cache.write_text(json.dumps({cache_key("ecp5-85k", config, sha): cached}))
+    memo = {DESIGNS: {memo_key(config, sha): "rw6design"}}
+    cache.write_text(json.dumps({cache_key("ecp5-85k", config, sha, "rw6design"): cached, **memo}))
     got = variant_runs(sha, [("ecp5-85k", 65536, 1, 6), ("ecp5-85k", 65536, 2, 7)], cache, cache_only=True)
     assert got[0]["bram"] == 173 and (got[0]["k"], got[0]["lanes"], got[0]["rom_width"]) == (65536, 1, 6)
     assert got[1]["fits"] is None and got[1]["missing"]
@@ -135,3 +138,28 @@ def test_a_tool_that_runs_out_of_time_is_a_result_not_a_crash(monkeypatch, tmp_p
         DEVICES["ice40-up5k"], EngineConfig(k=16, max_m=8, max_rows=8), codebook, timeout_s=5, workdir=str(tmp_path)
     )
     assert out["fits"] is None and out["timed_out"] == "yosys did not finish within 5 s"
+
+
+def test_results_are_keyed_by_the_design_so_an_unchanged_design_keeps_them(tmp_path):
+    """design_digest: the same for the same (config, codebook) whatever the source lines, different
+    for another codebook or config; design_of memoises it in the cache (a SHA-256 alone finds it
+    there), and the sweep writes the memo back so a cache-only read generates nothing."""
+    from vq4all.artifact import Codebook
+    from vq4all.hw.synth import DESIGNS, design_digest, design_of, memo_key, sweep, synth_config
+
+    rng = np.random.default_rng(0)
+    cb = Codebook(rng.integers(-128, 128, (256, 8)).astype(np.int8), np.ones(1, np.float32))
+    other = Codebook(rng.integers(-128, 128, (256, 8)).astype(np.int8), np.ones(1, np.float32))
+    config = synth_config(256, 1)
+    digest = design_digest(config, cb)
+    assert digest == design_digest(config, cb)
+    assert digest != design_digest(config, other) and digest != design_digest(synth_config(256, 2), cb)
+    cache = {}
+    assert design_of(cache, config, cb.sha256) is None  # not memoised, no codewords to generate from
+    assert design_of(cache, config, cb) == digest and cache[DESIGNS] == {memo_key(config, cb.sha256): digest}
+    assert design_of(cache, config, cb.sha256) == digest
+    path = tmp_path / "synth_cache.json"
+    path.write_text("{}")
+    results = sweep(cb, ["ice40-up5k"], [256], [1], path, cache_only=True, progress=lambda s: None)
+    assert results[0]["missing"]  # nothing measured, but the design digest is kept for next time
+    assert json.loads(path.read_text())[DESIGNS] == {memo_key(config, cb.sha256): digest}

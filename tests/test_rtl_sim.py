@@ -192,12 +192,15 @@ def test_icarus_split_rom(universal, lanes):
     assert all(layer["cycles"] == layer["ideal_cycles"] for layer in full["layers"])
 
 
-@pytest.mark.parametrize("simulator,requant", [("icarus", False), ("icarus", True), ("verilator", False)])
-def test_packing_engine(universal, simulator, requant):
-    """The row-packing engine (pack=True: two codes per beat, a value queue without padding) in
-    the generated Verilog: the real layers and random rows of at least d values, with a rejected
-    descriptor between them, bit for bit under backpressure; at full speed on the packing model's
-    schedule."""
+@pytest.mark.parametrize(
+    "simulator,requant,lanes",
+    [("icarus", False, 1), ("icarus", True, 1), ("verilator", False, 1), ("icarus", True, 2), ("verilator", False, 2)],
+)
+def test_packing_engine(universal, simulator, requant, lanes):
+    """The row-packing engine (pack=True: 2 * lanes codes per beat, a value queue without padding)
+    in the generated Verilog: the real layers and random rows of at least d values, with a
+    rejected descriptor between them, bit for bit under backpressure; at full speed on the packing
+    model's schedule."""
     from vq4all.hw.layer_inputs import real_layer_job
     from vq4all.hw.sim.streams import Descriptor
 
@@ -217,11 +220,11 @@ def test_packing_engine(universal, simulator, requant):
         )
     jobs.insert(2, Descriptor("row shorter than d", 1, 3, shift=12, tail=5))
     layers = [job for job in jobs if isinstance(job, Job)]
-    config = EngineConfig(k=4096, max_m=64, max_rows=512, pack=True, requant=requant)
+    config = EngineConfig(k=4096, lanes=lanes, max_m=64, max_rows=512, pack=True, requant=requant)
     pressed = simulate(config, cb, jobs, simulator=simulator, backpressure=BACKPRESSURE, seed=3)
     check(pressed, layers)
     assert pressed["rejected"] == 1
     full = simulate(config, cb, jobs, simulator=simulator)
     check(full, layers)
     assert all(layer["cycles"] == layer["ideal_cycles"] for layer in full["layers"])
-    record(f"{simulator}-k4096-pack{'-requant' if requant else ''}", [pressed, full])
+    record(f"{simulator}-k4096-pack{'' if lanes == 1 else '-l2'}{'-requant' if requant else ''}", [pressed, full])

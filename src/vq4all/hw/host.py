@@ -243,7 +243,7 @@ def run_network(
     """Run zoo network `net` (digits_cnn, crepe_tiny, mtcnn_onet) from artifact `art` on the
     simulated engine for its evaluation set (`task`: an integer.Task, default
     integer.eval_task(net)) or `limit` inputs evenly spaced over it; `pack`: on the row-packing
-    engine (EngineConfig.pack, lanes 1).
+    engine (EngineConfig.pack, lanes 1 or 2).
 
     Returns {"network", "metric", "higher_is_better", "inputs", "eval_size", "index", "fp",
     "float", "integer", "engine" (the metric of each on those inputs), "integer_vs_float",

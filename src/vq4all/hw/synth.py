@@ -314,17 +314,59 @@ def synth_config(k: int, lanes: int, *, max_m: int = 256, max_rows: int = 4095, 
     covers most zoo layers; crepe's wide convolutions need more) and up to max_rows rows. max_m
     sets the activation buffer's block RAM (2 slots x max_m x 64 bits), the same for every K.
     rom_width: EngineConfig.rom_width (0: whole 8-bit values in the ROM memory); pack:
-    EngineConfig.pack (row packing, lanes 1)."""
+    EngineConfig.pack (row packing, lanes 1 or 2)."""
     from vq4all.hw.rtl.config import EngineConfig
 
     return EngineConfig(k=k, d=8, lanes=lanes, max_m=max_m, max_rows=max_rows, rom_width=rom_width, pack=pack)
 
 
-def cache_key(device: str, config, sha256: str) -> str:
-    """Key of one result in the sweep cache: device, config, codebook and generator version."""
+DESIGNS = "designs"  # the cache's memo of design digests (`design_of`), beside the results
+
+
+def design_digest(config, codebook: Codebook) -> str:
+    """SHA-256 (12 hex digits) of the RTLIL that yosys synthesises for (config, codebook): the
+    harness around the engine with its inline ROM, source-location attributes removed. Results are
+    cached under it, so a change of the generator that leaves a design as it was (a refactor, a
+    new engine option) keeps that design's measured results, and any change to it does not."""
+    import hashlib
+
+    text, _ = harness_rtlil(config, codebook)
+    text = re.sub(r"^\s*attribute \\src .*\n", "", text, flags=re.M)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def memo_key(config, sha256: str) -> str:
+    """Where `design_of` keeps a design digest: config, codebook and the generator's version (the
+    RTL sources and the harness)."""
+    import hashlib
+    import inspect
+
     from vq4all.hw.sim.runner import rtl_digest
 
-    return f"{device}|{config.key()}|{sha256[:16]}|rtl{rtl_digest()}"
+    wrapper = hashlib.sha256((inspect.getsource(harness) + inspect.getsource(harness_rtlil)).encode()).hexdigest()
+    return f"{config.key()}|{sha256[:16]}|gen{rtl_digest()}{wrapper[:8]}"
+
+
+def design_of(cache: dict, config, codebook: Codebook | str) -> str | None:
+    """The design digest of (config, codebook's first config.k codewords), from the cache's memo
+    or computed (seconds: one RTLIL generation) and memoised there; None when only the codebook's
+    SHA-256 is given and the memo lacks it."""
+    memo = cache.setdefault(DESIGNS, {})
+    sha256 = codebook if isinstance(codebook, str) else codebook.sha256
+    key = memo_key(config, sha256)
+    if key not in memo:
+        if isinstance(codebook, str):
+            return None
+        first_k = (
+            codebook if config.k == codebook.k else Codebook(codebook.codebook[: config.k], codebook.codebook_scale)
+        )
+        memo[key] = design_digest(config, first_k)
+    return memo[key]
+
+
+def cache_key(device: str, config, sha256: str, design: str) -> str:
+    """Key of one result in the sweep cache: device, config, codebook and design digest."""
+    return f"{device}|{config.key()}|{sha256[:16]}|design{design}"
 
 
 def sweep(
@@ -362,7 +404,8 @@ def sweep(
             bram_overflow = None
             for k in sorted(ks):
                 config = synth_config(k, lane_count)
-                key = cache_key(name, config, sha256)
+                design = None if bram_overflow is not None else design_of(cache, config, codebook)
+                key = cache_key(name, config, sha256, design)
                 if bram_overflow is not None:
                     entry = {"device": name, "config": config.to_dict(), "fits": False, "implied_by": bram_overflow}
                 elif key in cache:
@@ -398,6 +441,7 @@ def sweep(
                     over = entry["overflow"].get("all") or [[entry["overflow"]["cell"]]]
                     bram_overflow = f"k={k} ({', '.join(o[0] for o in over)})"
                 results.append({**entry, "k": k, "lanes": lane_count})
+    _save_memo(cache_path, cache)
     return results
 
 
@@ -427,7 +471,7 @@ def variant_runs(
     for name, k, lanes, rom_width, *rest in runs:
         pack = bool(rest and rest[0])
         config = synth_config(k, lanes, rom_width=rom_width, pack=pack)
-        key = cache_key(name, config, sha256)
+        key = cache_key(name, config, sha256, design_of(cache, config, codebook))
         if key in cache:
             entry = cache[key]
         elif cache_only:
@@ -445,7 +489,20 @@ def variant_runs(
                 f"  fits={entry['fits']} fmax={entry.get('fmax_mhz')} bram={entry.get('bram')} lut={entry.get('lut')}"
             )
         results.append({**entry, "k": k, "lanes": lanes, "rom_width": rom_width, "pack": pack})
+    _save_memo(cache_path, cache)
     return results
+
+
+def _save_memo(cache_path: Path, cache: dict) -> None:
+    """Write the design digests `design_of` computed into the cache file (atomically, merged with
+    what the file holds now), so that the next read of these results generates nothing."""
+    from vq4all.io import atomic_write_bytes
+
+    on_disk = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    memo = {**on_disk.get(DESIGNS, {}), **cache.get(DESIGNS, {})}
+    if memo != on_disk.get(DESIGNS, {}):
+        on_disk[DESIGNS] = memo
+        atomic_write_bytes(cache_path, (json.dumps(on_disk, indent=1) + "\n").encode())
 
 
 def fit_table(results: list[dict]) -> dict:

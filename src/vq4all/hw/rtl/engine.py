@@ -21,10 +21,12 @@ Protocol (valid/ready streams, a transfer on a rising edge where both are high):
    modulo 2^REJECTED_BITS) steps on the cycle after its transfer, and the next valid descriptor
    runs normally. The host sends nothing else for a rejected descriptor.
 
-With `pack` (EngineConfig.pack, lanes 1, `rtl/packed.py`) the descriptor also carries `tail` (values
-in a row's last sub-vector, 1..d; rows of at least d values), a `codes` beat carries two codes of
-the layer's codes flattened row-major, the row's multiplier (requant) is taken with the beat that
-ends the row, and the MAC takes d values per cycle across row ends, with no padding products.
+With `pack` (EngineConfig.pack, lanes L = 1 or 2, `rtl/packed.py`) the descriptor also carries
+`tail` (values in a row's last sub-vector, 1..d; rows of at least d values), a `codes` beat
+carries 2 L codes of the layer's codes flattened row-major, the rows' multipliers (requant) are
+taken with the MAC beats that end the rows (L per `scales` beat), the MAC takes L d values per
+cycle across row ends, with no padding products, and at L = 2 a `results` beat carries 1 or 2
+results and their count.
 
 Lanes take L sub-vectors of the SAME row per beat (L ROM read ports), rather than L rows in
 parallel: the code stream stays in the artifact's natural row-major order, every lane shares one
@@ -109,32 +111,37 @@ def requant_stages(m, c: EngineConfig, adv, valid, totals, mults, shift, rq_vali
     `carry` (any Value) travels alongside. Returns (ys: signed out_bits Signals, the carried
     Signal or None). Everything advances on `adv`."""
     one = len(totals) == 1
+    # stage 1: the exact products (acc_bits + mult_bits bits, signed)
     v1 = Signal(name="rq_valid_1")
-    shift1 = Signal(SHIFT_BITS, name="rq_shift_1")
+    shift1 = Signal(SHIFT_BITS, name="shift1" if one else "rq_shift_1")
+    prods = [
+        Signal(signed(c.acc_bits + c.mult_bits + 1), name="prod" if one else f"rq_{i}_prod") for i in range(len(totals))
+    ]
     with m.If(adv):
-        m.d.sync += [v1.eq(valid), shift1.eq(shift), rq_valid.eq(v1)]
+        m.d.sync += [
+            v1.eq(valid),
+            *(p.eq(t * u.as_unsigned()) for p, t, u in zip(prods, totals, mults)),
+            shift1.eq(shift),
+        ]
     carried = None
     if carry is not None:
         c1, carried = Signal(len(carry), name="rq_carry_1"), Signal(len(carry), name="rq_carry_2")
         with m.If(adv):
             m.d.sync += [c1.eq(carry), carried.eq(c1)]
+    # stage 2: round half up, shift, saturate
     lo, hi = -(1 << (c.out_bits - 1)), (1 << (c.out_bits - 1)) - 1
     half = Const(1, 1) << (shift1 - 1)[:SHIFT_BITS]  # 2^(shift-1); shift is 1..62
-    ys = []
-    for i, (total, mult) in enumerate(zip(totals, mults)):
-        tag = "" if one else str(i)
-        # stage 1: the exact product (acc_bits + mult_bits bits, signed)
-        prod = Signal(signed(c.acc_bits + c.mult_bits + 1), name=f"rq_prod{tag}")
-        with m.If(adv):
-            m.d.sync += prod.eq(total * mult.as_unsigned())
-        # stage 2: round half up, shift, saturate
-        rounded = Signal(signed(c.acc_bits + c.mult_bits + 2), name=f"rq_rounded{tag}")
-        shifted = Signal(signed(c.acc_bits + c.mult_bits + 2), name=f"rq_shifted{tag}")
+    ys, outs = [], []
+    for i, prod in enumerate(prods):
+        tag = "" if one else f"rq_{i}_"  # (one total keeps the names the lane engine always had)
+        rounded = Signal(signed(c.acc_bits + c.mult_bits + 2), name=f"{tag}rounded")
+        shifted = Signal(signed(c.acc_bits + c.mult_bits + 2), name=f"{tag}shifted")
         m.d.comb += [rounded.eq(prod + half), shifted.eq(rounded >> shift1)]
-        y = Signal(signed(c.out_bits), name=f"rq_y{tag}")
-        with m.If(adv):
-            m.d.sync += y.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted)))
+        y = Signal(signed(c.out_bits), name=f"{tag}y")
+        outs.append(y.eq(Mux(shifted > hi, hi, Mux(shifted < lo, lo, shifted))))
         ys.append(y)
+    with m.If(adv):
+        m.d.sync += [rq_valid.eq(v1), *outs]
     return ys, carried
 
 
@@ -264,7 +271,8 @@ class Engine(wiring.Component):
 
         # the one stall: a result is due in the FIFO and the FIFO is full
         adv = Signal()
-        write = mac.out_valid & mac.out_last.any()  # a beat ending a row reaches the accumulator
+        # a beat ending a row reaches the accumulator (out_last: a flag, or the packing engine's count)
+        write = mac.out_valid & (mac.out_last.any() if len(mac.out_last) > 1 else mac.out_last)
         rq_valid = Signal()  # (requant) a result leaves the second requant stage
         m.d.comb += adv.eq(~((rq_valid if c.requant else write) & ~out.w_rdy))
 

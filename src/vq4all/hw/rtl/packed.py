@@ -1,42 +1,48 @@
-"""Row packing (`EngineConfig(pack=True)`): the MAC takes d real values every cycle, across row ends.
+"""Row packing (`EngineConfig(pack=True)`): the MAC takes L d real values every cycle across row
+ends (L = lanes, 1 or 2).
 
-The lane engine spends ceil(m / lanes) beats on every row, so a row of `in_features` values that is
+The lane engine spends ceil(m / L) beats on every row, so a row of `in_features` values that is
 not a multiple of d issues padding products: digits_cnn conv1 (rows of 9, d = 8) uses 9 of 16
 product slots, MTCNN conv1 (rows of 27) 27 of 32. Every row still needs m codeword reads, so
-beating that with one ROM read per cycle is impossible; this computer reads two per cycle (the
-ROM's second port) and drops the padding before the MAC:
+beating that with L ROM reads per cycle is impossible; this computer reads n = 2 L per cycle
+(both ports of the ROM, and at L = 2 of a second copy) and drops the padding before the MAC:
 
-1. **Code beats** carry two codes of the layer's codes flattened row-major (`codes[o, j]`, rows
-   not aligned to beats; a layer of odd `rows * m` ends with a one-code beat). Both codewords and
-   their activation sub-vectors are read in the cycle the beat is taken (two ROM ports, two
-   activation-buffer ports).
-2. **Value queue**: the next cycle appends the two sub-vectors' (codeword value, activation) pairs
-   to a queue of `queue_slots` = 6 d entries, d pairs for a sub-vector and `tail` for a row's last
+1. **Code beats** carry n codes of the layer's codes flattened row-major (`codes[o, j]`, rows not
+   aligned to beats; a layer's last beat may hold fewer). Every codeword and its activation
+   sub-vector are read in the cycle the beat is taken (n ROM ports, n activation-buffer ports;
+   an activation word holds L sub-vectors, so a read also names its lane).
+2. **Value queue**: the next cycle appends the sub-vectors' (codeword value, activation) pairs to
+   a queue of `queue_slots` = 6 L d entries, d pairs for a sub-vector and `tail` for a row's last
    (the descriptor's `tail` field: values in a row's last sub-vector), so padding never enters.
-   Each entry also carries a row-end flag, a layer-end flag and (requant) the layer's shift.
-   A code beat is taken only while the queue's fill plus the values still in flight leave room
-   for two more sub-vectors (`count <= queue_slots - 2 d`), so the queue never overflows; at
-   6 d that threshold (4 d) also keeps d values queued every cycle when beats bring as few as
-   d + 1 values (measured: 4 d starved the MAC to 0.69-0.74 utilisation on rows of 9 to 90).
-3. **MAC beat**: once the queue holds d entries, its first d leave for the MAC (products, then the
-   registered adder tree). A layer's last entries leave as a shorter beat once its layer-end
-   entry is in the first d and nothing more is queued (the empty slots are zero). Because rows
-   are at least d values long (the descriptor check), a beat holds at most one row end.
-4. **Two sums**: beside the tree over all d products, a second tree sums the products up to the
-   beat's row end (`MACLanes(split=True)`). A row-end beat writes `acc + before` into the result
-   FIFO and restarts `acc` with `all - before`, the next row's first values; rows finish one at a
-   time and in order, so the FIFO, the requant stage (the row's multiplier is taken from `scales`
-   with its row-end beat) and the `results` stream are the lane engine's.
+   Each entry also carries a row-end flag, a layer-end flag and (requant) the layer's shift. A
+   code beat is taken only while the queue's fill plus the values still in flight leave room for
+   n more sub-vectors (`count <= queue_slots - n d`), so the queue never overflows; at 6 L d
+   that threshold (4 L d) also keeps L d values queued every cycle when beats bring as few as
+   L (d + 1) values (measured at L = 1: 4 d starved the MAC to 0.69-0.74 utilisation on rows of
+   9 to 90).
+3. **MAC beat**: once the queue holds L d entries, its first L d leave for the MAC (products, then
+   the registered adder tree); when a layer-end entry is among them, only the entries up to it
+   leave (the rest are masked to zero products), so a beat never holds two layers' values.
+   Because rows are at least d values long (the descriptor check), a beat holds at most L row
+   ends, all of one layer.
+4. **Split sums**: beside the tree over all L d products, L more trees sum the products up to the
+   beat's first, ..., L-th row end (`MACLanes(splits=L)`). A beat ending e rows emits
+   `acc + before[0]`, `before[1] - before[0]`, ... and restarts `acc` with `all - before[e-1]`.
+   Rows finish in order. At L = 1 that is one result per beat and the `results` stream is the
+   lane engine's; at L = 2 the beat's results are requantised side by side and written to the
+   result FIFO as one beat of two results and their count (`EngineConfig.results_bits`).
+   Multipliers (requant) arrive L per `scales` beat, rows in pairs within a layer; `_scales`
+   hands each row end its own and takes a `scales` beat only when a row end needs it.
 
 Queue arithmetic: the queue is one vector of `queue_slots` entries, entry i in bits
 [i * entry_bits, (i + 1) * entry_bits), with every entry at or beyond the fill zero. Each cycle
-`queue' = (queue >> popped entries) | (pushed << (fill - popped) entries)`: a pop of d (or of the
-whole fill for a layer's last beat) and a push of the in-flight sub-vectors (the second placed
-right after the first's kept values). The zero invariant is what makes a short last beat's
-empty slots contribute nothing.
+`queue' = (queue >> popped entries) | (pushed << (fill - popped) entries)`: a pop of a MAC beat
+and a push of the in-flight sub-vectors (each placed right after the previous one's kept
+values). The zero invariant is what makes a short last beat's empty slots contribute nothing.
 
-Cost model (`sim.packing.pack_schedule`, equal to the engine's cycles at full speed): a layer alone or in a stream costs about ceil(rows * in_features / d)
-MAC beats instead of rows * m; the code side takes ceil(rows * m / 2) beats and runs ahead.
+Cost model (`sim.packing.pack_schedule`, equal to the engine's cycles at full speed): a layer in a
+stream costs ceil(rows * in_features / (L d)) MAC beats instead of rows * ceil(m / L); the code
+side takes ceil(rows * m / n) beats and runs ahead.
 """
 
 from __future__ import annotations

@@ -78,8 +78,8 @@ def run_layer(
     MACs rows*in_features / (d*lanes*cycles)), ideal_cycles and the run's details.
     verilog: a generated vq4all_engine.v of engine_for(...)'s config and this codebook, to reuse.
     row_factors: [rows] real factors per accumulator unit: run the engine with its requantization
-    stage (int8 results, parameters from requant_for). pack: on the row-packing engine (lanes 1,
-    rows of at least d values)."""
+    stage (int8 results, parameters from requant_for). pack: on the row-packing engine (lanes 1
+    or 2, rows of at least d values)."""
     k, d = codebook.k, codebook.d
     rows, m = codes.shape
     config = engine_for(k, d, m, rows, lanes=lanes, acc_bits=acc_bits, requant=row_factors is not None, pack=pack)
