@@ -74,7 +74,9 @@ PACK_RUNS = [
 
 def _cached_codebook() -> Path:
     """Where universal_codebook keeps the codebook it builds."""
-    return Path(os.environ.get("VQ4ALL_CACHE") or Path.home() / ".cache" / "vq4all") / "hw_universal_codebook.safetensors"
+    return (
+        Path(os.environ.get("VQ4ALL_CACHE") or Path.home() / ".cache" / "vq4all") / "hw_universal_codebook.safetensors"
+    )
 
 
 def universal_codebook(path: str | None):
