@@ -58,6 +58,22 @@ def test_matches_reference_bit_for_bit(requant, backpressure, lanes):
         assert [x["cycles"] for x in report["layers"]] == [x["ideal_cycles"] for x in report["layers"]]
 
 
+@pytest.mark.parametrize("backpressure", [0.0, 0.5])
+def test_lanes_2_row_ends_at_every_position(backpressure):
+    """Lanes 2 with requant: one-row layers back to back, rows of exactly d values (two row ends
+    in a MAC beat), odd row counts (a layer's last scales beat half used): every result and its
+    multiplier right, and at full speed the model's cycles."""
+    rng = np.random.default_rng(11)
+    shapes = [(1, 8), (1, 9), (3, 8), (1, 16), (2, 8), (5, 8), (1, 8), (4, 17), (1, 23)]
+    config = EngineConfig(k=32, d=8, lanes=2, max_m=8, max_rows=16, pack=True, requant=True)
+    jobs = [layer(rng, f"L{i}", r, n, 32, 8, requant=True) for i, (r, n) in enumerate(shapes)]
+    report = run(config, codebook(32, 8), jobs, backpressure, seed=2)
+    assert report["outputs"] == sum(r for r, _ in shapes)
+    assert report["result_beats"] < report["outputs"]  # some beats carried two results
+    if backpressure == 0.0:
+        assert [x["cycles"] for x in report["layers"]] == [x["ideal_cycles"] for x in report["layers"]]
+
+
 @pytest.mark.parametrize("d,width,lanes", [(4, 8, 1), (3, 5, 1), (16, 8, 1), (4, 8, 2), (3, 5, 2)])
 def test_other_shapes(d, width, lanes):
     rng = np.random.default_rng(d)

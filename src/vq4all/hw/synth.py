@@ -335,16 +335,20 @@ def design_digest(config, codebook: Codebook) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def memo_key(config, sha256: str) -> str:
-    """Where `design_of` keeps a design digest: config, codebook and the generator's version (the
-    RTL sources and the harness)."""
+def generator_version() -> str:
+    """The generator's version: the RTL sources (`rtl_digest`) and the synthesis harness."""
     import hashlib
     import inspect
 
     from vq4all.hw.sim.runner import rtl_digest
 
     wrapper = hashlib.sha256((inspect.getsource(harness) + inspect.getsource(harness_rtlil)).encode()).hexdigest()
-    return f"{config.key()}|{sha256[:16]}|gen{rtl_digest()}{wrapper[:8]}"
+    return f"gen{rtl_digest()}{wrapper[:8]}"
+
+
+def memo_key(config, sha256: str) -> str:
+    """Where `design_of` keeps a design digest: config, codebook and the generator's version."""
+    return f"{config.key()}|{sha256[:16]}|{generator_version()}"
 
 
 def design_of(cache: dict, config, codebook: Codebook | str) -> str | None:
@@ -495,11 +499,13 @@ def variant_runs(
 
 def _save_memo(cache_path: Path, cache: dict) -> None:
     """Write the design digests `design_of` computed into the cache file (atomically, merged with
-    what the file holds now), so that the next read of these results generates nothing."""
+    what the file holds now, those of older generator versions dropped), so that the next read of
+    these results generates nothing."""
     from vq4all.io import atomic_write_bytes
 
     on_disk = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    memo = {**on_disk.get(DESIGNS, {}), **cache.get(DESIGNS, {})}
+    now = "|" + generator_version()
+    memo = {k: v for k, v in {**on_disk.get(DESIGNS, {}), **cache.get(DESIGNS, {})}.items() if k.endswith(now)}
     if memo != on_disk.get(DESIGNS, {}):
         on_disk[DESIGNS] = memo
         atomic_write_bytes(cache_path, (json.dumps(on_disk, indent=1) + "\n").encode())

@@ -304,9 +304,10 @@ def _scales(engine, m, c, adv, can, pop, n_ends, any_lend, first, w):
     with m.If(pop & any_end):
         # the last scales beat this MAC beat uses is kept, with its next lane reach mod lanes
         # (reach - lanes when the beat ran into the next one), unless it is used up or the layer
-        # ends here
+        # ends here. At lanes 2 (MAX_PACK_LANES) a beat kept is always the stream's current one:
+        # a held beat has one lane left, which any row end uses up.
         with m.If(any_lend | (reach == L)):
             m.d.sync += [hv.eq(0), sl.eq(0)]
         with m.Else():
-            m.d.sync += [hv.eq(1), sl.eq(reach[:lg]), held.eq(Mux(need, payload, held))]
+            m.d.sync += [hv.eq(1), sl.eq(reach[:lg]), held.eq(payload)]
     return valid | ~need, Cat(*mults, shift)
