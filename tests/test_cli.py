@@ -70,7 +70,7 @@ def test_assign_writes_a_valid_network(built, tmp_path):
     assert back.network == "digits_cnn" and all(layer.codes.dtype.name == "uint8" for layer in back.layers)
     shown = json.loads(run("inspect", str(net_path), "--json").stdout)
     assert shown["bits_per_weight"] == pytest.approx(info["bits_per_weight"])
-    for search in ("activations", "hessian"):
+    for search in ("activations", "hessian", "sequential"):
         weighted = tmp_path / f"digits_{search}.safetensors"
         run("assign", "--network", "digits_cnn", "--codebook", str(out), "--search", search, "--out", str(weighted))
         assert artifact.load_network(weighted, artifact.load_codebook(out)).config["search"] == search

@@ -4,6 +4,8 @@ search is the plain one; its distances are the output error left after the rest 
 compensates (a Schur complement computed independently); and on correlated inputs it leaves a
 much smaller output error than the plain nearest codewords."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -199,3 +201,41 @@ def _small_codebook(net):
     from vq4all.config import CodebookConfig
 
     return build(CodebookConfig(networks=("digits_cnn",), k=4096, per_network=8192), {"digits_cnn": net})
+
+
+def test_sequential_moments_see_the_earlier_blocks_coded():
+    """search = "sequential": the first block's H is the teacher's; a later block's H is
+    input_moments of the network whose earlier block holds its hard-assigned weights (assign on
+    its own H, then decode), computed here independently; the teacher is left unchanged."""
+    from vq4all.artifact import Codebook
+    from vq4all.decode import decode_layer
+    from vq4all.hard import assign
+    from vq4all.hessian import sequential_moments
+
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(
+        torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU()),
+        torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.Tanh()),
+        torch.nn.Linear(8, 4),
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cb = Codebook((codewords(64, 4, seed=3) * 0.5).astype(np.float16), None)
+    x = torch.randn(40, 8)
+    keys = ["0.0.weight", "1.0.weight", "2.weight"]
+    net = Net(model)
+    h = sequential_moments(net, keys, x, 16, cb)
+    teacher = input_moments(net, keys, x, 16)
+    assert np.array_equal(h["0.0.weight"], teacher["0.0.weight"])
+    coded = Net(copy.deepcopy(model))
+    weight = {"0.0.weight": model[0][0].weight.detach().numpy()}
+    layer = assign(weight, cb, position_weights={"0.0.weight": teacher["0.0.weight"]})[0]
+    with torch.no_grad():
+        coded.model[0][0].weight.copy_(torch.from_numpy(decode_layer(layer, cb).reshape(16, 8)))
+    want = input_moments(coded, ["1.0.weight"], x, 16)["1.0.weight"]
+    assert np.allclose(h["1.0.weight"], want, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(h["1.0.weight"], teacher["1.0.weight"], rtol=1e-3)  # the coding is seen
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the teacher is untouched
+    from vq4all.importance import search_statistics
+
+    with pytest.raises(VQ4AllError, match="sequential search .* needs the codebook"):
+        search_statistics("sequential", net, keys, x, 16)

@@ -143,7 +143,9 @@ def hard_assign(
     "none"). search: "plain" (nearest by squared distance), "activations" (nearest by the
     distance weighted by each position's input mean square, `vq4all.importance`) or "hessian"
     (each row coded one sub-vector at a time under its inputs' second moments, the rest of the row
-    absorbing each sub-vector's error, `vq4all.hessian`); the statistics come from
+    absorbing each sub-vector's error, `vq4all.hessian`) or "sequential" (the same, with each
+    block's second moments measured on the network whose earlier blocks are already coded); the
+    statistics come from
     `calibration` inputs of the network, default its `default_calibration` (a zoo network
     brings its data, a model of your own needs `vq4all.Network(model, calibration=...)`). Returns the
     NetworkArtifact (codes, scales, FP leftovers) for `save`.
@@ -161,7 +163,9 @@ def hard_assign(
     weights = None
     if search != "plain":
         inputs = net.calibration(calibration or net.default_calibration, seed=0)
-        weights = search_statistics(search, net, compressible, inputs, 32, progress=progress)
+        weights = search_statistics(
+            search, net, compressible, inputs, 32, codebook=cb, granularity=granularity, progress=progress
+        )
     state = {k: v.detach().cpu().numpy() for k, v in net.model.state_dict().items()}
     art = _hard_assign(
         net.name, state, compressible, cb, granularity, weights=weights, search=search, progress=progress

@@ -123,8 +123,9 @@ class CompressConfig(_Manifested):
     (nearest by the distance weighted by the mean square of each position's input on the
     calibration data, `vq4all.importance`) or "hessian" (the layer's input second moments
     E[x x^T] on the calibration data, each row coded one sub-vector at a time with the rest of the row
-    absorbing each sub-vector's error, GPTQ-style: `vq4all.hessian`); the plain distance where
-    a layer has no such statistic;
+    absorbing each sub-vector's error, GPTQ-style: `vq4all.hessian`) or "sequential" (the same,
+    each block's moments measured on the network whose earlier blocks are already coded); the
+    plain distance where a layer has no such statistic;
     PNC freezes a sub-vector once its largest ratio exceeds alpha (pnc=False: train the same
     budget, then freeze every sub-vector by `finish`). schedule "threshold" is the paper's PNC (alpha alone);
     "linear" also freezes, after each step, the most confident active sub-vectors until the

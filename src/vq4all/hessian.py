@@ -183,7 +183,9 @@ def _intercept(targets: dict[int, tuple[str, torch.Tensor]], moments: dict, seed
             setattr(F, name, fn)
 
 
-def input_moments(net, keys, inputs, batch_size: int, *, seed: int = 0, progress: bool = False) -> dict:
+def input_moments(
+    net, keys, inputs, batch_size: int, *, seed: int = 0, progress: bool = False, warn: bool = True
+) -> dict:
     """{key: H [groups, row, row] float64, or None} for the compressible weights `keys` of
     zoo/user network `net`: E[x x^T] of the inputs each weight row multiplies, over `inputs`
     (what `net.calibration(...)` returns) run through the teacher `net.model` in batches of
@@ -203,14 +205,62 @@ def input_moments(net, keys, inputs, batch_size: int, *, seed: int = 0, progress
             out[key] = None
             continue
         out[key] = (m.sum / m.count).numpy()
+    if warn:
+        _warn_plain(out)
+    return out
+
+
+def _warn_plain(out: dict) -> None:
+    """One warning naming the weights of `out` ({key: H or None}) that have no H."""
     plain = [printable(key, 120) for key, h in out.items() if h is None]
     if plain:
         shown = ", ".join(plain[:8]) + (f" and {len(plain) - 8} more" if len(plain) > 8 else "")
         warnings.warn(
             f"hessian search: no input moments for {shown} (not a Linear/Conv1d/Conv2d weight, rows over "
             f"{MAX_ROW} values, or past {MAX_BYTES >> 30} GiB of moments): the plain search codes them",
-            stacklevel=2,
+            stacklevel=3,
         )
+
+
+def sequential_moments(
+    net, keys, inputs, batch_size: int, codebook, granularity: str = "channel", *, seed: int = 0, progress: bool = False
+) -> dict:
+    """`input_moments` measured block after block (search = "sequential"): {key: H or None}.
+
+    GPTQ's order: the H of a block's weights comes from the network whose earlier blocks already
+    hold their coded weights (hard assignment by `sequential_candidates` on their own H, scales
+    of `granularity`), so each block's codes answer the inputs it will really see, errors of the
+    blocks before it included. Blocks: the network's declared `blocks`, else
+    `vq4all.blocks.find_blocks`, taken in that order; weights in no block come last, with every
+    block coded. Costs one pass over `inputs` and one hard assignment per block; the teacher
+    `net.model` is not changed (a copy is coded)."""
+    import copy
+
+    from tqdm import tqdm
+
+    from .blocks import check_blocks, find_blocks
+    from .decode import decode_layer
+    from .hard import assign
+
+    keys = list(keys)
+    names = getattr(net, "blocks", ()) or find_blocks(net.model, keys)
+    plan = check_blocks(net.model, names, keys) if names else {}
+    placed = {k for held in plan.values() for k in held}
+    stages = list(plan.values()) + ([[k for k in keys if k not in placed]] if len(placed) < len(keys) else [])
+    coded = copy.copy(net)
+    coded.model = copy.deepcopy(net.model)
+    params = dict(coded.model.named_parameters())
+    out: dict = {}
+    for held in tqdm(stages, desc="sequential moments", unit="block", disable=not progress, leave=False):
+        h = input_moments(coded, held, inputs, batch_size, seed=seed, warn=False)
+        out.update(h)
+        weights = {k: params[k].detach().cpu().numpy() for k in held}
+        for layer in assign(weights, codebook, granularity, position_weights=h):
+            decoded = decode_layer(layer, codebook).reshape(params[layer.param].shape)
+            with torch.no_grad():
+                params[layer.param].copy_(torch.from_numpy(decoded))
+    out = {k: out.get(k) for k in keys}
+    _warn_plain(out)
     return out
 
 

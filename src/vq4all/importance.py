@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .assign import weight_owner
+from .errors import VQ4AllError
 from .network import forward_batches
 
 CONVS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
@@ -86,15 +87,30 @@ def input_mean_squares(net, keys, inputs, batch_size: int, *, progress: bool = F
     return out
 
 
-def search_statistics(search: str, net, keys, inputs, batch_size: int, *, progress: bool = False) -> dict | None:
+def search_statistics(
+    search: str,
+    net,
+    keys,
+    inputs,
+    batch_size: int,
+    *,
+    codebook=None,
+    granularity: str = "channel",
+    progress: bool = False,
+) -> dict | None:
     """What the candidate search `search` (rules.SEARCHES) follows for the weights `keys`:
     None for "plain", else {key: statistic or None} gathered on `inputs` through the teacher:
     h [row] for "activations" (`input_mean_squares`), H [groups, row, row] for "hessian"
-    (`vq4all.hessian.input_moments`)."""
+    (`vq4all.hessian.input_moments`) and for "sequential" (`vq4all.hessian.sequential_moments`,
+    block after block on a copy of the network coded on `codebook` with `granularity` scales)."""
     if search == "plain":
         return None
     if search == "activations":
         return input_mean_squares(net, keys, inputs, batch_size, progress=progress)
-    from .hessian import input_moments
+    from .hessian import input_moments, sequential_moments
 
+    if search == "sequential":
+        if codebook is None:
+            raise VQ4AllError("the sequential search codes the network block by block: it needs the codebook")
+        return sequential_moments(net, keys, inputs, batch_size, codebook, granularity, progress=progress)
     return input_moments(net, keys, inputs, batch_size, progress=progress)

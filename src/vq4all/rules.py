@@ -20,8 +20,9 @@ GRANULARITIES = ("none", "tensor", "channel")  # weight scale: 1, one per tensor
 INITS = ("equal", "inverse_distance")  # initial candidate ratios: the paper's, VQ4DiT's
 # how a sub-vector's n candidates are ranked: plain squared distance, weighted by the mean
 # square of the layer's inputs at each position (vq4all.importance), or by the layer's input
-# second moments with each row coded one sub-vector at a time, the rest absorbing the error (vq4all.hessian)
-SEARCHES = ("plain", "activations", "hessian")
+# second moments with each row coded one sub-vector at a time, the rest absorbing the error (vq4all.hessian),
+# or the same with the moments measured block after block on the network whose earlier blocks are coded
+SEARCHES = ("plain", "activations", "hessian", "sequential")
 FINISH_RULES = ("argmax", "nearest")  # how a sub-vector frozen without passing alpha chooses
 SCHEDULES = ("threshold", "linear")  # PNC alone, or PNC plus a frozen-fraction quota
 DISTILL_LOSSES = ("kl", "cosine", "mse")

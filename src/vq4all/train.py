@@ -593,7 +593,16 @@ def compress(
     if config.search != "plain":  # the candidates' distance follows the layers' inputs
         if inputs is None:
             inputs = net.calibration(config.calibration, seed=config.seed)
-        position_weights = search_statistics(config.search, net, keys, inputs, config.batch_size, progress=progress)
+        position_weights = search_statistics(
+            config.search,
+            net,
+            keys,
+            inputs,
+            config.batch_size,
+            codebook=codebook,
+            granularity=config.scale_granularity,
+            progress=progress,
+        )
     student = net.with_weights({})
     params = quantize_(
         student,
