@@ -622,14 +622,14 @@ def goals(report) -> list[str]:
     for r in report.get("pack_synth") or []:
         rom = f", ROM split to {r['rom_width']} bits" if r.get("rom_width") else ""
         if r.get("timed_out"):
-            lines.append(f"- **{r['device']} K={r['k']}, packing rows{rom}**: {_res(r)}.")
+            lines.append(f"- **{r['device']} K={r['k']} lanes={r['lanes']}, packing rows{rom}**: {_res(r)}.")
         elif r.get("fits") is not None:
             got = (
                 f"fits, {r['fmax_mhz']:.1f} MHz, {r['lut']} LUT/LC, {r['bram']}/{r.get('bram_available', '?')} block RAM"
                 if r["fits"]
                 else _res(r)
             )
-            lines.append(f"- **{r['device']} K={r['k']}, packing rows{rom}**: {got}.")
+            lines.append(f"- **{r['device']} K={r['k']} lanes={r['lanes']}, packing rows{rom}**: {got}.")
     for device, entry in report["fit"].items():
         b = entry["best"]
         if b:
