@@ -247,18 +247,17 @@ def sequential_moments(
     plan = check_blocks(net.model, names, keys) if names else {}
     placed = {k for held in plan.values() for k in held}
     stages = list(plan.values()) + ([[k for k in keys if k not in placed]] if len(placed) < len(keys) else [])
-    coded = copy.copy(net)
-    coded.model = copy.deepcopy(net.model)
-    params = dict(coded.model.named_parameters())
+    state = net.model.state_dict()
+    coded = copy.copy(net)  # the same network, its model the teacher with the blocks coded so far
+    decoded: dict[str, torch.Tensor] = {}
     out: dict = {}
     for held in tqdm(stages, desc="sequential moments", unit="block", disable=not progress, leave=False):
+        coded.model = net.with_weights(decoded)
         h = input_moments(coded, held, inputs, batch_size, seed=seed, warn=False)
         out.update(h)
-        weights = {k: params[k].detach().cpu().numpy() for k in held}
+        weights = {k: state[k].detach().cpu().numpy() for k in held}
         for layer in assign(weights, codebook, granularity, position_weights=h):
-            decoded = decode_layer(layer, codebook).reshape(params[layer.param].shape)
-            with torch.no_grad():
-                params[layer.param].copy_(torch.from_numpy(decoded))
+            decoded[layer.param] = torch.from_numpy(decode_layer(layer, codebook).reshape(state[layer.param].shape))
     out = {k: out.get(k) for k in keys}
     _warn_plain(out)
     return out

@@ -320,6 +320,11 @@ def synth_config(k: int, lanes: int, *, max_m: int = 256, max_rows: int = 4095, 
     return EngineConfig(k=k, d=8, lanes=lanes, max_m=max_m, max_rows=max_rows, rom_width=rom_width, pack=pack)
 
 
+def first_codewords(codebook: Codebook, k: int) -> Codebook:
+    """The ROM a K = k configuration holds: the codebook's first k codewords (itself when k is its K)."""
+    return codebook if k == codebook.k else Codebook(codebook.codebook[:k], codebook.codebook_scale)
+
+
 DESIGNS = "designs"  # the cache's memo of design digests (`design_of`), beside the results
 
 
@@ -361,10 +366,7 @@ def design_of(cache: dict, config, codebook: Codebook | str) -> str | None:
     if key not in memo:
         if isinstance(codebook, str):
             return None
-        first_k = (
-            codebook if config.k == codebook.k else Codebook(codebook.codebook[: config.k], codebook.codebook_scale)
-        )
-        memo[key] = design_digest(config, first_k)
+        memo[key] = design_digest(config, first_codewords(codebook, config.k))
     return memo[key]
 
 
@@ -428,8 +430,7 @@ def sweep(
                     continue
                 else:
                     progress(f"synth {name} k={k} lanes={lane_count} ...")
-                    first_k = codebook if k == codebook.k else Codebook(codebook.codebook[:k], codebook.codebook_scale)
-                    entry = run(device, config, first_k)
+                    entry = run(device, config, first_codewords(codebook, k))
                     cache[key] = entry
                     atomic_write_bytes(cache_path, (json.dumps(cache, indent=1) + "\n").encode())
                     progress(
@@ -482,7 +483,7 @@ def variant_runs(
             entry = {"device": name, "config": config.to_dict(), "fits": None, "missing": True}
         else:
             progress(f"synth {name} k={k} lanes={lanes} rom_width={rom_width} pack={pack} ...")
-            first_k = codebook if k == codebook.k else Codebook(codebook.codebook[:k], codebook.codebook_scale)
+            first_k = first_codewords(codebook, k)
             entry = run(DEVICES[name], config, first_k)
             if config.split_rom:
                 _, exceptions = split_words(first_k.rom_words(8), d=8, width=8, rom_width=rom_width)

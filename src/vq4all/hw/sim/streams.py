@@ -29,7 +29,7 @@ from vq4all.artifact import Codebook
 from vq4all.hw.rtl.config import REJECTED_BITS, SHIFT_BITS, EngineConfig
 from vq4all.reference import lookup_matmul_int, requantize
 
-from .packing import pack_codes_flat, pack_scales, pack_schedule, pack_tail, unpack_results
+from .packing import pack_codes_flat, pack_scales, pack_schedule, pack_tail, pack_words, unpack_results
 
 
 def beats_per_row(m: int, lanes: int) -> int:
@@ -39,33 +39,15 @@ def beats_per_row(m: int, lanes: int) -> int:
 def pack_acts(x: np.ndarray, m: int, d: int, lanes: int) -> list[int]:
     """x: [in_features] int8 -> ceil(m/lanes) beat words of lanes*d int8 values (value i of a beat
     in bits [8i, 8i+8)), zero-padded past in_features."""
-    beats = beats_per_row(m, lanes)
-    flat = np.zeros(beats * lanes * d, dtype=np.int64)
+    flat = np.zeros(beats_per_row(m, lanes) * lanes * d, dtype=np.int64)
     flat[: x.size] = np.asarray(x, dtype=np.int64)
-    words = []
-    for b in range(beats):
-        word = 0
-        for i, v in enumerate(flat[b * lanes * d : (b + 1) * lanes * d].tolist()):
-            word |= (v & 0xFF) << (8 * i)
-        words.append(word)
-    return words
+    return pack_words((flat & 0xFF).tolist(), lanes * d, 8)
 
 
 def pack_codes(codes: np.ndarray, lanes: int, code_bits: int) -> list[int]:
     """codes: [rows, m] -> rows * ceil(m/lanes) beat words, lane l of beat b of row o =
     codes[o, b*lanes + l] in bits [l*code_bits, (l+1)*code_bits); idle lanes are 0."""
-    rows, m = codes.shape
-    beats = beats_per_row(m, lanes)
-    padded = np.zeros((rows, beats * lanes), dtype=np.int64)
-    padded[:, :m] = codes
-    words = []
-    for row in padded.tolist():
-        for b in range(beats):
-            word = 0
-            for lane, code in enumerate(row[b * lanes : (b + 1) * lanes]):
-                word |= code << (lane * code_bits)
-            words.append(word)
-    return words
+    return [word for row in np.asarray(codes, dtype=np.int64).tolist() for word in pack_words(row, lanes, code_bits)]
 
 
 @dataclass
