@@ -145,8 +145,9 @@ def plot(out: Path, results: list) -> None:
         ax.invert_yaxis()
         ax.set_xlabel(res["metric"])
         ax.set_title(res["network"], fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)  # below the panels: no bar hidden
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     save_figure(fig, out / "sensitivity.png", dpi=110)
     plt.close(fig)
 
