@@ -18,6 +18,7 @@ import pytest
 import torch
 
 import vq4all
+from support.scripts import load_script
 from vq4all.errors import VQ4AllError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,12 +68,7 @@ def _teacher(weights):
 
 
 def _example_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("wine_mlp_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE, "wine_mlp_example")
 
 
 @pytest.mark.sim

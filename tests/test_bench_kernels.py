@@ -1,20 +1,18 @@
 """benches/bench_kernels.py runs end to end on CPU (--quick) and writes its table; timings are
 never asserted, only the rows it promises and the sanity of its products."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from support.scripts import load_script
+
 BENCH = Path(__file__).resolve().parents[1] / "benches" / "bench_kernels.py"
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_kernels", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "bench_kernels")
 
 
 def test_quick_cpu_run_writes_every_row(tmp_path):

@@ -5,7 +5,6 @@ docs/stream-protocol.md is exactly what worked_example.py prints, and every numb
 the RTL does (Icarus through the testbench for the lanes = 1 layer; Amaranth's simulator for
 every variant, beat by beat)."""
 
-import importlib.util
 import os
 import re
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.scripts import load_script
 from vq4all.hw.rtl.engine import Engine
 from vq4all.hw.sim.amaranth_sim import run_engine
 from vq4all.hw.sim.streams import Job, StreamDriver
@@ -29,10 +29,7 @@ ROW = re.compile(r"^row (\d+): result (-?\d+) expected (-?\d+) cycle (\d+)( MISM
 
 def worked_example():
     """examples/verilog_tb/worked_example.py as a module (the examples are not a package)."""
-    spec = importlib.util.spec_from_file_location("verilog_tb_worked_example", EX / "worked_example.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EX / "worked_example.py", "verilog_tb_worked_example")
 
 
 def readme_blocks() -> list[str]:

@@ -1,7 +1,6 @@
 """benches/kernel_asm.py, the CPU-side SASS proxy: its loop finder and counters on hand-written
 SASS and PTX, and one real sm_90 compile whose loop counts must be consistent with the plan."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from support.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benches" / "kernel_asm.py"
@@ -50,9 +51,7 @@ def kasm():
     """The bench as a module: loading it imports neither triton nor the kernels (they decide at
     import whether the interpreter runs them, which other tests of this process rely on)."""
     before = set(sys.modules)
-    spec = importlib.util.spec_from_file_location("kernel_asm_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(BENCH, "kernel_asm_bench")
     loaded = set(sys.modules) - before
     assert not {"triton", "vq4all.kernels.gemm", "vq4all.kernels.gemv"} & loaded, loaded
     return module

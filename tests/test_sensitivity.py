@@ -5,13 +5,13 @@ hard assignment (deterministic), decoded through the reference, put into the FP 
 keys of one group only, and evaluated by the network's own task.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from support.scripts import load_script
 from vq4all import api, zoo
 from vq4all.artifact import save_codebook
 from vq4all.codebook import build
@@ -21,11 +21,7 @@ from vq4all.evaluate import task_metric
 
 
 def load_bench():
-    path = Path(__file__).resolve().parents[1] / "benches" / "sensitivity.py"
-    spec = importlib.util.spec_from_file_location("sensitivity", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path(__file__).resolve().parents[1] / "benches" / "sensitivity.py", "sensitivity")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ very same bits as the original (reference decode, integer path), and the ROM of 
 codebook must hold the old words in the new order.
 """
 
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from support.scripts import load_script
 from vq4all import artifact, reference
 from vq4all.artifact import Codebook, LayerCodes, NetworkArtifact
 from vq4all.cli import main
@@ -246,11 +246,7 @@ def test_cli_reorder_bad_input_is_one_line(toy, tmp_path, capsys):
 
 
 def load_bench():
-    path = Path(__file__).resolve().parents[1] / "benches" / "code_usage.py"
-    spec = importlib.util.spec_from_file_location("code_usage", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(Path(__file__).resolve().parents[1] / "benches" / "code_usage.py", "code_usage")
 
 
 def test_bench_leave_one_out_shares_match_a_hand_count():
