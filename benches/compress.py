@@ -11,7 +11,8 @@ compression ratio without and with the codebook, wall time.
 Long: each row is written to OUT/rows/<network>.partial.json as soon as it is measured, and a
 network's rows to OUT/rows/<network>.json when all are; a rerun skips networks already there
 (--force re-measures) and, inside a network, the methods already measured with the same
-configuration, so an interrupted run resumes at its next method.
+configuration, so an interrupted run resumes at its next method. Until then the table shows the
+rows that network has so far, marked * (`--networks ""` rewrites the table and plots alone).
 Writes compress.md, compress.json and the plots max_ratios.png (largest ratios at the end of
 training with and without PNC), codewords.png (distinct codewords per layer), pareto.png
 (metric vs compression ratio).
@@ -196,7 +197,7 @@ def to_markdown(rows):
     ]
     for r in rows:
         lines.append(
-            f"| {r['network']} | {r['method']} | {r['metric']}{'' if r['higher_is_better'] else ' (lower is better)'} "
+            f"| {r['network']}{'*' if r.get('unfinished') else ''} | {r['method']} | {r['metric']}{'' if r['higher_is_better'] else ' (lower is better)'} "
             f"| {r['value']:.4f} | {r['ratio_to_fp']:.3f} | {also(r)} | {r['bits_per_weight']:.3f} | {r['compression_ratio']:.2f} "
             f"| {r['compression_ratio_with_codebook']:.2f} | {r.get('steps', '')} | {forced_share(r)} "
             f"| {r.get('settings', '')} | {r['seconds']:.0f} |"
@@ -263,16 +264,21 @@ def plots(results, out: Path):
     finish(fig, "codewords.png")
 
     fig, axes = panels()
+    # one colour per method across every panel, and one legend below them naming every method
+    methods = list(dict.fromkeys(r["method"] for res in results.values() for r in res["rows"] if r["method"] != "FP32"))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
     for ax, name in zip(axes, nets):
         for r in results[name]["rows"]:
-            if r["method"] == "FP32":
-                continue
-            ax.scatter(r["compression_ratio"], r["value"], label=r["method"], s=18)
+            if r["method"] != "FP32":
+                ax.scatter(r["compression_ratio"], r["value"], color=colours[r["method"]], s=18)
         ax.axhline(results[name]["rows"][0]["fp_value"], color="k", lw=0.8, ls="--")
         ax.set_title(f"{name} ({results[name]['rows'][0]['metric']})", fontsize=9)
         ax.set_xlabel("compression ratio (codebook not charged)")
-    axes[len(nets) - 1].legend(fontsize=6, loc="best")
-    finish(fig, "pareto.png")
+    handles = [plt.Line2D([], [], ls="", marker="o", color=colours[m], label=m) for m in methods]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(methods)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * -(-len(methods) // 4), 1, 1))
+    save_figure(fig, out / "pareto.png", dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -342,12 +348,14 @@ def main(argv=None) -> int:
             rows, extra = measure(name, codebooks, sub8, config, baseline_config, args.per_network, log, partial)
             atomic_write_bytes(out / "rows" / f"{name}.json", json.dumps({"rows": rows, "extra": extra}).encode())
             partial.unlink()
-    results = {}
+    results, rows = {}, []
     for name in zoo.NAMES:  # the table holds every network measured so far, in zoo order
-        path = out / "rows" / f"{name}.json"
+        path, partial = out / "rows" / f"{name}.json", out / "rows" / f"{name}.partial.json"
         if path.exists():
             results[name] = json.loads(path.read_text())
-    rows = [r for res in results.values() for r in res["rows"]]
+            rows += results[name]["rows"]
+        elif partial.exists():  # a run still to be resumed: its rows so far, no plots yet
+            rows += [{**m["row"], "unfinished": True} for m in json.loads(partial.read_text())["methods"].values()]
     table = to_markdown(rows)
     header = (
         f"# Compression at ~2 bits/weight\n\nTrained methods: batch {config.batch_size} "
@@ -361,7 +369,8 @@ def main(argv=None) -> int:
         f"Forced: the share of sub-vectors frozen without passing alpha (by the linear schedule's quota or at the end). "
         f"Every evaluation set is disjoint from the calibration data (docs/zoo.md). The mtcnn and digits_cnn eval sets "
         f"hold 200 and 450 samples: one sample is 0.5 or 0.22 points there. "
-        f"Compression: 32 bits x values represented / bits stored (ROM codebook not charged, then charged once).\n\n"
+        f"Compression: 32 bits x values represented / bits stored (ROM codebook not charged, then charged once). "
+        f"A network marked * has a run still to be resumed: its rows so far, and no plots yet.\n\n"
         f"![largest ratios](max_ratios.png)\n![codewords per layer](codewords.png)\n![metric vs compression](pareto.png)\n\n"
     )
     atomic_write_bytes(out / "compress.md", (header + table + "\n").encode())

@@ -35,3 +35,14 @@ def test_finetuning_trains_the_codebooks_and_keeps_the_budget(digits):
     assert 2.0 < stored / count < 4.0  # 2 bits of codes + scales + 256x4 fp16 codebooks per layer
     before, _, _ = finetune_kmeans(digits, CompressConfig(steps=1, calibration=64, lr=0.0, lr_fp=0.0))
     assert not np.allclose(state["fc1.weight"], before["fc1.weight"])  # the codewords moved
+
+
+def test_blockwise_finetuning_reports_every_block(digits):
+    """The k-means baseline trains in the same mode as vq4all and reports its blocks the same way
+    (the compress table's budget column reads them): without PNC every block runs block_steps."""
+    cfg = CompressConfig(mode="blockwise", block_steps=3, finetune_steps=2, calibration=64)
+    _, _, report = finetune_kmeans(digits, cfg)
+    assert report["mode"] == "blockwise"
+    assert [b["block"] for b in report["blocks"]] == ["conv1", "conv2", "fc1", "fc2"]
+    assert [b["steps"] for b in report["blocks"]] == [3, 3, 3, 3]
+    assert report["block_steps"] == 12 and report["steps"] == 2

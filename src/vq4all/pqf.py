@@ -96,6 +96,7 @@ def finetune_kmeans(
         "mode": "blockwise" if plan is not None else "end_to_end",
         "steps": run.step,
         "block_steps": sum(b["steps"] for b in run.block_reports),
+        "blocks": run.block_reports,  # per block, as in compress's report
         "seconds": time.perf_counter() - start,
         "final_loss": run.history[-1]["distill"] if run.history else math.nan,  # distillation alone
     }
