@@ -22,14 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from vq4all import api, zoo
+from vq4all import api, rules, zoo
 from vq4all.artifact import load_codebook
 from vq4all.decode import decode_weights
 from vq4all.evaluate import task_metric
 from vq4all.io import atomic_write_bytes, save_figure
 
 NETWORKS = ("efficientnet_lite0", "minilm_l6")
-SEARCHES = ("plain", "activations", "hessian")  # layer-independent searches only
+SEARCHES = tuple(s for s in rules.SEARCHES if s != "sequential")  # layer-independent searches only
 
 
 def group_of(key: str) -> str:
@@ -41,7 +41,7 @@ def group_of(key: str) -> str:
 
 
 def measure(net, cb, search: str, calibration: int) -> dict:
-    """One network's rows: {"groups": [{group, keys, weights, alone, all_but}], "all", "fp"}."""
+    """One network's rows: {"groups": [{group, layers, weights, share, alone, all_but}], "all", "fp", ...}."""
     start = time.perf_counter()
     art = api.hard_assign(net, cb, search=search, calibration=calibration, progress=True)
     decoded = decode_weights(art, cb)
@@ -58,12 +58,13 @@ def measure(net, cb, search: str, calibration: int) -> dict:
     rows = []
     for group, keys in groups.items():
         others = [k for k in decoded if k not in keys]
+        weights = int(sum(decoded[k].size for k in keys))
         rows.append(
             {
                 "group": group,
                 "layers": len(keys),
-                "weights": int(sum(decoded[k].size for k in keys)),
-                "share": sum(decoded[k].size for k in keys) / total,
+                "weights": weights,
+                "share": weights / total,
                 "alone": metric(keys),
                 "all_but": metric(others),
             }
