@@ -225,8 +225,8 @@ def plots(results, out: Path):
             ax.set_visible(False)
         return fig, flat
 
-    def finish(fig, name):
-        fig.tight_layout()
+    def finish(fig, name, rect=(0, 0, 1, 1)):
+        fig.tight_layout(rect=rect)
         save_figure(fig, out / name, dpi=110)
         plt.close(fig)
 
@@ -276,9 +276,7 @@ def plots(results, out: Path):
         ax.set_xlabel("compression ratio (codebook not charged)")
     handles = [plt.Line2D([], [], ls="", marker="o", color=colours[m], label=m) for m in methods]
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(methods)), fontsize=7)
-    fig.tight_layout(rect=(0, 0.03 + 0.025 * -(-len(methods) // 4), 1, 1))
-    save_figure(fig, out / "pareto.png", dpi=110)
-    plt.close(fig)
+    finish(fig, "pareto.png", rect=(0, 0.03 + 0.025 * -(-len(methods) // 4), 1, 1))  # room for the legend
 
 
 def main(argv=None) -> int:
